@@ -1,0 +1,85 @@
+# Developer and CI entry points. `make` (or `make help`) lists the targets.
+#
+# Recipes are POSIX sh; logic longer than a line lives in scripts/.
+# Variables: REDIS_PORT (dev server port, default 6379), REDIS_URL (server
+# for cache-stats/cache-flush; for tests: use that server instead of
+# spawning), NAMESPACE and DRY_RUN (cache-flush), CARGO (default cargo).
+
+SHELL = /bin/sh
+CARGO ?= cargo
+REDIS_PORT ?= 6379
+
+.DEFAULT_GOAL := help
+
+.PHONY: help test test-all fmt fmt-check clippy doc features bench \
+	redis-up redis-down cache-stats cache-flush clean
+
+help:
+	@echo "Usage: make <target>"
+	@echo ""
+	@echo "  test         ensure redis-server (installs it as root on Debian), run all tests"
+	@echo "               (cargo nextest if available, else cargo test) and the doctests"
+	@echo "  test-all     fmt-check + clippy + test + doc + features (what CI runs)"
+	@echo "  fmt          format the code"
+	@echo "  fmt-check    check formatting"
+	@echo "  clippy       lint everything, warnings are errors"
+	@echo "  doc          build the docs, warnings are errors"
+	@echo "  features     check cache-core with no features, each feature alone, all features"
+	@echo "  bench        run the benches of the cache-tests crate"
+	@echo "  redis-up     start a dev redis-server on port \$$REDIS_PORT (default 6379), prints REDIS_URL"
+	@echo "  redis-down   stop that dev redis-server"
+	@echo "  cache-stats  hit/miss, memory and key counts of \$$REDIS_URL (+ NAMESPACE=ns key count)"
+	@echo "  cache-flush  delete the keys NAMESPACE:* on \$$REDIS_URL (NAMESPACE required; DRY_RUN=1 counts)"
+	@echo "  clean        cargo clean"
+
+# REDIS_SERVER_BIN is exported so that the tests use the binary that
+# ensure-redis.sh found or installed.
+test:
+	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
+	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "==> $(CARGO) nextest run --workspace --all-features"; \
+		$(CARGO) nextest run --workspace --all-features --no-tests=warn || exit 1; \
+	else \
+		echo "==> $(CARGO) test --workspace --all-features (cargo-nextest not installed)"; \
+		$(CARGO) test --workspace --all-features || exit 1; \
+	fi; \
+	echo "==> $(CARGO) test --workspace --all-features --doc"; \
+	$(CARGO) test --workspace --all-features --doc
+
+test-all: fmt-check clippy test doc features
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --all-features --no-deps
+
+features:
+	CARGO="$(CARGO)" sh scripts/check-features.sh cache-core
+
+bench:
+	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
+	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
+	$(CARGO) bench -p cache-tests
+
+redis-up:
+	@REDIS_PORT="$(REDIS_PORT)" sh scripts/dev-redis.sh up
+
+redis-down:
+	@REDIS_PORT="$(REDIS_PORT)" sh scripts/dev-redis.sh down
+
+cache-stats:
+	@REDIS_PORT="$(REDIS_PORT)" sh scripts/cache-admin.sh stats
+
+cache-flush:
+	@REDIS_PORT="$(REDIS_PORT)" sh scripts/cache-admin.sh flush
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,130 @@
+//! Storage backends.
+//!
+//! A [`Backend`] is the small async interface the [`Cache`](crate::Cache) engine talks to. Two
+//! implementations ship with the crate and pass the same behaviour suite:
+//!
+//! * [`RedisBackend`]: Redis through a `redis` connection manager (automatic reconnection,
+//!   connection made lazily so a service starts even when Redis is down).
+//! * [`MemoryBackend`]: an in-process store on `moka` with the same semantics (TTL, tags, guarded
+//!   stores, locks, patterns). It is the embedded default for development and single-instance
+//!   services, not a mock.
+//!
+//! Backends see fully built keys; namespacing, deadlines, the circuit breaker, statistics and
+//! fail-open all live in the engine, so a custom backend only implements storage.
+//!
+//! # Tag bookkeeping (shared by both backends)
+//! A tag id (`{namespace}:t:{tag}`) owns two keys:
+//! * `{tag id}:k`: the index, a sorted set of entry keys scored by their expiry time (ms);
+//! * `{tag id}:v`: the version counter, incremented by every invalidation of the tag.
+//!
+//! A guarded [`Put`] carries the tag versions read before its loader ran and is stored only if
+//! they are unchanged, atomically with adding the key to each index. Invalidation increments the
+//! versions and deletes every indexed key in one atomic step. See [`crate::tags`] for the design.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::CacheError;
+
+mod memory;
+mod redis;
+
+pub use self::memory::MemoryBackend;
+pub use self::redis::{RedisBackend, RedisOptions};
+
+/// One entry to store.
+#[derive(Debug, Clone, Copy)]
+pub struct Put<'a> {
+    /// Full entry key.
+    pub key: &'a str,
+    /// Encoded envelope.
+    pub value: &'a [u8],
+    /// How long the backend keeps the entry (fresh TTL plus stale windows).
+    pub ttl: Duration,
+    /// Tag ids (already namespaced) the entry is indexed under.
+    pub tags: &'a [String],
+    /// Expected version of each tag (same order as `tags`); `None` stores unconditionally.
+    pub guard: Option<&'a [u64]>,
+}
+
+/// Server-side facts for the stats endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BackendInfo {
+    /// `redis` or `memory`.
+    pub backend: String,
+    /// Number of keys (Redis `DBSIZE`: the whole database, not only this namespace).
+    pub total_keys: u64,
+    /// Memory used, in bytes.
+    pub memory_used_bytes: u64,
+    /// Lookups that found a key (Redis `keyspace_hits`).
+    pub keyspace_hits: u64,
+    /// Lookups that found nothing (Redis `keyspace_misses`).
+    pub keyspace_misses: u64,
+    /// Connected clients (Redis `connected_clients`; `1` for memory).
+    pub connected_clients: u64,
+    /// Server version, when known.
+    pub version: String,
+}
+
+/// The storage interface behind a [`Cache`](crate::Cache).
+///
+/// Every method may fail; the engine applies deadlines and the circuit breaker around them and
+/// turns failures into fall-through on read paths.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// Short name for logs and stats (`redis`, `memory`).
+    fn kind(&self) -> &'static str;
+
+    /// Reads one entry.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
+
+    /// Reads many entries in one round trip; the result has one slot per key, in order.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, CacheError>;
+
+    /// Current versions of the given tag ids (`0` for a tag never invalidated).
+    async fn tag_versions(&self, tags: &[&str]) -> Result<Vec<u64>, CacheError>;
+
+    /// Stores entries in one round trip. Returns, per entry, whether it was stored (`false`:
+    /// its guard saw a changed tag version).
+    async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError>;
+
+    /// Deletes keys; returns how many existed.
+    async fn delete(&self, keys: &[&str]) -> Result<u64, CacheError>;
+
+    /// Atomically bumps the versions of the tag ids and deletes every entry indexed under them.
+    /// `version_retention` is how long a bumped version is remembered. Returns how many entries
+    /// were deleted.
+    async fn invalidate_tags(
+        &self,
+        tags: &[&str],
+        version_retention: Duration,
+    ) -> Result<u64, CacheError>;
+
+    /// Deletes every key matching a Redis glob pattern, `batch` keys at a time, without blocking
+    /// the server (Redis: `SCAN` + `UNLINK`, never `KEYS`). Returns how many were deleted.
+    async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError>;
+
+    /// Takes a lease (`SET NX PX`): `true` if acquired.
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError>;
+
+    /// Releases a lease if `token` still holds it.
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), CacheError>;
+
+    /// Checks the backend answers.
+    async fn ping(&self) -> Result<(), CacheError>;
+
+    /// Server statistics.
+    async fn info(&self) -> Result<BackendInfo, CacheError>;
+}
+
+pub(crate) fn version_key(tag_id: &str) -> String {
+    format!("{tag_id}:v")
+}
+
+pub(crate) fn index_key(tag_id: &str) -> String {
+    format!("{tag_id}:k")
+}

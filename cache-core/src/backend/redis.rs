@@ -1,0 +1,389 @@
+//! The Redis backend.
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use super::{index_key, version_key, Backend, BackendInfo, Put};
+use crate::error::CacheError;
+
+/// Stores entries and indexes them under their tags, each entry only if its guard holds.
+///
+/// `ARGV[1]` = entry count; per entry `ARGV`: value, ttl ms, tag count, guard flag (`1`/`0`), then
+/// the expected version per tag when guarded. `KEYS` per entry: the entry key, then per tag its
+/// version key and its index key. Server time is used for index scores, so clock skew between
+/// application instances cannot prune live members.
+const PUT_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ki, ai = 1, 2
+local out = {}
+for e = 1, tonumber(ARGV[1]) do
+  local key = KEYS[ki]
+  local val = ARGV[ai]
+  local ttl = tonumber(ARGV[ai + 1])
+  local nt = tonumber(ARGV[ai + 2])
+  local guarded = ARGV[ai + 3] == '1'
+  ai = ai + 4
+  local ok = true
+  if guarded then
+    for j = 0, nt - 1 do
+      local cur = tonumber(redis.call('GET', KEYS[ki + 1 + 2 * j]) or '0')
+      if cur ~= tonumber(ARGV[ai + j]) then ok = false end
+    end
+    ai = ai + nt
+  end
+  if ok then
+    redis.call('SET', key, val, 'PX', ttl)
+    for j = 0, nt - 1 do
+      local idx = KEYS[ki + 2 + 2 * j]
+      redis.call('ZADD', idx, now + ttl, key)
+      redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. now)
+      if redis.call('PTTL', idx) < ttl + 1000 then
+        redis.call('PEXPIRE', idx, ttl + 1000)
+      end
+    end
+    out[e] = 1
+  else
+    out[e] = 0
+  end
+  ki = ki + 1 + 2 * nt
+end
+return out
+";
+
+/// Bumps tag versions and unlinks every indexed entry, atomically.
+/// `KEYS` = (version key, index key) pairs; `ARGV[1]` = version retention in ms.
+const INVALIDATE_SCRIPT: &str = r"
+local total = 0
+for i = 1, #KEYS, 2 do
+  redis.call('INCR', KEYS[i])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  local members = redis.call('ZRANGE', KEYS[i + 1], 0, -1)
+  for s = 1, #members, 1000 do
+    total = total + redis.call('UNLINK', unpack(members, s, math.min(s + 999, #members)))
+  end
+  redis.call('DEL', KEYS[i + 1])
+end
+return total
+";
+
+const UNLOCK_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_SCRIPT));
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SCRIPT));
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK_SCRIPT));
+
+/// Connection settings for [`RedisBackend`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// Time allowed to establish a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one response at the connection level. The engine applies its own,
+    /// usually shorter, command deadline on top.
+    pub response_timeout: Duration,
+    /// Upper bound of the reconnection back-off.
+    pub max_reconnect_delay: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            connect_timeout: Duration::from_millis(250),
+            response_timeout: Duration::from_secs(2),
+            max_reconnect_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Redis storage through a `redis::aio::ConnectionManager`.
+///
+/// The connection is made lazily and re-made automatically after failures, so constructing the
+/// backend never blocks and never fails because Redis is down. AUTH and TLS come from the URL
+/// (`redis://user:pass@host:6379/0`; `rediss://` requires a TLS feature of the `redis` crate).
+#[derive(Clone)]
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    url_redacted: String,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &self.url_redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Creates a backend for `url` without connecting.
+    ///
+    /// # Errors
+    /// [`CacheError::Redis`] if the URL cannot be parsed.
+    pub fn new(url: &str, options: &RedisOptions) -> Result<RedisBackend, CacheError> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout))
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(options.max_reconnect_delay)
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(RedisBackend {
+            conn,
+            url_redacted: redact_url(url),
+        })
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn url(&self) -> &str {
+        &self.url_redacted
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+/// Replaces the password in a Redis URL with `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let mut conn = self.conn();
+        Ok(redis::cmd("GET").arg(key).query_async(&mut conn).await?)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn();
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
+    }
+
+    async fn tag_versions(&self, tags: &[&str]) -> Result<Vec<u64>, CacheError> {
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = tags.iter().map(|t| version_key(t)).collect();
+        let mut conn = self.conn();
+        let versions: Vec<Option<u64>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        Ok(versions
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    }
+
+    async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {
+        if puts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn();
+        // Fast path: one untagged entry is a plain SET.
+        if let [p] = puts {
+            if p.tags.is_empty() {
+                redis::cmd("SET")
+                    .arg(p.key)
+                    .arg(p.value)
+                    .arg("PX")
+                    .arg(ttl_ms(p.ttl))
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                return Ok(vec![true]);
+            }
+        }
+        let mut inv = PUT.prepare_invoke();
+        inv.arg(puts.len());
+        for p in puts {
+            inv.key(p.key);
+            for tag in p.tags {
+                inv.key(version_key(tag)).key(index_key(tag));
+            }
+            inv.arg(p.value)
+                .arg(ttl_ms(p.ttl))
+                .arg(p.tags.len())
+                .arg(if p.guard.is_some() { "1" } else { "0" });
+            if let Some(expected) = p.guard {
+                for v in expected.iter().take(p.tags.len()) {
+                    inv.arg(*v);
+                }
+                for _ in expected.len()..p.tags.len() {
+                    inv.arg(0u64);
+                }
+            }
+        }
+        let stored: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(stored.into_iter().map(|s| s == 1).collect())
+    }
+
+    async fn delete(&self, keys: &[&str]) -> Result<u64, CacheError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn();
+        Ok(redis::cmd("UNLINK")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn invalidate_tags(
+        &self,
+        tags: &[&str],
+        version_retention: Duration,
+    ) -> Result<u64, CacheError> {
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = INVALIDATE.prepare_invoke();
+        for tag in tags {
+            inv.key(version_key(tag)).key(index_key(tag));
+        }
+        inv.arg(ttl_ms(version_retention));
+        let mut conn = self.conn();
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut deleted = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(batch.max(1))
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut conn = self.conn();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn();
+        UNLOCK
+            .key(key)
+            .arg(token)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        let mut conn = self.conn();
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn info(&self) -> Result<BackendInfo, CacheError> {
+        let mut conn = self.conn();
+        let (info, dbsize): (String, u64) = redis::pipe()
+            .cmd("INFO")
+            .cmd("DBSIZE")
+            .query_async(&mut conn)
+            .await?;
+        let field = |name: &str| -> Option<&str> {
+            info.lines().find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .map(str::trim)
+            })
+        };
+        let num = |name: &str| field(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(BackendInfo {
+            backend: "redis".into(),
+            total_keys: dbsize,
+            memory_used_bytes: num("used_memory"),
+            keyspace_hits: num("keyspace_hits"),
+            keyspace_misses: num("keyspace_misses"),
+            connected_clients: num("connected_clients"),
+            version: field("redis_version").unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// Milliseconds for `PX`, at least 1 (Redis rejects 0).
+fn ttl_ms(d: Duration) -> u64 {
+    crate::codec::duration_ms(d).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_passwords_only() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:secret@host"), "redis://:***@host");
+        assert_eq!(redact_url("redis://tokenonly@host"), "redis://***@host");
+    }
+}

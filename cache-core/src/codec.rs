@@ -1,0 +1,513 @@
+//! Value encoding: codecs, optional compression and the stored envelope.
+//!
+//! Every value is stored inside an *envelope*: a small fixed binary header (creation time, TTL,
+//! stale windows, recompute time, ETag, content type, tags) followed by the payload. Reading a
+//! hit parses the header in place (no allocation) and deserializes the payload straight from the
+//! bytes Redis returned.
+//!
+//! # Codecs
+//! | codec | feature | notes |
+//! | --- | --- | --- |
+//! | [`Codec::Json`] | always | `serde_json`; readable with `redis-cli` |
+//! | [`Codec::MessagePack`] | `msgpack` | `rmp-serde` with named fields; smaller and faster |
+//!
+//! The codec is recorded per entry, so changing the configured codec never misreads old entries:
+//! an entry written with a codec this build cannot read is treated as a miss and replaced.
+//!
+//! # Compression
+//! With the `compression` feature and [`CacheBuilder::compress_above`](crate::CacheBuilder::compress_above),
+//! payloads larger than the threshold are LZ4-compressed (flag bit 2). The ETag is always computed
+//! over the uncompressed payload, so it does not depend on the setting.
+//!
+//! # Envelope format (version 1)
+//! All integers are little-endian.
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 1 | magic `0xCA` |
+//! | 1 | 1 | format version `1` |
+//! | 2 | 1 | flags: bits 0–1 codec (0 JSON, 1 MessagePack, 2 raw bytes), bit 2 LZ4 |
+//! | 3 | 1 | reserved, `0` |
+//! | 4 | 8 | created at, Unix milliseconds |
+//! | 12 | 8 | fresh TTL, milliseconds |
+//! | 20 | 8 | stale-while-revalidate window, milliseconds |
+//! | 28 | 8 | stale-if-error window, milliseconds |
+//! | 36 | 4 | recompute time of the loader, milliseconds (for early refresh) |
+//! | 40 | 8 | ETag: XXH3-64 (seed 0) of the uncompressed payload |
+//! | 48 | 1 + n | content type: length byte, then UTF-8 |
+//! | … | 2 + … | tags: count (u16), then per tag a u16 length and UTF-8 bytes |
+//! | … | rest | payload (LZ4 blocks carry a u32 uncompressed-size prefix) |
+//!
+//! ```
+//! use cache_core::codec::{Codec, Envelope};
+//!
+//! let bytes = Codec::Json.encode_envelope(&vec![1, 2, 3], &Default::default()).unwrap();
+//! let env = Envelope::parse(&bytes).unwrap();
+//! assert_eq!(env.content_type(), "application/json");
+//! let back: Vec<i32> = env.decode().unwrap();
+//! assert_eq!(back, [1, 2, 3]);
+//! ```
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::CacheError;
+
+const MAGIC: u8 = 0xCA;
+const FORMAT_VERSION: u8 = 1;
+const FIXED_HEADER: usize = 48;
+const FLAG_LZ4: u8 = 0b100;
+const CODEC_MASK: u8 = 0b11;
+const CODEC_JSON: u8 = 0;
+const CODEC_MSGPACK: u8 = 1;
+const CODEC_RAW: u8 = 2;
+
+/// How values are serialized.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Codec {
+    /// JSON via `serde_json` (the default).
+    #[default]
+    Json,
+    /// MessagePack via `rmp-serde`, structs encoded as maps (feature `msgpack`).
+    #[cfg(feature = "msgpack")]
+    MessagePack,
+}
+
+impl Codec {
+    fn id(self) -> u8 {
+        match self {
+            Codec::Json => CODEC_JSON,
+            #[cfg(feature = "msgpack")]
+            Codec::MessagePack => CODEC_MSGPACK,
+        }
+    }
+
+    /// The MIME type recorded in the envelope for this codec.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Codec::Json => "application/json",
+            #[cfg(feature = "msgpack")]
+            Codec::MessagePack => "application/msgpack",
+        }
+    }
+
+    /// Parses a codec name (`json`, `msgpack`).
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name {
+            "json" => Some(Codec::Json),
+            #[cfg(feature = "msgpack")]
+            "msgpack" | "messagepack" => Some(Codec::MessagePack),
+            _ => None,
+        }
+    }
+
+    /// Serializes `value` into a complete envelope described by `meta`.
+    ///
+    /// # Errors
+    /// [`CacheError::Encode`] when serialization fails.
+    pub fn encode_envelope<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        meta: &EnvelopeMeta<'_>,
+    ) -> Result<Vec<u8>, CacheError> {
+        let mut buf = Vec::with_capacity(256);
+        let header_len = write_header(&mut buf, self.id(), meta, self.content_type());
+        match self {
+            Codec::Json => serde_json::to_writer(&mut buf, value)
+                .map_err(|e| CacheError::Encode(e.to_string()))?,
+            #[cfg(feature = "msgpack")]
+            Codec::MessagePack => rmp_serde::encode::write_named(&mut buf, value)
+                .map_err(|e| CacheError::Encode(e.to_string()))?,
+        }
+        finish(&mut buf, header_len, meta.compress_above);
+        Ok(buf)
+    }
+}
+
+/// Builds an envelope around bytes that are already encoded (HTTP bodies, for instance).
+pub fn encode_raw_envelope(payload: &[u8], content_type: &str, meta: &EnvelopeMeta<'_>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(FIXED_HEADER + 64 + payload.len());
+    let header_len = write_header(&mut buf, CODEC_RAW, meta, content_type);
+    buf.extend_from_slice(payload);
+    finish(&mut buf, header_len, meta.compress_above);
+    buf
+}
+
+/// Metadata written into an envelope.
+#[derive(Debug, Clone, Default)]
+pub struct EnvelopeMeta<'a> {
+    /// Creation time, Unix milliseconds; `0` means "now".
+    pub created_at_ms: u64,
+    /// Fresh lifetime.
+    pub ttl: Duration,
+    /// Stale-while-revalidate window after the fresh lifetime.
+    pub stale_while_revalidate: Duration,
+    /// Stale-if-error window after the fresh lifetime.
+    pub stale_if_error: Duration,
+    /// How long the loader took (used by early refresh).
+    pub recompute: Duration,
+    /// Tags the entry carries.
+    pub tags: &'a [String],
+    /// Compress payloads larger than this many bytes (needs the `compression` feature).
+    pub compress_above: Option<usize>,
+}
+
+fn write_header(
+    buf: &mut Vec<u8>,
+    codec: u8,
+    meta: &EnvelopeMeta<'_>,
+    content_type: &str,
+) -> usize {
+    let created = if meta.created_at_ms == 0 {
+        now_ms()
+    } else {
+        meta.created_at_ms
+    };
+    buf.extend_from_slice(&[MAGIC, FORMAT_VERSION, codec, 0]);
+    buf.extend_from_slice(&created.to_le_bytes());
+    buf.extend_from_slice(&duration_ms(meta.ttl).to_le_bytes());
+    buf.extend_from_slice(&duration_ms(meta.stale_while_revalidate).to_le_bytes());
+    buf.extend_from_slice(&duration_ms(meta.stale_if_error).to_le_bytes());
+    let recompute = u32::try_from(meta.recompute.as_millis()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&recompute.to_le_bytes());
+    buf.extend_from_slice(&0u64.to_le_bytes()); // ETag, patched in `finish`
+    let ct = truncate_utf8(content_type, u8::MAX as usize);
+    buf.push(ct.len() as u8);
+    buf.extend_from_slice(ct.as_bytes());
+    let count = meta.tags.len().min(u16::MAX as usize);
+    buf.extend_from_slice(&(count as u16).to_le_bytes());
+    for tag in &meta.tags[..count] {
+        let tag = truncate_utf8(tag, u16::MAX as usize);
+        buf.extend_from_slice(&(tag.len() as u16).to_le_bytes());
+        buf.extend_from_slice(tag.as_bytes());
+    }
+    buf.len()
+}
+
+fn finish(buf: &mut Vec<u8>, header_len: usize, compress_above: Option<usize>) {
+    let etag = xxhash_rust::xxh3::xxh3_64(&buf[header_len..]);
+    buf[40..48].copy_from_slice(&etag.to_le_bytes());
+    #[cfg(feature = "compression")]
+    if let Some(threshold) = compress_above {
+        if buf.len() - header_len > threshold {
+            let compressed = lz4_flex::compress_prepend_size(&buf[header_len..]);
+            if compressed.len() < buf.len() - header_len {
+                buf.truncate(header_len);
+                buf.extend_from_slice(&compressed);
+                buf[2] |= FLAG_LZ4;
+            }
+        }
+    }
+    #[cfg(not(feature = "compression"))]
+    let _ = compress_above;
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A parsed, borrowed view of a stored envelope. Parsing does not copy the payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    flags: u8,
+    created_at_ms: u64,
+    ttl_ms: u64,
+    swr_ms: u64,
+    sie_ms: u64,
+    recompute_ms: u32,
+    etag: u64,
+    content_type: &'a str,
+    tags: &'a [u8],
+    tag_count: u16,
+    payload: &'a [u8],
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl<'a> Envelope<'a> {
+    /// Parses an envelope.
+    ///
+    /// # Errors
+    /// [`CacheError::Decode`] if the bytes are not an envelope of a known format version.
+    pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>, CacheError> {
+        let bad = |why: &str| CacheError::Decode(format!("invalid envelope: {why}"));
+        if bytes.len() < FIXED_HEADER + 3 || bytes[0] != MAGIC {
+            return Err(bad("missing magic byte"));
+        }
+        if bytes[1] != FORMAT_VERSION {
+            return Err(bad("unknown format version"));
+        }
+        let mut at = FIXED_HEADER;
+        let ct_len = bytes[at] as usize;
+        at += 1;
+        let ct = bytes.get(at..at + ct_len).ok_or_else(|| bad("truncated"))?;
+        let content_type = std::str::from_utf8(ct).map_err(|_| bad("content type"))?;
+        at += ct_len;
+        let count_bytes = bytes.get(at..at + 2).ok_or_else(|| bad("truncated"))?;
+        let tag_count = u16::from_le_bytes([count_bytes[0], count_bytes[1]]);
+        at += 2;
+        let tags_start = at;
+        for _ in 0..tag_count {
+            let l = bytes.get(at..at + 2).ok_or_else(|| bad("truncated tags"))?;
+            at += 2 + u16::from_le_bytes([l[0], l[1]]) as usize;
+        }
+        let tags = bytes
+            .get(tags_start..at)
+            .ok_or_else(|| bad("truncated tags"))?;
+        let mut recompute = [0u8; 4];
+        recompute.copy_from_slice(&bytes[36..40]);
+        Ok(Envelope {
+            flags: bytes[2],
+            created_at_ms: read_u64(bytes, 4),
+            ttl_ms: read_u64(bytes, 12),
+            swr_ms: read_u64(bytes, 20),
+            sie_ms: read_u64(bytes, 28),
+            recompute_ms: u32::from_le_bytes(recompute),
+            etag: read_u64(bytes, 40),
+            content_type,
+            tags,
+            tag_count,
+            payload: &bytes[at..],
+        })
+    }
+
+    /// Creation time in Unix milliseconds.
+    pub fn created_at_ms(&self) -> u64 {
+        self.created_at_ms
+    }
+
+    /// Fresh lifetime.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
+
+    /// Stale-while-revalidate window.
+    pub fn stale_while_revalidate(&self) -> Duration {
+        Duration::from_millis(self.swr_ms)
+    }
+
+    /// Stale-if-error window.
+    pub fn stale_if_error(&self) -> Duration {
+        Duration::from_millis(self.sie_ms)
+    }
+
+    /// Time the loader took to compute this value.
+    pub fn recompute(&self) -> Duration {
+        Duration::from_millis(u64::from(self.recompute_ms))
+    }
+
+    /// Age at `now_ms` (Unix milliseconds); zero if the clock went backwards.
+    pub fn age_at(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.created_at_ms))
+    }
+
+    /// The strong ETag value (hash of the uncompressed payload).
+    pub fn etag(&self) -> u64 {
+        self.etag
+    }
+
+    /// The ETag formatted for an HTTP header: `"<16 hex digits>"`.
+    pub fn etag_header(&self) -> String {
+        format!("\"{:016x}\"", self.etag)
+    }
+
+    /// Content type recorded at store time.
+    pub fn content_type(&self) -> &'a str {
+        self.content_type
+    }
+
+    /// Whether the payload is LZ4-compressed.
+    pub fn is_compressed(&self) -> bool {
+        self.flags & FLAG_LZ4 != 0
+    }
+
+    /// The tags stored with the entry.
+    pub fn tags(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let mut rest = self.tags;
+        (0..self.tag_count).filter_map(move |_| {
+            let len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+            let tag = rest.get(2..2 + len)?;
+            rest = &rest[2 + len..];
+            std::str::from_utf8(tag).ok()
+        })
+    }
+
+    /// The uncompressed payload bytes (borrowed unless compressed).
+    ///
+    /// # Errors
+    /// [`CacheError::Decode`] if decompression fails or is not compiled in.
+    pub fn payload(&self) -> Result<Cow<'a, [u8]>, CacheError> {
+        if !self.is_compressed() {
+            return Ok(Cow::Borrowed(self.payload));
+        }
+        #[cfg(feature = "compression")]
+        {
+            lz4_flex::decompress_size_prepended(self.payload)
+                .map(Cow::Owned)
+                .map_err(|e| CacheError::Decode(format!("lz4: {e}")))
+        }
+        #[cfg(not(feature = "compression"))]
+        Err(CacheError::Decode(
+            "entry is LZ4-compressed but the `compression` feature is off".into(),
+        ))
+    }
+
+    /// Deserializes the payload with the codec recorded in the envelope.
+    ///
+    /// # Errors
+    /// [`CacheError::Decode`] if the payload does not deserialize into `T` or the codec is not
+    /// compiled in.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CacheError> {
+        let payload = self.payload()?;
+        match self.flags & CODEC_MASK {
+            CODEC_JSON => {
+                serde_json::from_slice(&payload).map_err(|e| CacheError::Decode(e.to_string()))
+            }
+            #[cfg(feature = "msgpack")]
+            CODEC_MSGPACK => {
+                rmp_serde::from_slice(&payload).map_err(|e| CacheError::Decode(e.to_string()))
+            }
+            CODEC_RAW => Err(CacheError::Decode(
+                "entry holds raw bytes; read it with Envelope::payload".into(),
+            )),
+            other => Err(CacheError::Decode(format!(
+                "codec {other} is not compiled in"
+            ))),
+        }
+    }
+}
+
+/// Current Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Item {
+        id: u32,
+        name: String,
+    }
+
+    fn meta(tags: &[String]) -> EnvelopeMeta<'_> {
+        EnvelopeMeta {
+            created_at_ms: 1_700_000_000_000,
+            ttl: Duration::from_secs(60),
+            stale_while_revalidate: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(7),
+            recompute: Duration::from_millis(12),
+            tags,
+            compress_above: None,
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips_metadata_and_value() {
+        let tags = vec!["trig:1".to_string(), "trigs:list".to_string()];
+        let item = Item {
+            id: 7,
+            name: "Ben Nevis".into(),
+        };
+        let bytes = Codec::Json.encode_envelope(&item, &meta(&tags)).unwrap();
+        let env = Envelope::parse(&bytes).unwrap();
+        assert_eq!(env.created_at_ms(), 1_700_000_000_000);
+        assert_eq!(env.ttl(), Duration::from_secs(60));
+        assert_eq!(env.stale_while_revalidate(), Duration::from_secs(5));
+        assert_eq!(env.stale_if_error(), Duration::from_secs(7));
+        assert_eq!(env.recompute(), Duration::from_millis(12));
+        assert_eq!(env.tags().collect::<Vec<_>>(), ["trig:1", "trigs:list"]);
+        assert_eq!(env.content_type(), "application/json");
+        assert_eq!(env.decode::<Item>().unwrap(), item);
+        let json = br#"{"id":7,"name":"Ben Nevis"}"#;
+        assert_eq!(env.etag(), xxhash_rust::xxh3::xxh3_64(json));
+        assert_eq!(env.payload().unwrap().as_ref(), json);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        for bytes in [&b""[..], b"hello", &[MAGIC, 9, 0, 0], &[MAGIC; 60]] {
+            assert!(
+                Envelope::parse(bytes).is_err()
+                    || Envelope::parse(bytes).unwrap().decode::<Item>().is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn decoding_into_the_wrong_type_is_an_error() {
+        let bytes = Codec::Json.encode_envelope(&"text", &meta(&[])).unwrap();
+        let env = Envelope::parse(&bytes).unwrap();
+        assert!(matches!(env.decode::<Item>(), Err(CacheError::Decode(_))));
+    }
+
+    #[test]
+    fn raw_envelope_keeps_bytes_and_content_type() {
+        let bytes = encode_raw_envelope(b"<html>", "text/html", &meta(&[]));
+        let env = Envelope::parse(&bytes).unwrap();
+        assert_eq!(env.content_type(), "text/html");
+        assert_eq!(env.payload().unwrap().as_ref(), b"<html>");
+        assert!(env.decode::<String>().is_err());
+    }
+
+    #[cfg(feature = "compression")]
+    #[test]
+    fn large_payloads_are_compressed_above_the_threshold_only() {
+        let big = "x".repeat(10_000);
+        let mut m = meta(&[]);
+        m.compress_above = Some(1024);
+        let compressed = Codec::Json.encode_envelope(&big, &m).unwrap();
+        let env = Envelope::parse(&compressed).unwrap();
+        assert!(env.is_compressed());
+        assert!(compressed.len() < 1000);
+        assert_eq!(env.decode::<String>().unwrap(), big);
+        let small = Codec::Json.encode_envelope(&"short", &m).unwrap();
+        assert!(!Envelope::parse(&small).unwrap().is_compressed());
+        // The ETag does not depend on compression.
+        m.compress_above = None;
+        let plain = Codec::Json.encode_envelope(&big, &m).unwrap();
+        assert_eq!(Envelope::parse(&plain).unwrap().etag(), env.etag());
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn msgpack_round_trips_and_is_smaller() {
+        let items: Vec<Item> = (0..50)
+            .map(|id| Item {
+                id,
+                name: format!("n{id}"),
+            })
+            .collect();
+        let mp = Codec::MessagePack
+            .encode_envelope(&items, &meta(&[]))
+            .unwrap();
+        let js = Codec::Json.encode_envelope(&items, &meta(&[])).unwrap();
+        let env = Envelope::parse(&mp).unwrap();
+        assert_eq!(env.content_type(), "application/msgpack");
+        assert_eq!(env.decode::<Vec<Item>>().unwrap(), items);
+        assert!(mp.len() < js.len());
+    }
+}

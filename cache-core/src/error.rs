@@ -1,0 +1,125 @@
+//! Error types.
+//!
+//! [`CacheError`] describes why a cache operation failed. The read-through methods of
+//! [`Cache`](crate::Cache) never return it: they fall through to the loader. It reaches callers
+//! only from explicit operations (`set`, `delete`, `invalidate_tags`, ...), where losing a write or
+//! an invalidation silently would be worse than reporting it.
+//!
+//! [`ConfigError`] is returned when building a [`Cache`](crate::Cache) from a bad configuration; it
+//! always names the offending option or environment variable and the expected form.
+
+use std::time::Duration;
+
+/// Why a cache operation did not complete.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The backend did not answer within the command deadline.
+    #[error("cache backend did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The circuit breaker is open: the backend failed repeatedly and is not being called.
+    #[error("cache backend skipped: circuit breaker open after repeated failures")]
+    CircuitOpen,
+    /// Caching is disabled (`CACHE_ENABLED=false` or `CacheBuilder::enabled(false)`).
+    #[error("caching is disabled")]
+    Disabled,
+    /// Redis returned an error or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A custom backend reported an error.
+    #[error("cache backend error: {0}")]
+    Backend(String),
+    /// The value could not be serialized.
+    #[error("could not encode value for the cache: {0}")]
+    Encode(String),
+    /// A stored value could not be read back (corrupt, or written by an incompatible version).
+    #[error("could not decode cached value: {0}")]
+    Decode(String),
+    /// The encoded value is larger than the configured maximum entry size; it was not stored.
+    #[error("value of {size} bytes exceeds the maximum entry size of {max} bytes; not cached")]
+    TooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// Configured maximum in bytes.
+        max: usize,
+    },
+    /// An argument was rejected (for example an operator pattern containing whitespace).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl CacheError {
+    /// The backend did not answer within the deadline.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, CacheError::Timeout(_))
+    }
+
+    /// The call was skipped because the circuit breaker is open.
+    pub fn is_circuit_open(&self) -> bool {
+        matches!(self, CacheError::CircuitOpen)
+    }
+
+    /// The backend itself failed (connection, server error, timeout, open breaker), as opposed to
+    /// a problem with the value or the arguments. Only these count towards opening the breaker.
+    pub fn is_backend_failure(&self) -> bool {
+        matches!(
+            self,
+            CacheError::Timeout(_)
+                | CacheError::CircuitOpen
+                | CacheError::Redis(_)
+                | CacheError::Backend(_)
+        )
+    }
+
+    /// A short, stable label for metrics and logs (`timeout`, `circuit_open`, `redis`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CacheError::Timeout(_) => "timeout",
+            CacheError::CircuitOpen => "circuit_open",
+            CacheError::Disabled => "disabled",
+            CacheError::Redis(_) => "redis",
+            CacheError::Backend(_) => "backend",
+            CacheError::Encode(_) => "encode",
+            CacheError::Decode(_) => "decode",
+            CacheError::TooLarge { .. } => "too_large",
+            CacheError::InvalidArgument(_) => "invalid_argument",
+        }
+    }
+}
+
+/// A configuration value was missing or malformed.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable held a value that could not be parsed.
+    #[error("environment variable {variable}={value:?} is invalid: expected {expected}")]
+    InvalidEnv {
+        /// The variable's name, e.g. `CACHE_DEFAULT_TTL`.
+        variable: &'static str,
+        /// The value found.
+        value: String,
+        /// The expected form, e.g. `a duration like "90s", "5m", "24h" or a number of seconds`.
+        expected: &'static str,
+    },
+    /// A builder option held an invalid value.
+    #[error("invalid cache option `{option}`: {message}")]
+    InvalidOption {
+        /// The builder method or option, e.g. `namespace`.
+        option: &'static str,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The environment variable or builder option at fault.
+    pub fn source_name(&self) -> &'static str {
+        match self {
+            ConfigError::InvalidEnv { variable, .. } => variable,
+            ConfigError::InvalidOption { option, .. } => option,
+        }
+    }
+}
+
+/// Result alias for explicit cache operations.
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;

@@ -1,0 +1,84 @@
+//! Redis caching for web APIs: canonical keys, TTLs, codecs, tag-based invalidation, stampede
+//! protection, fail-open, statistics, and two backends (Redis and in-memory) with one semantics.
+//!
+//! # Quick start
+//! ```
+//! use std::time::Duration;
+//! use cache_core::{Cache, Policy};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // `Cache::from_env()` reads REDIS_URL, CACHE_ENABLED, ...; without REDIS_URL it is in-memory.
+//! let cache = Cache::builder().namespace("trigs").build()?;
+//!
+//! let key = cache.key("trig").id(123).param("include", "logs").build();
+//! let policy = Policy::ttl(Duration::from_secs(24 * 3600)).tag("trig:123");
+//! let trig: String = cache
+//!     .get_or_load(&key, policy, || async { "loaded from the database".to_string() })
+//!     .await;
+//! assert_eq!(trig, "loaded from the database");
+//!
+//! // A write elsewhere invalidates by tag: every entry tagged `trig:123` is gone.
+//! cache.invalidate_tags(&["trig:123"]).await?;
+//! assert_eq!(cache.get::<String>(&key).await, None);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # What never happens
+//! * A cache error reaching your user: read-through calls fall through to the loader on any
+//!   backend error, timeout (every call has a deadline, 50 ms by default) or corrupt entry.
+//! * A dead Redis costing a deadline per request: after consecutive failures the circuit breaker
+//!   skips Redis for a cool-down, then probes it; the connection is re-made automatically.
+//! * `KEYS`: tag invalidation uses per-tag indexes, pattern deletes use `SCAN` + `UNLINK`.
+//! * A fill that began before an invalidation being stored after it (see [`tags`]).
+//!
+//! # Modules
+//! | module | concern |
+//! | --- | --- |
+//! | [`key`] | canonical keys `namespace:v{version}:resource[:id][:user=..][:q=hash]` |
+//! | [`ttl`] | human durations, jitter |
+//! | [`codec`] | envelope format, JSON / MessagePack, compression |
+//! | [`backend`] | the backend trait, Redis and in-memory backends |
+//! | [`tags`] | invalidation design, deferred invalidation |
+//! | [`config`] | builder options and environment variables |
+//!
+//! # Features
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `macros` | yes | `#[cached]` and `#[invalidates]` |
+//! | `msgpack` | no | [`Codec::MessagePack`](codec::Codec) |
+//! | `compression` | no | LZ4 above [`CacheBuilder::compress_above`] |
+//!
+//! # Observability
+//! `tracing` events, by name: `cache_hit`, `cache_miss_stored`, `cache_bypass`, `cache_skip`,
+//! `cache_store_error`, `cache_invalidated`, `cache_delete_pattern`, `cache_redis_connected`,
+//! `cache_redis_connection_failed`. Counters in total and per resource: [`Cache::stats`].
+
+pub mod backend;
+mod breaker;
+mod cache;
+pub mod codec;
+pub mod config;
+pub mod error;
+mod flight;
+mod global;
+pub mod key;
+mod policy;
+mod stats;
+pub mod tags;
+pub mod ttl;
+
+pub use crate::breaker::BreakerState;
+pub use crate::cache::{Cache, Entry, Health, HealthStatus};
+pub use crate::codec::Codec;
+pub use crate::config::CacheBuilder;
+pub use crate::error::{CacheError, ConfigError};
+pub use crate::global::{default_cache, install_default};
+pub use crate::key::{CacheKey, KeyBuilder, KeySpace};
+pub use crate::policy::{CacheStatus, Fetched, Policy};
+pub use crate::stats::{CounterValues, StatsSnapshot};
+pub use crate::tags::{CommitError, PendingInvalidation};
+pub use crate::ttl::{parse_duration, IntoTtl};
+
+#[cfg(feature = "macros")]
+pub use cache_macros::{cached, invalidates};

@@ -1,0 +1,160 @@
+//! Tag-based invalidation: design, and deferred invalidation after a transaction commits.
+//!
+//! # Design
+//! An entry is stored with any number of tags (`trig:123`, `trigs:list`, `user:42`).
+//! [`Cache::invalidate_tags`] removes every entry carrying any of them. We chose **per-tag index
+//! sets purged server-side, plus per-tag version counters that guard fills**:
+//!
+//! * **Index**: each tag has a sorted set `{ns}:t:{tag}:k` of the keys carrying it, scored by their
+//!   expiry time (server clock). A store adds the key (`ZADD`) in the same Lua script that writes
+//!   the entry.
+//! * **Invalidate**: one Lua script increments each tag's version `{ns}:t:{tag}:v`, `UNLINK`s every
+//!   member of its index and deletes the index. Lua scripts run atomically, so a reader sees all
+//!   of the invalidation or none of it; the cost is proportional to the entries carrying the tag,
+//!   never to the size of the keyspace (no `KEYS`, no `SCAN`).
+//! * **Read**: a hit is a plain `GET`: no tag check on the hot path, one round trip.
+//! * **Race safety**: before its loader runs, a fill reads the versions of its tags (`MGET`, on the
+//!   miss path only). The store script writes the entry only if every version is unchanged. So a
+//!   fill that started before an invalidation (loader read the database, a write committed and
+//!   invalidated, then the loader tries to store its old value) is rejected and counted in
+//!   `rejected_fills`. The guard is inside the store path; callers cannot forget it.
+//!
+//! We preferred this to *tag versions checked on every read* (entries carry the versions they
+//! were built against, readers compare with current versions): that makes every hit fetch the
+//! tag counters too (a Lua read or a second round trip), which costs on the path that matters
+//! most, whereas index upkeep costs only on stores.
+//!
+//! **Bookkeeping cleanup.** Each store prunes members whose expiry has passed
+//! (`ZREMRANGEBYSCORE idx -inf now`), so a busy tag's index holds only live keys; the index key
+//! itself expires with its longest-lived member (its `PEXPIRE` is raised to each new member's
+//! TTL). Version counters exist only for tags that were invalidated and expire after
+//! [`tag_version_retention`](crate::CacheBuilder::tag_version_retention) (24 h by default);
+//! a fill whose loader outlives that retention is the one case the guard cannot see.
+//! Entries deleted by key or expiry leave at most a dangling index member until the next prune.
+//!
+//! **Redis down during invalidation.** [`Cache::invalidate_tags`] returns the error: an
+//! invalidation must not vanish silently (reads still fail open). A service should treat it like
+//! a failed side effect: retry it (with [`PendingInvalidation`] kept), log it loudly, and rely on
+//! TTLs as the bound on staleness. When Redis was unreachable for writers it was unreachable for
+//! the fills too, and the version bump still lands when the retry succeeds.
+//!
+//! # Deferred invalidation
+//! Invalidate only after the database transaction commits: collect tags while the transaction
+//! runs, then [`commit`](PendingInvalidation::commit) after the database commit. Dropping the
+//! collector (rollback, early return, panic) invalidates nothing.
+//!
+//! ```
+//! use std::time::Duration;
+//! use cache_core::{Cache, Policy};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cache = Cache::memory();
+//! let key = cache.key("trig").id(7).build();
+//! cache.set(&key, &"old", Policy::ttl(Duration::from_secs(60)).tag("trig:7")).await.unwrap();
+//!
+//! let mut pending = cache.defer();
+//! pending.tag("trig:7");
+//! // ... the database transaction commits here ...
+//! pending.commit().await.unwrap();
+//! assert_eq!(cache.get::<String>(&key).await, None);
+//! # });
+//! ```
+
+use crate::error::CacheError;
+use crate::key::CacheKey;
+use crate::Cache;
+
+/// Tags and keys to invalidate once a transaction has committed.
+///
+/// Created by [`Cache::defer`]. Nothing happens until [`commit`](Self::commit); dropping it
+/// discards the collected work.
+#[derive(Debug)]
+#[must_use = "nothing is invalidated until `commit` is called"]
+pub struct PendingInvalidation {
+    cache: Cache,
+    tags: Vec<String>,
+    keys: Vec<CacheKey>,
+}
+
+impl PendingInvalidation {
+    pub(crate) fn new(cache: Cache) -> PendingInvalidation {
+        PendingInvalidation {
+            cache,
+            tags: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Adds a tag to invalidate on commit.
+    pub fn tag(&mut self, tag: impl Into<String>) -> &mut Self {
+        let tag = tag.into();
+        if !self.tags.contains(&tag) {
+            self.tags.push(tag);
+        }
+        self
+    }
+
+    /// Adds a key to delete on commit.
+    pub fn key(&mut self, key: CacheKey) -> &mut Self {
+        self.keys.push(key);
+        self
+    }
+
+    /// The tags collected so far.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// Whether nothing was collected.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.keys.is_empty()
+    }
+
+    /// Runs the invalidation. Call after the database commit.
+    ///
+    /// # Errors
+    /// The backend failure; on error the collector is handed back inside
+    /// [`CommitError`] so the caller can retry.
+    pub async fn commit(mut self) -> Result<u64, CommitError> {
+        let tags = std::mem::take(&mut self.tags);
+        let keys = std::mem::take(&mut self.keys);
+        let mut total = 0;
+        if !tags.is_empty() {
+            match self.cache.invalidate_tags(&tags).await {
+                Ok(n) => total += n,
+                Err(error) => {
+                    self.tags = tags;
+                    self.keys = keys;
+                    return Err(CommitError {
+                        error,
+                        pending: self,
+                    });
+                }
+            }
+        }
+        if !keys.is_empty() {
+            match self.cache.delete_many(&keys).await {
+                Ok(n) => total += n,
+                Err(error) => {
+                    self.keys = keys;
+                    return Err(CommitError {
+                        error,
+                        pending: self,
+                    });
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// A failed [`PendingInvalidation::commit`]: the error and what is still to be invalidated.
+#[derive(Debug, thiserror::Error)]
+#[error("deferred invalidation failed: {error}")]
+pub struct CommitError {
+    /// Why it failed.
+    #[source]
+    pub error: CacheError,
+    /// The work still to do; call `commit` on it again to retry.
+    pub pending: PendingInvalidation,
+}

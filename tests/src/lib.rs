@@ -1,0 +1,69 @@
+//! Test support for the workspace.
+//!
+//! Integration tests, fault tests and benches of every crate use this
+//! library to talk to a **real** Redis:
+//!
+//! * [`RedisServer`] starts a throw-away `redis-server` process on a free
+//!   loopback port (no persistence, own temporary directory) and stops it
+//!   when dropped. Starting one takes a few milliseconds, so every test
+//!   starts its own server: tests never share keys and need no cleanup.
+//! * [`RedisServer::start_owned`] always spawns a process and supports fault
+//!   injection: [`kill`](RedisServer::kill), [`pause`](RedisServer::pause),
+//!   [`resume`](RedisServer::resume) and [`restart`](RedisServer::restart).
+//!   Fault tests must use it.
+//! * [`RedisServer::start`] honours `REDIS_URL`: when it is set, tests run
+//!   against that existing server instead of spawning one. Use
+//!   [`unique_namespace`] for key prefixes so concurrent tests do not collide
+//!   on a shared server.
+//! * [`init_tracing`] installs a `tracing` subscriber that writes through the
+//!   test harness, filtered by `RUST_LOG`.
+//!
+//! # Environment
+//!
+//! | Variable           | Effect                                                         |
+//! |--------------------|----------------------------------------------------------------|
+//! | `REDIS_URL`        | [`RedisServer::start`] uses this server instead of spawning    |
+//! | `REDIS_SERVER_BIN` | path of the `redis-server` binary to spawn                     |
+//! | `RUST_LOG`         | filter for [`init_tracing`] (default `warn`)                   |
+//!
+//! Without `REDIS_SERVER_BIN` the binary is looked up on `PATH`, then at
+//! `/usr/bin/redis-server` and `/usr/local/bin/redis-server`. `make test`
+//! installs it when missing (see `scripts/ensure-redis.sh`).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cache_tests::RedisServer;
+//!
+//! # async fn demo() -> redis::RedisResult<()> {
+//! let server = RedisServer::start();
+//! let mut con = server.client().get_multiplexed_async_connection().await?;
+//! let pong: String = redis::cmd("PING").query_async(&mut con).await?;
+//! assert_eq!(pong, "PONG");
+//! # Ok(())
+//! # }
+//! ```
+
+mod server;
+mod trace;
+
+pub use server::{find_redis_server, RedisServer};
+pub use trace::init_tracing;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Returns a key namespace unique to this call, `"{prefix}-{pid}-{nanos}-{n}"`.
+///
+/// Use it as the cache namespace of a test so that tests running
+/// concurrently against one shared server (`REDIS_URL`) never see each
+/// other's keys. It contains no glob characters (`*`, `?`, `[`, `]`).
+pub fn unique_namespace(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+}

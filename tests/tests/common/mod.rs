@@ -1,0 +1,75 @@
+//! Shared fixtures for the behaviour suites: every suite runs once against a real
+//! `redis-server` started for the test and once against the in-memory backend.
+#![allow(dead_code, unreachable_pub, missing_docs, missing_debug_implementations)]
+
+use std::sync::Arc;
+
+use cache_core::backend::MemoryBackend;
+use cache_core::{Cache, CacheBuilder};
+use cache_tests::{unique_namespace, RedisServer};
+
+/// Which backend a suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Memory,
+}
+
+/// A backend for one test: caches built from it share the same storage.
+pub struct Ctx {
+    pub kind: Kind,
+    pub server: Option<RedisServer>,
+    memory: Arc<MemoryBackend>,
+    pub namespace: String,
+}
+
+impl Ctx {
+    pub fn new(kind: Kind) -> Ctx {
+        cache_tests::init_tracing();
+        Ctx {
+            kind,
+            server: (kind == Kind::Redis).then(RedisServer::start),
+            memory: Arc::new(MemoryBackend::new(64 * 1024 * 1024)),
+            namespace: unique_namespace("t"),
+        }
+    }
+
+    /// A builder pointed at this test's storage and namespace.
+    pub fn builder(&self) -> CacheBuilder {
+        let b = Cache::builder().namespace(self.namespace.clone());
+        match &self.server {
+            Some(server) => b
+                .redis_url(server.url())
+                .command_timeout(std::time::Duration::from_millis(500)),
+            None => b.backend(self.memory.clone()),
+        }
+    }
+
+    /// A cache with the default settings on this test's storage.
+    pub fn cache(&self) -> Cache {
+        self.builder().build().expect("valid test configuration")
+    }
+}
+
+/// Declares `mod redis` and `mod memory`, each running every listed `async fn(Ctx)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::Ctx::new($crate::common::Kind::Redis)).await
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::Ctx::new($crate::common::Kind::Memory)).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,235 @@
+#![allow(missing_docs)]
+//! Tags, race safety, deferred invalidation, leases and stale windows, on both backends.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::{CacheStatus, Policy};
+use common::Ctx;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn invalidating_a_tag_removes_every_entry_carrying_it(ctx: Ctx) {
+    let cache = ctx.cache();
+    for id in 0..20u32 {
+        let key = cache.key("log").id(id).build();
+        let tags = if id % 2 == 0 {
+            vec!["trig:1", "logs:list"]
+        } else {
+            vec!["trig:2", "logs:list"]
+        };
+        cache
+            .set(&key, &id, Policy::ttl(MINUTE).tags(tags))
+            .await
+            .unwrap();
+    }
+    let untagged = cache.key("stats").build();
+    cache.set(&untagged, &0u32, MINUTE).await.unwrap();
+    assert_eq!(cache.invalidate_tags(&["trig:1"]).await.unwrap(), 10);
+    for id in 0..20u32 {
+        let got = cache.get::<u32>(&cache.key("log").id(id).build()).await;
+        assert_eq!(got.is_some(), id % 2 == 1, "id {id}");
+    }
+    assert_eq!(cache.invalidate_tags(&["logs:list"]).await.unwrap(), 10);
+    assert_eq!(
+        cache.get::<u32>(&cache.key("log").id(1).build()).await,
+        None
+    );
+    assert_eq!(cache.get::<u32>(&untagged).await, Some(0));
+    assert_eq!(cache.invalidate_tags(&["never-used"]).await.unwrap(), 0);
+}
+
+async fn a_fill_that_started_before_an_invalidation_is_never_served_after_it(ctx: Ctx) {
+    let cache = ctx.cache();
+    let key = cache.key("trig").id(42).build();
+    let policy = Policy::ttl(MINUTE).tag("trig:42");
+    let loader_started = Arc::new(tokio::sync::Notify::new());
+    let invalidated = Arc::new(tokio::sync::Notify::new());
+    let slow_fill = {
+        let (cache, key, policy) = (cache.clone(), key.clone(), policy.clone());
+        let (loader_started, invalidated) = (loader_started.clone(), invalidated.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&key, policy, || async move {
+                    let old = "read before the write".to_string();
+                    loader_started.notify_one();
+                    invalidated.notified().await; // the write commits and invalidates now
+                    old
+                })
+                .await
+        })
+    };
+    loader_started.notified().await;
+    cache.invalidate_tags(&["trig:42"]).await.unwrap();
+    invalidated.notify_one();
+    assert_eq!(slow_fill.await.unwrap(), "read before the write");
+    assert_eq!(
+        cache.get::<String>(&key).await,
+        None,
+        "the stale fill must not be stored"
+    );
+    assert_eq!(cache.stats().resources["trig"].rejected_fills, 1);
+    // The next fill, started after the invalidation, is stored.
+    let fresh: String = cache
+        .get_or_load(&key, policy, || async { "new".to_string() })
+        .await;
+    assert_eq!(fresh, "new");
+    assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("new"));
+}
+
+async fn deferred_invalidation_runs_on_commit_only(ctx: Ctx) {
+    let cache = ctx.cache();
+    let key = cache.key("trig").id(5).build();
+    let policy = Policy::ttl(MINUTE).tag("trig:5");
+    cache.set(&key, &1u32, policy.clone()).await.unwrap();
+    {
+        let mut rolled_back = cache.defer();
+        rolled_back.tag("trig:5");
+    } // dropped: the transaction rolled back
+    assert_eq!(cache.get::<u32>(&key).await, Some(1));
+    let mut pending = cache.defer();
+    pending.tag("trig:5").tag("trig:5");
+    assert_eq!(pending.tags(), ["trig:5"]);
+    assert_eq!(pending.commit().await.unwrap(), 1);
+    assert_eq!(cache.get::<u32>(&key).await, None);
+}
+
+async fn lease_lets_one_instance_load_across_instances(ctx: Ctx) {
+    let caches: Vec<_> = (0..4).map(|_| ctx.cache()).collect();
+    let key = caches[0].key("hot").build();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let cache = caches[i % 4].clone();
+        let (key, loads) = (key.clone(), loads.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_load(&key, Policy::ttl(MINUTE).lease(true), || async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    // The value takes a while to compute; the other instances wait for it.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    42u32
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 42);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+async fn a_vanished_lease_holder_delays_others_at_most_the_lease_time(ctx: Ctx) {
+    let lease = Duration::from_millis(300);
+    let crashed = ctx.builder().lease_ttl(lease).build().unwrap();
+    let other = ctx.builder().lease_ttl(lease).build().unwrap();
+    let key = crashed.key("hot").id(2).build();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let holder = {
+        let (crashed, key, started) = (crashed.clone(), key.clone(), started.clone());
+        tokio::spawn(async move {
+            crashed
+                .get_or_load(&key, Policy::ttl(MINUTE).lease(true), || async move {
+                    started.notify_one();
+                    std::future::pending::<u32>().await
+                })
+                .await
+        })
+    };
+    started.notified().await;
+    holder.abort(); // the process holding the lease dies without releasing it
+    let begun = Instant::now();
+    let v: u32 = other
+        .get_or_load(&key, Policy::ttl(MINUTE).lease(true), || async { 9 })
+        .await;
+    assert_eq!(v, 9);
+    assert!(
+        begun.elapsed() < lease + Duration::from_millis(200),
+        "waited {:?}",
+        begun.elapsed()
+    );
+}
+
+async fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once(ctx: Ctx) {
+    let cache = ctx.cache();
+    let key = cache.key("swr").build();
+    let policy = Policy::ttl(Duration::from_millis(100)).stale_while_revalidate(MINUTE);
+    cache.set(&key, &1u32, policy.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await; // let the entry go stale
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut results = Vec::new();
+    for _ in 0..10 {
+        let (refreshes, release) = (refreshes.clone(), release.clone());
+        let f = cache
+            .fetch_detached(&key, policy.clone(), move || async move {
+                refreshes.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                Ok::<u32, ()>(2)
+            })
+            .await
+            .unwrap();
+        results.push(f);
+    }
+    assert!(results
+        .iter()
+        .all(|f| f.status == CacheStatus::Stale && f.value == 1));
+    release.notify_one();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.get_entry::<u32>(&key).await.map(|e| e.value) != Some(2) {
+        assert!(Instant::now() < deadline, "refresh never stored");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    let f = cache
+        .fetch_detached(&key, policy, || async { Ok::<u32, ()>(3) })
+        .await
+        .unwrap();
+    assert_eq!((f.status, f.value), (CacheStatus::Hit, 2));
+}
+
+async fn stale_if_error_serves_stale_on_failure_then_errors_after_the_window(ctx: Ctx) {
+    let cache = ctx.cache();
+    let key = cache.key("sie").build();
+    let policy = Policy::ttl(Duration::from_millis(100)).stale_if_error(Duration::from_millis(400));
+    cache.set(&key, &1u32, policy.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let f = cache
+        .fetch(&key, policy.clone(), || async {
+            Err::<u32, &str>("db down")
+        })
+        .await
+        .unwrap();
+    assert_eq!((f.status, f.value), (CacheStatus::Stale, 1));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let r = cache
+        .fetch(&key, policy, || async { Err::<u32, &str>("db down") })
+        .await;
+    assert_eq!(r.unwrap_err(), "db down");
+}
+
+async fn get_many_reads_in_one_call(ctx: Ctx) {
+    let cache = ctx.cache();
+    let keys: Vec<_> = (0..5).map(|i| cache.key("frag").id(i).build()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        if i % 2 == 0 {
+            cache.set(k, &(i as u32), MINUTE).await.unwrap();
+        }
+    }
+    let got = cache.get_many::<u32>(&keys).await;
+    assert_eq!(got, [Some(0), None, Some(2), None, Some(4)]);
+}
+
+on_both_backends!(
+    invalidating_a_tag_removes_every_entry_carrying_it,
+    a_fill_that_started_before_an_invalidation_is_never_served_after_it,
+    deferred_invalidation_runs_on_commit_only,
+    lease_lets_one_instance_load_across_instances,
+    a_vanished_lease_holder_delays_others_at_most_the_lease_time,
+    stale_while_revalidate_serves_stale_at_once_and_refreshes_once,
+    stale_if_error_serves_stale_on_failure_then_errors_after_the_window,
+    get_many_reads_in_one_call,
+);
