@@ -15,6 +15,7 @@ use crate::codec::{duration_ms, now_ms, Envelope, EnvelopeMeta};
 use crate::config::{CacheBuilder, Settings};
 use crate::error::{CacheError, ConfigError};
 use crate::flight::{Flights, Role};
+use crate::fragments::Fragment;
 use crate::key::{CacheKey, KeyBuilder, KeySpace};
 use crate::policy::{CacheStatus, Fetched, Policy};
 use crate::stats::Stats;
@@ -355,6 +356,173 @@ impl Cache {
             });
         }
         out
+    }
+
+    /// Reads many fragments in one round trip, calls `loader` once with the indices of the
+    /// missing ones (it returns their values in that order), stores those in one round trip and
+    /// returns every value in fragment order. See [`crate::fragments`] for a worked example.
+    ///
+    /// Fragments are not single-flighted against each other; each store is guarded by its tags.
+    ///
+    /// # Errors
+    /// The loader's error (nothing is stored then).
+    ///
+    /// # Panics
+    /// If the loader returns a different number of values than it was asked for.
+    pub async fn get_many_or_load<T, E, F, Fut>(
+        &self,
+        fragments: &[Fragment],
+        loader: F,
+    ) -> Result<Vec<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, E>>,
+    {
+        let keys: Vec<CacheKey> = fragments.iter().map(|f| f.key.clone()).collect();
+        let raw = if self.is_enabled() {
+            self.get_many_raw(&keys).await
+        } else {
+            vec![None; keys.len()]
+        };
+        let mut values: Vec<Option<T>> = Vec::with_capacity(fragments.len());
+        let mut missing = Vec::new();
+        for (i, (slot, key)) in raw.iter().zip(&keys).enumerate() {
+            let found = match slot {
+                Some(bytes) => self.decode_servable::<T>(key, bytes).map(|(v, _)| v),
+                None => {
+                    if self.is_enabled() {
+                        self.inner.stats.record(key.resource(), |c| inc(&c.misses));
+                    }
+                    None
+                }
+            };
+            if found.is_none() {
+                missing.push(i);
+            }
+            values.push(found);
+        }
+        if missing.is_empty() {
+            return Ok(values.into_iter().flatten().collect());
+        }
+        // Snapshot the versions of every tag of the missing fragments in one round trip.
+        let mut tag_ids: Vec<String> = Vec::new();
+        for &i in &missing {
+            for t in &fragments[i].policy.tags {
+                let id = self.tag_id(t);
+                if !tag_ids.contains(&id) {
+                    tag_ids.push(id);
+                }
+            }
+        }
+        let versions: Option<Vec<u64>> = if !self.is_enabled() {
+            None
+        } else if tag_ids.is_empty() {
+            Some(Vec::new())
+        } else {
+            let refs: Vec<&str> = tag_ids.iter().map(String::as_str).collect();
+            let backend = &self.inner.backend;
+            match self
+                .call(self.deadline(), || backend.tag_versions(&refs))
+                .await
+            {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.record_error(
+                        keys[missing[0]].resource(),
+                        "tag_versions",
+                        keys[missing[0]].as_str(),
+                        &e,
+                    );
+                    None
+                }
+            }
+        };
+        for &i in &missing {
+            self.inner
+                .stats
+                .record(keys[i].resource(), |c| inc(&c.loads));
+        }
+        let started = Instant::now();
+        let loaded = loader(missing.clone()).await?;
+        let recompute = started.elapsed();
+        assert_eq!(
+            loaded.len(),
+            missing.len(),
+            "get_many_or_load: the loader must return one value per missing index"
+        );
+        if let Some(versions) = versions {
+            let mut encoded: Vec<EncodedFragment> = Vec::new();
+            for (&i, value) in missing.iter().zip(&loaded) {
+                let policy = &fragments[i].policy;
+                let Ok(bytes) = self.encode(&keys[i], value, policy, recompute) else {
+                    continue;
+                };
+                let ids: Vec<String> = policy.tags.iter().map(|t| self.tag_id(t)).collect();
+                let guard: Vec<u64> = ids
+                    .iter()
+                    .map(|id| {
+                        tag_ids
+                            .iter()
+                            .position(|x| x == id)
+                            .map_or(0, |p| versions[p])
+                    })
+                    .collect();
+                encoded.push((i, bytes, ids, guard));
+            }
+            let puts: Vec<Put<'_>> = encoded
+                .iter()
+                .map(|(i, bytes, ids, guard)| {
+                    let p = &fragments[*i].policy;
+                    let keep = self.keep_for(p);
+                    Put {
+                        key: keys[*i].as_str(),
+                        value: bytes,
+                        ttl: keep,
+                        tags: ids,
+                        guard: Some(guard),
+                    }
+                })
+                .collect();
+            let backend = &self.inner.backend;
+            match self.call(self.deadline(), || backend.put(&puts)).await {
+                Ok(stored) => {
+                    for ((i, bytes, _, _), ok) in encoded.iter().zip(stored) {
+                        let len = bytes.len() as u64;
+                        self.inner.stats.record(keys[*i].resource(), |c| {
+                            if ok {
+                                inc(&c.sets);
+                                add(&c.bytes_written, len);
+                            } else {
+                                inc(&c.rejected_fills);
+                            }
+                        });
+                    }
+                }
+                Err(e) => {
+                    self.inner
+                        .stats
+                        .record(keys[missing[0]].resource(), |c| inc(&c.errors));
+                    warn!(name: "cache_store_error", keys = missing.len(), error = %e, "could not store fragments");
+                }
+            }
+        }
+        let mut loaded = loaded.into_iter();
+        Ok(values
+            .into_iter()
+            .map(|v| match v {
+                Some(v) => v,
+                None => loaded
+                    .next()
+                    .unwrap_or_else(|| unreachable!("one loaded value per missing index")),
+            })
+            .collect())
+    }
+
+    /// How long the backend keeps an entry stored under `policy` (TTL plus stale windows).
+    fn keep_for(&self, policy: &Policy) -> Duration {
+        policy.ttl.unwrap_or(self.inner.settings.default_ttl)
+            + policy.stale_while_revalidate.max(policy.stale_if_error)
     }
 
     pub(crate) async fn get_many_raw(&self, keys: &[CacheKey]) -> Vec<Option<Bytes>> {
@@ -1162,7 +1330,22 @@ impl Cache {
             })
             .await
         {
-            Ok(true) => return LeaseOutcome::Held(token),
+            Ok(true) => {
+                // Double-check: the previous holder may have stored the value and released the
+                // lease between our miss and our lock.
+                if let Ok(Some(bytes)) = self
+                    .call(self.deadline(), || backend.get(key.as_str()))
+                    .await
+                {
+                    if Envelope::parse(&bytes).is_ok_and(|env| env.age_at(now_ms()) < env.ttl()) {
+                        let _ = self
+                            .call(self.deadline(), || backend.unlock(&lock_key, &token))
+                            .await;
+                        return LeaseOutcome::FilledByOther(bytes);
+                    }
+                }
+                return LeaseOutcome::Held(token);
+            }
             Ok(false) => {}
             Err(_) => return LeaseOutcome::NotUsed,
         }
@@ -1208,6 +1391,9 @@ impl Cache {
             .await;
     }
 }
+
+/// A loaded fragment ready to store: index, envelope, tag ids, expected tag versions.
+type EncodedFragment = (usize, Vec<u8>, Vec<String>, Vec<u64>);
 
 enum LeaseOutcome {
     NotUsed,

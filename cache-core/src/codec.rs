@@ -61,6 +61,7 @@ const FIXED_HEADER: usize = 48;
 const FLAG_LZ4: u8 = 0b100;
 const CODEC_MASK: u8 = 0b11;
 const CODEC_JSON: u8 = 0;
+#[cfg_attr(not(feature = "msgpack"), allow(dead_code))]
 const CODEC_MSGPACK: u8 = 1;
 const CODEC_RAW: u8 = 2;
 

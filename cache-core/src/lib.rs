@@ -40,6 +40,7 @@
 //! | [`codec`] | envelope format, JSON / MessagePack, compression |
 //! | [`backend`] | the backend trait, Redis and in-memory backends |
 //! | [`tags`] | invalidation design, deferred invalidation |
+//! | [`fragments`] | many entries in one round trip, merged per request |
 //! | [`config`] | builder options and environment variables |
 //!
 //! # Features
@@ -61,6 +62,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 mod flight;
+pub mod fragments;
 mod global;
 pub mod key;
 mod policy;
@@ -73,6 +75,7 @@ pub use crate::cache::{Cache, Entry, Health, HealthStatus};
 pub use crate::codec::Codec;
 pub use crate::config::CacheBuilder;
 pub use crate::error::{CacheError, ConfigError};
+pub use crate::fragments::Fragment;
 pub use crate::global::{default_cache, install_default};
 pub use crate::key::{CacheKey, KeyBuilder, KeySpace};
 pub use crate::policy::{CacheStatus, Fetched, Policy};

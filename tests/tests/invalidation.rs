@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::{CacheStatus, Policy};
+use cache_core::backend::{Backend, Put};
+use cache_core::{CacheError, CacheStatus, Fragment, Policy};
 use common::Ctx;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -223,7 +224,156 @@ async fn get_many_reads_in_one_call(ctx: Ctx) {
     assert_eq!(got, [Some(0), None, Some(2), None, Some(4)]);
 }
 
+/// A backend wrapper that counts calls, to prove round-trip counts.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Backend>,
+    calls: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl Counting {
+    fn calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+    fn note(&self, op: &'static str) {
+        self.calls.lock().unwrap().push(op);
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Counting {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, CacheError> {
+        self.note("get");
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<bytes::Bytes>>, CacheError> {
+        self.note("get_many");
+        self.inner.get_many(keys).await
+    }
+    async fn tag_versions(&self, tags: &[&str]) -> Result<Vec<u64>, CacheError> {
+        self.note("tag_versions");
+        self.inner.tag_versions(tags).await
+    }
+    async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {
+        self.note("put");
+        self.inner.put(puts).await
+    }
+    async fn delete(&self, keys: &[&str]) -> Result<u64, CacheError> {
+        self.note("delete");
+        self.inner.delete(keys).await
+    }
+    async fn invalidate_tags(&self, tags: &[&str], r: Duration) -> Result<u64, CacheError> {
+        self.note("invalidate_tags");
+        self.inner.invalidate_tags(tags, r).await
+    }
+    async fn delete_pattern(&self, p: &str, b: usize) -> Result<u64, CacheError> {
+        self.inner.delete_pattern(p, b).await
+    }
+    async fn try_lock(&self, k: &str, t: &str, ttl: Duration) -> Result<bool, CacheError> {
+        self.inner.try_lock(k, t, ttl).await
+    }
+    async fn unlock(&self, k: &str, t: &str) -> Result<(), CacheError> {
+        self.inner.unlock(k, t).await
+    }
+    async fn ping(&self) -> Result<(), CacheError> {
+        self.inner.ping().await
+    }
+    async fn info(&self) -> Result<cache_core::backend::BackendInfo, CacheError> {
+        self.inner.info().await
+    }
+}
+
+async fn fragments_use_one_round_trip_and_load_only_the_missing(ctx: Ctx) {
+    let counting = Arc::new(Counting {
+        inner: ctx.raw_backend(),
+        calls: Default::default(),
+    });
+    let cache = ctx.builder().backend(counting.clone()).build().unwrap();
+    let frags: Vec<Fragment> = (0..8u32)
+        .map(|i| {
+            Fragment::new(
+                cache.key("frag").id(i).build(),
+                Policy::ttl(MINUTE).tag(format!("f:{}", i % 2)),
+            )
+        })
+        .collect();
+    // Warm half of them.
+    for f in frags.iter().step_by(2) {
+        cache
+            .set(
+                &f.key,
+                &format!("cached {}", f.key.as_str()),
+                f.policy.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    counting.calls();
+    let mut asked = Vec::new();
+    let got = cache
+        .get_many_or_load(&frags, |missing| {
+            asked = missing.clone();
+            async move {
+                Ok::<_, ()>(
+                    missing
+                        .iter()
+                        .map(|i| format!("loaded {i}"))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(asked, [1, 3, 5, 7]);
+    assert_eq!(got[1], "loaded 1");
+    assert!(got[0].starts_with("cached "));
+    // One lookup round trip, one tag snapshot, one store round trip.
+    assert_eq!(counting.calls(), ["get_many", "tag_versions", "put"]);
+    // Everything is cached now: a single round trip, the loader is not called.
+    let again = cache
+        .get_many_or_load(&frags, |_| async { Err::<Vec<String>, ()>(()) })
+        .await
+        .unwrap();
+    assert_eq!(again, got);
+    assert_eq!(counting.calls(), ["get_many"]);
+}
+
+async fn early_refresh_recomputes_before_expiry(ctx: Ctx) {
+    let cache = ctx.cache();
+    let key = cache.key("xfetch").build();
+    let ttl = Duration::from_millis(400);
+    // A loader measured at 100 ms with a huge beta refreshes on practically every read.
+    let policy = Policy::ttl(ttl).early_refresh(1_000_000.0);
+    let v: u32 = cache
+        .get_or_load(&key, policy.clone(), || async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            1
+        })
+        .await;
+    assert_eq!(v, 1);
+    let f = cache
+        .fetch(&key, policy.clone(), || async { Ok::<u32, ()>(2) })
+        .await
+        .unwrap();
+    assert_eq!(
+        (f.status, f.value),
+        (CacheStatus::Miss, 2),
+        "refreshed before the TTL ran out"
+    );
+    // Without early refresh the same read is a hit.
+    let f = cache
+        .fetch(&key, Policy::ttl(ttl), || async { Ok::<u32, ()>(3) })
+        .await
+        .unwrap();
+    assert_eq!((f.status, f.value), (CacheStatus::Hit, 2));
+}
+
 on_both_backends!(
+    fragments_use_one_round_trip_and_load_only_the_missing,
+    early_refresh_recomputes_before_expiry,
     invalidating_a_tag_removes_every_entry_carrying_it,
     a_fill_that_started_before_an_invalidation_is_never_served_after_it,
     deferred_invalidation_runs_on_commit_only,
@@ -233,3 +383,23 @@ on_both_backends!(
     stale_if_error_serves_stale_on_failure_then_errors_after_the_window,
     get_many_reads_in_one_call,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_with_redis_down_is_reported_while_reads_fail_open() {
+    let mut server = cache_tests::RedisServer::start_owned();
+    let cache = cache_core::Cache::builder()
+        .namespace(cache_tests::unique_namespace("inv"))
+        .redis_url(server.url())
+        .build()
+        .unwrap();
+    let key = cache.key("trig").id(1).build();
+    cache
+        .set(&key, &1u32, Policy::ttl(MINUTE).tag("trig:1"))
+        .await
+        .unwrap();
+    server.kill();
+    let err = cache.invalidate_tags(&["trig:1"]).await.unwrap_err();
+    assert!(err.is_backend_failure(), "{err}");
+    let v: u32 = cache.get_or_load(&key, MINUTE, || async { 2 }).await;
+    assert_eq!(v, 2);
+}

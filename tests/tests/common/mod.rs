@@ -1,6 +1,11 @@
 //! Shared fixtures for the behaviour suites: every suite runs once against a real
 //! `redis-server` started for the test and once against the in-memory backend.
-#![allow(dead_code, unreachable_pub, missing_docs, missing_debug_implementations)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    missing_debug_implementations
+)]
 
 use std::sync::Arc;
 
@@ -42,6 +47,17 @@ impl Ctx {
                 .redis_url(server.url())
                 .command_timeout(std::time::Duration::from_millis(500)),
             None => b.backend(self.memory.clone()),
+        }
+    }
+
+    /// This test's storage as a bare backend (for wrapping, e.g. to count calls).
+    pub fn raw_backend(&self) -> Arc<dyn cache_core::backend::Backend> {
+        match &self.server {
+            Some(server) => Arc::new(
+                cache_core::backend::RedisBackend::new(&server.url(), &Default::default())
+                    .expect("valid url"),
+            ),
+            None => self.memory.clone(),
         }
     }
 
