@@ -1,6 +1,6 @@
 //! Fragments: many entries fetched in one round trip, only the missing ones loaded, then merged.
 //!
-//! [`Cache::get_many_or_load`] takes a list of [`Fragment`]s (a key and its policy), reads them
+//! [`Cache::get_many_or_load`](crate::Cache::get_many_or_load) takes a list of [`Fragment`]s (a key and its policy), reads them
 //! all with one `MGET`, calls the loader **once** with the indices of the missing fragments, and
 //! stores the loaded values in one round trip (each guarded by its tags, as for single entries).
 //!

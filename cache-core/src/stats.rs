@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 /// The counters kept for the total and for each resource.
 #[derive(Debug, Default)]
@@ -125,7 +125,7 @@ pub struct StatsSnapshot {
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     total: Counters,
-    resources: RwLock<HashMap<Box<str>, Arc<Counters>>>,
+    resources: RwLock<HashMap<Box<str>, Counters>>,
 }
 
 impl Stats {
@@ -133,23 +133,21 @@ impl Stats {
     #[inline]
     pub(crate) fn record(&self, resource: &str, f: impl Fn(&Counters)) {
         f(&self.total);
-        let found = self
+        // Common case: the resource is known; increment under the shared lock, no clone.
+        if let Some(counters) = self
             .resources
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(resource)
-            .cloned();
-        let counters = match found {
-            Some(c) => c,
-            None => self
-                .resources
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .entry(resource.into())
-                .or_default()
-                .clone(),
-        };
-        f(&counters);
+        {
+            f(counters);
+            return;
+        }
+        let mut map = self
+            .resources
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(map.entry(resource.into()).or_default());
     }
 
     pub(crate) fn total(&self) -> &Counters {
