@@ -417,26 +417,9 @@ impl Cache {
         }
         let versions: Option<Vec<u64>> = if !self.is_enabled() {
             None
-        } else if tag_ids.is_empty() {
-            Some(Vec::new())
         } else {
-            let refs: Vec<&str> = tag_ids.iter().map(String::as_str).collect();
-            let backend = &self.inner.backend;
-            match self
-                .call(self.deadline(), || backend.tag_versions(&refs))
+            self.snapshot_tag_versions(&tag_ids, &keys[missing[0]])
                 .await
-            {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    self.record_error(
-                        keys[missing[0]].resource(),
-                        "tag_versions",
-                        keys[missing[0]].as_str(),
-                        &e,
-                    );
-                    None
-                }
-            }
         };
         for &i in &missing {
             self.inner
@@ -517,6 +500,26 @@ impl Cache {
                     .unwrap_or_else(|| unreachable!("one loaded value per missing index")),
             })
             .collect())
+    }
+
+    /// Reads the current versions of `tag_ids` (one round trip; none for no tags). `None` when
+    /// the backend failed: the fill then cannot be proven race-free and must not be stored.
+    async fn snapshot_tag_versions(&self, tag_ids: &[String], key: &CacheKey) -> Option<Vec<u64>> {
+        if tag_ids.is_empty() {
+            return Some(Vec::new());
+        }
+        let refs: Vec<&str> = tag_ids.iter().map(String::as_str).collect();
+        let backend = &self.inner.backend;
+        match self
+            .call(self.deadline(), || backend.tag_versions(&refs))
+            .await
+        {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.record_error(key.resource(), "tag_versions", key.as_str(), &e);
+                None
+            }
+        }
     }
 
     /// How long the backend keeps an entry stored under `policy` (TTL plus stale windows).
@@ -1152,24 +1155,8 @@ impl Cache {
     {
         let resource = key.resource();
         // 1. Snapshot tag versions before the loader reads anything.
-        let guard: Option<Vec<u64>> = if policy.tags.is_empty() {
-            Some(Vec::new())
-        } else {
-            let ids: Vec<String> = policy.tags.iter().map(|t| self.tag_id(t)).collect();
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let backend = &self.inner.backend;
-            match self
-                .call(self.deadline(), || backend.tag_versions(&refs))
-                .await
-            {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    // Without a snapshot the fill cannot be proven race-free: load, do not store.
-                    self.record_error(resource, "tag_versions", key.as_str(), &e);
-                    None
-                }
-            }
-        };
+        let ids: Vec<String> = policy.tags.iter().map(|t| self.tag_id(t)).collect();
+        let guard = self.snapshot_tag_versions(&ids, key).await;
         // 2. Cross-instance lease.
         let lease = if policy.lease && guard.is_some() {
             self.acquire_lease(key).await
