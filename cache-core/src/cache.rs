@@ -1158,7 +1158,8 @@ impl Cache {
         let ids: Vec<String> = policy.tags.iter().map(|t| self.tag_id(t)).collect();
         let guard = self.snapshot_tag_versions(&ids, key).await;
         // 2. Cross-instance lease.
-        let lease = if policy.lease && guard.is_some() {
+        // A bypass refreshes now: it must not be answered by the value it bypasses.
+        let lease = if policy.lease && guard.is_some() && !policy.bypass {
             self.acquire_lease(key).await
         } else {
             LeaseOutcome::NotUsed

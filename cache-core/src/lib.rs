@@ -70,6 +70,10 @@ mod stats;
 pub mod tags;
 pub mod ttl;
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
 pub use crate::breaker::BreakerState;
 pub use crate::cache::{Cache, Entry, Health, HealthStatus};
 pub use crate::codec::Codec;

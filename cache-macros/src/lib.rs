@@ -2,23 +2,163 @@
 //!
 //! Use them through `cache_core` (feature `macros`, on by default) rather than depending on this
 //! crate directly. This crate only parses attributes and generates code; all runtime behaviour
-//! lives in `cache_core::__private`.
+//! lives in `cache_core::__private` (hidden, not a public API).
 //!
-//! **Status:** the macros are being built (see the project's macros issue). Until they land, both
-//! attributes expand to the annotated function unchanged, so code that uses them compiles and runs
-//! without caching.
+//! The examples below are marked `ignore` because this crate cannot depend on `cache_core`;
+//! runnable versions of each live in `tests/tests/macros.rs`, and the compile errors are pinned
+//! by the trybuild tests in `tests/tests/ui/`.
+//!
+//! # `#[cached(...)]`
+//!
+//! Turns the body of an `async fn` (a free function or a `&self` method) into the loader of a
+//! read-through call (`Cache::fetch`): on a hit the body does not run.
+//!
+//! ```ignore
+//! use cache_core::cached;
+//!
+//! #[cached(resource = "trig", ttl = "24h", tags = ["trig:{trig_id}", "trigs:list"])]
+//! async fn trig(trig_id: i64, page: u32) -> Result<Trig, DbError> {
+//!     db::load_trig(trig_id, page).await
+//! }
+//! ```
+//!
+//! ## Options
+//!
+//! | option | example | meaning |
+//! | --- | --- | --- |
+//! | `resource` | `resource = "trig"` | resource segment of the key; default: the function's name |
+//! | `ttl` | `ttl = "24h"` | time to live, parsed at compile time (`"90s"`, `"5m"`, `"1h30m"`, `"3600"`); default: the cache's default TTL |
+//! | `key` | `key = "{trig_id}:{page}"` | the key's id segment, formatted from arguments with `Display` |
+//! | `key` | `key = [trig_id, page]` | only these arguments, as hashed parameters |
+//! | `tags` | `tags = ["trig:{trig_id}", "trigs:list"]` | tags of the entry, `{name}` formatted from arguments with `Display` |
+//! | `user` | `user = claims.sub` | per-user entries: `KeyBuilder::user(expr)` (any `Display`) |
+//! | `version` | `version = 2` | resource schema version (`#v2` in the key) |
+//! | `unless` | `unless = \|v: &Vec<Trig>\| v.is_empty()` | a closure over `&ReturnType`; `true`: return without storing |
+//! | `stale_while_revalidate` | `stale_while_revalidate = "1m"` | serve stale while one caller refreshes |
+//! | `stale_if_error` | `stale_if_error = "10m"` | serve stale when the body fails |
+//! | `lease` | `lease = true` | cross-instance lease before running the body |
+//! | `cache` | `cache = &self.cache` | which cache: a `Cache`, `&Cache`, `Arc<Cache>` or an `Option` of those (`None`: uncached); default: `cache_core::default_cache()` |
+//! | `skip` | `skip = [db]` | arguments left out of the default key |
+//! | `crate` | `crate = "my_app::cache_core"` | path of `cache_core` when it is re-exported |
+//!
+//! ## The key
+//!
+//! `namespace:v1:{resource}[#v{version}][:{key template}][:user=..][:q=hash]`. Without `key`,
+//! every argument is a hashed parameter named after it, except
+//! * arguments listed in `skip`,
+//! * **handles**: arguments whose type, after removing references, is a path ending in `State`,
+//!   `Data`, `Arc` or `Cache`, or in `…Pool`, `…Db`, `…Client`, `…State`, `…Conn`,
+//!   `…Connection` (`State<App>`, `web::Data<Pool>`, `&PgPool`, `Arc<AppState>`, `&RedisClient`).
+//!
+//! A `self` receiver is never part of the key: two instances share entries unless their
+//! `resource`, `key` or `cache` differ. Parameters are encoded with `serde_json`, so they must
+//! implement `Serialize` (numbers, strings, `Option`, `Vec`, derived structs); a value that fails
+//! to encode makes the call run uncached. Handler patterns bind names as usual:
+//! `Path(id): Path<i64>` is keyed as `id`; `State(app): State<App>` is a handle.
+//!
+//! ## Return types
+//!
+//! Chosen by the last segment of the written return type:
+//! * `Result<T, E>`: `Ok(T)` is cached; `Err(E)` is returned and not cached (with
+//!   `stale_if_error`, a stale `Ok` may be served instead of the error);
+//! * `Option<T>`: `Some(T)` is cached; **`None` is not cached**, so the body runs again next time;
+//! * anything else `T`: always cached.
+//!
+//! The cached value (`T`) must implement `Serialize + DeserializeOwned`; a missing bound is
+//! reported on the return type.
+//!
+//! ## Failure and absence
+//! * No `cache = ...` and no default installed (`cache_core::install_default`): the body runs,
+//!   uncached.
+//! * Cache errors never surface: the engine falls through to the body.
+//! * Inside an HTTP adapter's request context the request's bypass flag is honoured and the
+//!   outcome (status, key, age, TTL) is recorded for `X-Cache-*` headers.
+//!
+//! ## Evaluation order
+//! `cache`, `user`, the key and the tags are evaluated before the body runs (they may borrow
+//! the arguments); the body then runs as an `async` block that may use `?` and `return` as
+//! before. A `&mut self` method cannot use `cache = &self.cache` (the borrow would overlap the
+//! body's); pass the cache as an argument or use the default.
+//!
+//! # `#[invalidates(...)]`
+//!
+//! After the body returns, invalidates the tags, unless it returned `Err` (only for a written
+//! `Result` return type; any other value counts as success).
+//!
+//! ```ignore
+//! use cache_core::invalidates;
+//!
+//! #[invalidates("trig:{trig_id}", "trigs:list")]
+//! async fn add_log(trig_id: i64, log: NewLog) -> Result<(), DbError> {
+//!     db::insert_log(trig_id, log).await
+//! }
+//!
+//! // Inside a transaction: collect the tags, invalidate after the commit.
+//! #[invalidates("trig:{trig_id}", defer = pending)]
+//! async fn add_log_tx(trig_id: i64, pending: &mut PendingInvalidation) -> Result<(), DbError> { .. }
+//! ```
+//!
+//! | option | example | meaning |
+//! | --- | --- | --- |
+//! | tags | `"trig:{trig_id}"` | one or more tag templates, first; `{name}` is an argument (`Display`) |
+//! | `cache` | `cache = &self.cache` | as for `#[cached]`; default: `cache_core::default_cache()` |
+//! | `defer` | `defer = pending` | a `&mut PendingInvalidation`: add the tags to it instead of invalidating now (evaluated after the body) |
+//! | `crate` | `crate = "my_app::cache_core"` | as for `#[cached]` |
+//!
+//! **Trade-off:** an invalidation failure (Redis down) is logged as a `warn` event
+//! (`cache_invalidate_after_failed`) and does not change the function's return value: the write
+//! has already happened, and failing the request would invite a retry of it. The stale entries
+//! live until their TTL; keep TTLs of invalidated resources bounded. Use `defer` and
+//! `PendingInvalidation::commit` when the caller must see the failure.
+//!
+//! # Errors
+//!
+//! Mistakes are compile errors on the offending token, each naming the rule and the fix: a
+//! non-`async` function, an unknown or repeated option, a malformed duration, a `{name}` that is
+//! not an argument. The function is emitted unchanged next to the errors, so no follow-up errors
+//! appear.
 
 use proc_macro::TokenStream;
 
-/// Caches the result of an `async fn` (placeholder: currently emits the function unchanged).
+mod cached;
+mod duration;
+mod invalidates;
+mod options;
+mod signature;
+
+/// Caches the result of an `async fn`; see the [crate docs](crate) for the options.
 #[proc_macro_attribute]
-pub fn cached(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    run("cached", args, item, cached::expand)
 }
 
-/// Invalidates cache tags after an `async fn` succeeds (placeholder: currently emits the function
-/// unchanged).
+/// Invalidates cache tags after an `async fn` succeeds; see the [crate docs](crate).
 #[proc_macro_attribute]
-pub fn invalidates(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
+    run("invalidates", args, item, invalidates::expand)
+}
+
+/// Parses the item, expands, and on error emits the errors next to the unchanged item.
+fn run(
+    name: &str,
+    args: TokenStream,
+    item: TokenStream,
+    expand: fn(proc_macro2::TokenStream, &syn::ItemFn) -> syn::Result<proc_macro2::TokenStream>,
+) -> TokenStream {
+    let item2 = proc_macro2::TokenStream::from(item);
+    let result = match syn::parse2::<syn::ItemFn>(item2.clone()) {
+        Ok(f) => expand(args.into(), &f),
+        Err(e) => Err(syn::Error::new(
+            e.span(),
+            format!("`#[{name}]` goes on an `async fn` (a free function or a method): {e}"),
+        )),
+    };
+    match result {
+        Ok(out) => out.into(),
+        Err(e) => {
+            let mut out = e.into_compile_error();
+            out.extend(item2);
+            out.into()
+        }
+    }
 }

@@ -261,6 +261,16 @@ async fn bypass_skips_the_lookup_and_refreshes(ctx: Ctx) {
     assert_eq!(f.status, CacheStatus::Bypass);
     assert_eq!(f.value, trig(8));
     assert_eq!(cache.get::<Trig>(&key).await, Some(trig(8)));
+    // Regression: with a lease, the lease's double-check must not answer a bypass.
+    let f = cache
+        .fetch(
+            &key,
+            Policy::ttl(MINUTE).lease(true).bypass(true),
+            || async { Ok::<_, ()>(trig(18)) },
+        )
+        .await
+        .unwrap();
+    assert_eq!((f.status, f.value), (CacheStatus::Bypass, trig(18)));
 }
 
 async fn versions_retire_old_entries(ctx: Ctx) {

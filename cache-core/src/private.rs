@@ -1,0 +1,473 @@
+//! The hidden runtime called by the code that `#[cached]` and `#[invalidates]` generate.
+//!
+//! **Not a public API**: everything here may change in any release. The macros refer to it by
+//! absolute path (`::cache_core::__private::...`, or `<crate>::__private::...` with the
+//! `crate = "..."` option), so the names used by user code never interfere with it.
+//!
+//! Two parts:
+//! * the glue the macros call: [`resolve_cache`], [`KeyDraft`], [`run`], [`Shape`],
+//!   [`invalidate_after`], [`defer_tags`];
+//! * the per-request context for HTTP adapters ([`RequestContext`]): a `tokio` task-local that
+//!   carries "bypass the cache" and the user scope into `#[cached]` functions, and carries the
+//!   outcome of the last `#[cached]` call back out (for `X-Cache-*` headers).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cache_core::__private::{self as p, RequestContext};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let ctx = Arc::new(RequestContext::new(true, Some("alice".into())));
+//! let seen = p::with_request_context(ctx.clone(), async {
+//!     (p::current_bypass(), p::current_user())
+//! })
+//! .await;
+//! assert_eq!(seen, (true, Some("alice".to_owned())));
+//! assert!(!p::current_bypass()); // outside the scope: defaults
+//! assert!(ctx.take_outcome().is_none());
+//! # });
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+pub use crate::{Cache, CacheKey, CacheStatus, PendingInvalidation, Policy};
+pub use std::format;
+pub use std::string::String;
+pub use std::time::Duration as StdDuration;
+pub use std::vec::Vec;
+
+// ------------------------------------------------------------------------------ cache selection
+
+/// Something a `cache = <expr>` option may evaluate to: a [`Cache`], a reference to one, an
+/// `Arc<Cache>`, or an `Option` of those (`None`: run uncached).
+pub trait AsCache {
+    /// The cache, if any.
+    fn as_cache(&self) -> Option<&Cache>;
+}
+
+impl AsCache for Cache {
+    fn as_cache(&self) -> Option<&Cache> {
+        Some(self)
+    }
+}
+
+impl<T: AsCache + ?Sized> AsCache for &T {
+    fn as_cache(&self) -> Option<&Cache> {
+        (**self).as_cache()
+    }
+}
+
+impl<T: AsCache + ?Sized> AsCache for Arc<T> {
+    fn as_cache(&self) -> Option<&Cache> {
+        (**self).as_cache()
+    }
+}
+
+impl<T: AsCache> AsCache for Option<T> {
+    fn as_cache(&self) -> Option<&Cache> {
+        self.as_ref().and_then(AsCache::as_cache)
+    }
+}
+
+/// The cache selected by a `cache = <expr>` option.
+pub fn resolve_cache<C: AsCache + ?Sized>(cache: &C) -> Option<&Cache> {
+    cache.as_cache()
+}
+
+/// The process-wide default cache (no `cache = ...` option).
+pub fn default_cache() -> Option<&'static Cache> {
+    crate::default_cache()
+}
+
+// ------------------------------------------------------------------------------------- keys
+
+/// A key under construction; `None` once the cache is absent or a part could not be encoded
+/// (the call then runs uncached).
+#[derive(Debug)]
+pub struct KeyDraft<'a> {
+    builder: Option<crate::KeyBuilder<'a>>,
+}
+
+impl<'a> KeyDraft<'a> {
+    /// Starts a key for `resource` in `cache`'s keyspace.
+    pub fn new(cache: Option<&'a Cache>, resource: &str) -> KeyDraft<'a> {
+        KeyDraft {
+            builder: cache.map(|c| c.key(resource)),
+        }
+    }
+
+    /// Adds a hashed parameter: `value` encoded as JSON (`serde_json`), so strings, numbers,
+    /// `Option`s, `Vec`s and serializable structs all work. A value that cannot be encoded
+    /// (a map with non-string keys, a failing `Serialize` impl) makes the call run uncached.
+    pub fn param<T: KeyPart + ?Sized>(&mut self, name: &str, value: &T) {
+        self.builder = self.builder.take().and_then(|b| match serde_json::to_string(value) {
+            Ok(json) => Some(b.param(name, json)),
+            Err(e) => {
+                tracing::debug!(name: "cache_skip", param = name, error = %e, "key part not encodable; running uncached");
+                None
+            }
+        });
+    }
+
+    /// Adds an id segment (formatted with `Display`).
+    pub fn id(&mut self, id: impl fmt::Display) {
+        self.builder = self.builder.take().map(|b| b.id(id));
+    }
+
+    /// Scopes the key to a user.
+    pub fn user(&mut self, user: impl fmt::Display) {
+        self.builder = self.builder.take().map(|b| b.user(user));
+    }
+
+    /// Sets the resource schema version.
+    pub fn version(&mut self, version: u32) {
+        self.builder = self.builder.take().map(|b| b.version(version));
+    }
+
+    /// The key, if the call is to be cached.
+    pub fn build(self) -> Option<CacheKey> {
+        self.builder.map(crate::KeyBuilder::build)
+    }
+}
+
+/// Implemented by every type a `#[cached]` key argument may have (`Serialize`); the bound is
+/// checked on the argument's span.
+#[diagnostic::on_unimplemented(
+    message = "`#[cached]` key arguments must implement `Serialize`: `{Self}` does not",
+    label = "this argument is part of the cache key, so it must be `Serialize`",
+    note = "derive `serde::Serialize`, leave the argument out of the key (`skip = [name]`), or list the key arguments (`key = [a, b]`)"
+)]
+pub trait KeyPart: Serialize {}
+
+impl<T: Serialize + ?Sized> KeyPart for T {}
+
+// ----------------------------------------------------------------------------- return shapes
+
+/// How a return type is cached. The macro picks the shape from the return type's last path
+/// segment: `Result<..>` ([`ResultShape`]), `Option<..>` ([`OptionShape`]), anything else
+/// ([`PlainShape`]).
+pub trait Shape<R> {
+    /// The cached part of the return value.
+    type Value;
+    /// `Ok(value)` to cache, `Err(r)` to return `r` without caching.
+    fn split(r: R) -> Result<Self::Value, R>;
+    /// Rebuilds the return value from a cached value.
+    fn join(v: Self::Value) -> R;
+    /// Whether `r` counts as success (for `#[invalidates]`).
+    fn succeeded(r: &R) -> bool;
+}
+
+/// Any type: always cached.
+#[derive(Debug)]
+pub enum PlainShape {}
+
+impl<T> Shape<T> for PlainShape {
+    type Value = T;
+    fn split(r: T) -> Result<T, T> {
+        Ok(r)
+    }
+    fn join(v: T) -> T {
+        v
+    }
+    fn succeeded(_: &T) -> bool {
+        true
+    }
+}
+
+/// `Result<T, E>`: `Ok(T)` is cached, `Err(E)` passes through.
+#[derive(Debug)]
+pub enum ResultShape {}
+
+impl<T, E> Shape<Result<T, E>> for ResultShape {
+    type Value = T;
+    fn split(r: Result<T, E>) -> Result<T, Result<T, E>> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => Err(Err(e)),
+        }
+    }
+    fn join(v: T) -> Result<T, E> {
+        Ok(v)
+    }
+    fn succeeded(r: &Result<T, E>) -> bool {
+        r.is_ok()
+    }
+}
+
+/// `Option<T>`: `Some(T)` is cached, `None` is not (the next call runs the body again).
+#[derive(Debug)]
+pub enum OptionShape {}
+
+impl<T> Shape<Option<T>> for OptionShape {
+    type Value = T;
+    fn split(r: Option<T>) -> Result<T, Option<T>> {
+        r.ok_or(None)
+    }
+    fn join(v: T) -> Option<T> {
+        Some(v)
+    }
+    fn succeeded(_: &Option<T>) -> bool {
+        true
+    }
+}
+
+/// Implemented by every type a `#[cached]` function may cache ([`run`] requires it; the macro
+/// gives the call the return type's span so that a missing bound is reported there).
+#[diagnostic::on_unimplemented(
+    message = "`#[cached]` values must implement `Serialize` and `DeserializeOwned`: `{Self}` does not",
+    label = "the cached value `{Self}` must be `Serialize + DeserializeOwned`",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait Cacheable: Serialize + DeserializeOwned {}
+
+impl<T: Serialize + DeserializeOwned> Cacheable for T {}
+
+/// Pins the output type of a function body's future (so `?` and `return` in the body infer as
+/// in the original function).
+pub fn typed<R, F: Future<Output = R>>(f: F) -> F {
+    f
+}
+
+// ------------------------------------------------------------------------------ read-through
+
+/// The body of a `#[cached]` function: read-through with `body` as the loader.
+///
+/// Without a cache or key, `body` runs uncached. `unless(&r) == true` returns `r` without
+/// storing it. The bypass flag of the current [`RequestContext`] is honoured, and the outcome is
+/// recorded in it. Cache errors never surface: the engine falls through to the loader.
+pub async fn run<R, S, Fut, U>(
+    cache: Option<&Cache>,
+    key: Option<CacheKey>,
+    policy: Policy,
+    body: Fut,
+    unless: U,
+) -> R
+where
+    S: Shape<R>,
+    S::Value: Cacheable,
+    Fut: Future<Output = R>,
+    U: FnOnce(&R) -> bool,
+{
+    let (Some(cache), Some(key)) = (cache, key) else {
+        return body.await;
+    };
+    let policy = if current_bypass() {
+        policy.bypass(true)
+    } else {
+        policy
+    };
+    let loader = || async move {
+        let r = body.await;
+        if unless(&r) {
+            return Err(r);
+        }
+        S::split(r)
+    };
+    match cache.fetch(&key, policy, loader).await {
+        Ok(fetched) => {
+            record_outcome(Outcome {
+                status: fetched.status,
+                key: key.as_str().to_owned(),
+                age: fetched.age,
+                ttl: fetched.ttl,
+            });
+            S::join(fetched.value)
+        }
+        Err(r) => {
+            record_outcome(Outcome {
+                status: CacheStatus::Miss,
+                key: key.as_str().to_owned(),
+                age: Duration::ZERO,
+                ttl: Duration::ZERO,
+            });
+            r
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ invalidation
+
+/// Invalidates `tags` in `cache` after a successful `#[invalidates]` function.
+///
+/// A failure is logged (`warn`, event `cache_invalidate_after_failed`) and otherwise ignored:
+/// the function's own result (its write already happened) is returned unchanged. Without a
+/// cache nothing happens.
+pub async fn invalidate_after(cache: Option<&Cache>, tags: Vec<String>) {
+    let Some(cache) = cache else {
+        tracing::debug!(name: "cache_skip", tags = ?tags, reason = "no cache", "no cache to invalidate");
+        return;
+    };
+    if let Err(e) = cache.invalidate_tags(&tags).await {
+        tracing::warn!(name: "cache_invalidate_after_failed", tags = ?tags, error = %e, "invalidation after write failed; entries expire with their TTL");
+    }
+}
+
+/// Adds `tags` to a deferred invalidation (the `defer = <expr>` option).
+pub fn defer_tags(pending: &mut PendingInvalidation, tags: Vec<String>) {
+    for t in tags {
+        pending.tag(t);
+    }
+}
+
+// ------------------------------------------------------------------------- request context
+
+/// The outcome of a `#[cached]` call, for `X-Cache-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `HIT`, `MISS`, `STALE`, `BYPASS` or `SKIP`.
+    pub status: CacheStatus,
+    /// The full cache key.
+    pub key: String,
+    /// Age of the served entry (zero when just loaded).
+    pub age: Duration,
+    /// Remaining fresh lifetime.
+    pub ttl: Duration,
+}
+
+/// Per-request state shared between an HTTP adapter and the `#[cached]` functions it calls.
+///
+/// The adapter creates one per request, runs the handler inside
+/// [`with_request_context`], then reads [`RequestContext::take_outcome`]. When several
+/// `#[cached]` calls run in one request the last one to finish wins (for a cached handler that
+/// calls cached helpers, that is the handler's own outcome).
+#[derive(Debug, Default)]
+pub struct RequestContext {
+    /// Skip lookups (`Cache-Control: no-cache`): run the body and refresh the entry.
+    pub bypass: bool,
+    /// The user scope the adapter found, if any.
+    pub user: Option<String>,
+    outcome: Mutex<Option<Outcome>>,
+}
+
+impl RequestContext {
+    /// A context with these settings and no outcome yet.
+    pub fn new(bypass: bool, user: Option<String>) -> RequestContext {
+        RequestContext {
+            bypass,
+            user,
+            outcome: Mutex::new(None),
+        }
+    }
+
+    /// Records an outcome (replacing an earlier one).
+    pub fn record(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+
+    /// Takes the recorded outcome.
+    pub fn take_outcome(&self) -> Option<Outcome> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+tokio::task_local! {
+    static REQUEST: Arc<RequestContext>;
+}
+
+/// Runs `fut` with `ctx` as the current request context.
+pub fn with_request_context<F: Future>(
+    ctx: Arc<RequestContext>,
+    fut: F,
+) -> impl Future<Output = F::Output> {
+    REQUEST.scope(ctx, fut)
+}
+
+/// Whether the current request asked to bypass the cache (false outside a context).
+pub fn current_bypass() -> bool {
+    REQUEST.try_with(|c| c.bypass).unwrap_or(false)
+}
+
+/// The user scope of the current request (`None` outside a context).
+pub fn current_user() -> Option<String> {
+    REQUEST.try_with(|c| c.user.clone()).ok().flatten()
+}
+
+/// Records an outcome in the current request context (no-op outside one).
+pub fn record_outcome(outcome: Outcome) {
+    let _ = REQUEST.try_with(|c| c.record(outcome));
+}
+
+/// Takes the outcome recorded in the current request context.
+pub fn take_outcome() -> Option<Outcome> {
+    REQUEST.try_with(|c| c.take_outcome()).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn outcome_is_recorded_only_inside_a_context() {
+        record_outcome(Outcome {
+            status: CacheStatus::Hit,
+            key: "k".into(),
+            age: Duration::ZERO,
+            ttl: Duration::ZERO,
+        });
+        assert_eq!(take_outcome(), None);
+        let ctx = Arc::new(RequestContext::default());
+        let cache = Cache::memory();
+        let key = cache.key("r").id(1).build();
+        let run_once = || {
+            run::<u32, PlainShape, _, _>(
+                Some(&cache),
+                Some(key.clone()),
+                Policy::ttl(Duration::from_secs(60)),
+                async { 7 },
+                |_| false,
+            )
+        };
+        with_request_context(ctx.clone(), run_once()).await;
+        assert_eq!(ctx.take_outcome().unwrap().status, CacheStatus::Miss);
+        let out = with_request_context(ctx.clone(), async {
+            run_once().await;
+            take_outcome()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (out.status, out.key.as_str()),
+            (CacheStatus::Hit, key.as_str())
+        );
+    }
+
+    #[tokio::test]
+    async fn bypass_from_context_skips_the_lookup() {
+        let cache = Cache::memory();
+        let key = cache.key("r").id(1).build();
+        let ctx = Arc::new(RequestContext::new(true, None));
+        for _ in 0..2 {
+            let v = with_request_context(
+                ctx.clone(),
+                run::<u32, PlainShape, _, _>(
+                    Some(&cache),
+                    Some(key.clone()),
+                    Policy::new(),
+                    async { 1 },
+                    |_| false,
+                ),
+            )
+            .await;
+            assert_eq!(v, 1);
+            assert_eq!(ctx.take_outcome().unwrap().status, CacheStatus::Bypass);
+        }
+    }
+
+    #[test]
+    fn key_draft_without_cache_is_none() {
+        let mut d = KeyDraft::new(None, "r");
+        d.param("a", &1);
+        assert!(d.build().is_none());
+        let cache = Cache::memory();
+        let mut d = KeyDraft::new(Some(&cache), "r");
+        d.param("a", &std::collections::HashMap::from([(vec![1], 2)]));
+        assert!(d.build().is_none(), "non-string map keys are not encodable");
+    }
+}

@@ -1,0 +1,304 @@
+//! `#[cached(...)]`: read-through caching of an `async fn`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Expr, Ident, ItemFn, LitStr};
+
+use crate::options::{self, Errors, RawOpt};
+use crate::signature::{self, Arg};
+
+const VALID: &[&str] = &[
+    "resource",
+    "ttl",
+    "key",
+    "tags",
+    "user",
+    "version",
+    "unless",
+    "stale_while_revalidate",
+    "stale_if_error",
+    "lease",
+    "cache",
+    "skip",
+    "crate",
+];
+
+/// How the key is built.
+enum KeySpec {
+    /// `key = "{a}:{b}"`: one id segment.
+    Template(LitStr),
+    /// `key = [a, b]`: these arguments, as hashed parameters.
+    List(Vec<Ident>),
+}
+
+/// The parsed options, with the user's tokens kept for spans.
+#[derive(Default)]
+struct Options {
+    krate: Option<syn::Path>,
+    resource: Option<LitStr>,
+    ttl: Option<u64>,
+    key: Option<KeySpec>,
+    tags: Vec<LitStr>,
+    user: Option<Expr>,
+    version: Option<u32>,
+    unless: Option<Expr>,
+    stale_while_revalidate: Option<u64>,
+    stale_if_error: Option<u64>,
+    lease: Option<bool>,
+    cache: Option<Expr>,
+    skip: Vec<Ident>,
+}
+
+fn parse_options(args: TokenStream, errors: &mut Errors) -> Options {
+    let raw = match options::parse_args(args) {
+        Ok(raw) => raw,
+        Err(e) => {
+            errors.push(e);
+            return Options::default();
+        }
+    };
+    let mut named = Vec::new();
+    for opt in raw {
+        match opt {
+            RawOpt::Named { name, value } => named.push((name, value)),
+            RawOpt::Lit(lit) => errors.at(
+                lit.span(),
+                "`#[cached]` takes `name = value` options; for a resource name write `resource = \"...\"`",
+            ),
+        }
+    }
+    let mut o = Options::default();
+    for (name, _ident, value) in options::check_names(named, VALID, "cached", errors) {
+        let r: syn::Result<()> = (|| {
+            match name.as_str() {
+                "crate" => o.krate = Some(options::crate_path(&value)?),
+                "resource" => o.resource = Some(options::lit_str("resource", &value, "\"trig\"")?),
+                "ttl" => o.ttl = Some(options::duration("ttl", &value)?),
+                "stale_while_revalidate" => {
+                    o.stale_while_revalidate = Some(options::duration(&name, &value)?);
+                }
+                "stale_if_error" => o.stale_if_error = Some(options::duration(&name, &value)?),
+                "lease" => o.lease = Some(options::bool_lit("lease", &value)?),
+                "version" => o.version = Some(options::u32_lit("version", &value)?),
+                "user" => o.user = Some(value),
+                "unless" => o.unless = Some(value),
+                "cache" => o.cache = Some(value),
+                "key" => {
+                    o.key = Some(match &value {
+                        Expr::Array(_) => KeySpec::List(
+                            options::array("key", &value, "[trig_id, page]")?
+                                .into_iter()
+                                .map(|e| options::ident("key", e))
+                                .collect::<syn::Result<_>>()?,
+                        ),
+                        _ => KeySpec::Template(options::lit_str(
+                            "key",
+                            &value,
+                            "\"{trig_id}:{page}\"` or `key = [trig_id, page]",
+                        )?),
+                    });
+                }
+                "tags" => {
+                    for e in options::array("tags", &value, "[\"trig:{trig_id}\"]")? {
+                        o.tags
+                            .push(options::lit_str("tags", e, "[\"trig:{trig_id}\"]")?);
+                    }
+                }
+                "skip" => {
+                    for e in options::array("skip", &value, "[db]")? {
+                        o.skip.push(options::ident("skip", e)?);
+                    }
+                }
+                _ => unreachable!("checked by check_names"),
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            errors.push(e);
+        }
+    }
+    o
+}
+
+/// Expands `#[cached(args)] item`.
+pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    if item.sig.asyncness.is_none() {
+        errors.at(
+            item.sig.fn_token.span(),
+            "`#[cached]` works on `async fn` only: make this function `async`",
+        );
+    }
+    let o = parse_options(args, &mut errors);
+    let args = signature::args(item);
+    let all: Vec<Ident> = args.iter().flat_map(|a| a.bindings.clone()).collect();
+    let fn_name = &item.sig.ident;
+    let check = |id: &Ident, option: &str, errors: &mut Errors| {
+        if !all.contains(id) {
+            errors.at(
+                id.span(),
+                format!(
+                    "`{id}` in `{option}` is not a parameter of `{fn_name}`: list the names the \
+                     function's arguments bind ({})",
+                    list(&all)
+                ),
+            );
+        }
+    };
+    for id in &o.skip {
+        check(id, "skip", &mut errors);
+    }
+    if let Some(KeySpec::List(ids)) = &o.key {
+        for id in ids {
+            check(id, "key", &mut errors);
+        }
+    }
+
+    let krate = match &o.krate {
+        Some(p) => quote!(#p),
+        None => quote!(::cache_core),
+    };
+    let private = quote!(#krate::__private);
+    let cache_v = Ident::new("__cache_core_cache", Span::mixed_site());
+    let owner_v = Ident::new("__cache_core_owner", Span::mixed_site());
+    let draft_v = Ident::new("__cache_core_key", Span::mixed_site());
+
+    // Key.
+    let key_steps = match &o.key {
+        Some(KeySpec::Template(lit)) => {
+            let ids = signature::key_segments(lit, &all, fn_name, &krate, &mut errors);
+            quote!(#(#draft_v.id(#ids);)*)
+        }
+        Some(KeySpec::List(ids)) => params(ids, &draft_v),
+        None => params(&default_key(&args, &o.skip), &draft_v),
+    };
+    let user = o.user.as_ref().map(|u| quote!(#draft_v.user(&(#u));));
+    let version = o.version.map(|v| quote!(#draft_v.version(#v);));
+    let resource = match &o.resource {
+        Some(lit) => quote!(#lit),
+        None => {
+            let name = fn_name.to_string();
+            quote!(#name)
+        }
+    };
+
+    // Policy.
+    let millis = |ms: u64| quote!(#private::StdDuration::from_millis(#ms));
+    let mut policy = match o.ttl {
+        Some(ms) => {
+            let d = millis(ms);
+            quote!(#private::Policy::ttl(#d))
+        }
+        None => quote!(#private::Policy::new()),
+    };
+    if !o.tags.is_empty() {
+        let tags: Vec<TokenStream> = o
+            .tags
+            .iter()
+            .map(|t| signature::template(t, &all, fn_name, &krate, &mut errors))
+            .collect();
+        policy.extend(quote!(.tags([#(#tags),*])));
+    }
+    if let Some(ms) = o.stale_while_revalidate {
+        let d = millis(ms);
+        policy.extend(quote!(.stale_while_revalidate(#d)));
+    }
+    if let Some(ms) = o.stale_if_error {
+        let d = millis(ms);
+        policy.extend(quote!(.stale_if_error(#d)));
+    }
+    if let Some(on) = o.lease {
+        policy.extend(quote!(.lease(#on)));
+    }
+    errors.finish()?;
+
+    let cache_select = match &o.cache {
+        Some(expr) => quote! {
+            let #owner_v = #expr;
+            let #cache_v = #private::resolve_cache(&#owner_v);
+        },
+        None => quote!(let #cache_v = #private::default_cache();),
+    };
+    let (shape, ret) = signature::shape(item, &krate);
+    let ret_span = match &item.sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => item.sig.ident.span(),
+    };
+    // The callee carries the return type's span: a value that is not `Serialize +
+    // DeserializeOwned` is reported on the return type.
+    let run_fn = respan(quote!(#private::run::<#ret, #shape, _, _>), ret_span);
+    let unless = match &o.unless {
+        Some(u) => quote!(#u),
+        None => quote!(|_| false),
+    };
+    let block = &item.block;
+    let body = quote!(#private::typed::<#ret, _>(async #block));
+    let call = quote_spanned! {ret_span=>
+        #run_fn(#cache_v, #draft_v, #policy, #body, #unless).await
+    };
+    let ItemFn {
+        attrs, vis, sig, ..
+    } = item;
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig {
+            #cache_select
+            let #draft_v = {
+                let mut #draft_v = #private::KeyDraft::new(#cache_v, #resource);
+                #key_steps
+                #user
+                #version
+                #draft_v.build()
+            };
+            #call
+        }
+    })
+}
+
+/// The default key: every name bound by an argument that is not a handle (see
+/// [`signature::is_handle`]) and not listed in `skip`.
+fn default_key(args: &[Arg], skip: &[Ident]) -> Vec<Ident> {
+    args.iter()
+        .filter(|a| !a.handle)
+        .flat_map(|a| a.bindings.iter())
+        .filter(|b| !skip.contains(b))
+        .cloned()
+        .collect()
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let proc_macro2::TokenTree::Group(g) = &tt {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                tt = proc_macro2::TokenTree::Group(group);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
+}
+
+fn params(ids: &[Ident], draft: &Ident) -> TokenStream {
+    let steps = ids.iter().map(|id| {
+        let name = id.to_string();
+        quote_spanned!(id.span()=> #draft.param(#name, &#id);)
+    });
+    quote!(#(#steps)*)
+}
+
+fn list(names: &[Ident]) -> String {
+    if names.is_empty() {
+        return "it has none".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,123 @@
+//! `#[invalidates(...)]`: tag invalidation after an `async fn` succeeds.
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::spanned::Spanned;
+use syn::{Expr, Ident, ItemFn, LitStr};
+
+use crate::options::{self, Errors, RawOpt};
+use crate::signature;
+
+const VALID: &[&str] = &["defer", "cache", "crate"];
+
+/// Expands `#[invalidates(args)] item`.
+pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    if item.sig.asyncness.is_none() {
+        errors.at(
+            item.sig.fn_token.span(),
+            "`#[invalidates]` works on `async fn` only: make this function `async`",
+        );
+    }
+    let mut tags: Vec<LitStr> = Vec::new();
+    let mut named = Vec::new();
+    match options::parse_args(args) {
+        Ok(raw) => {
+            for opt in raw {
+                match opt {
+                    RawOpt::Lit(lit) => {
+                        if !named.is_empty() {
+                            errors.at(
+                                lit.span(),
+                                "tags come first: move this tag before the `name = value` options",
+                            );
+                        }
+                        tags.push(lit);
+                    }
+                    RawOpt::Named { name, value } => named.push((name, value)),
+                }
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    let (mut krate, mut defer, mut cache): (Option<syn::Path>, Option<Expr>, Option<Expr>) =
+        (None, None, None);
+    for (name, _, value) in options::check_names(named, VALID, "invalidates", &mut errors) {
+        match name.as_str() {
+            "crate" => match options::crate_path(&value) {
+                Ok(p) => krate = Some(p),
+                Err(e) => errors.push(e),
+            },
+            "defer" => defer = Some(value),
+            "cache" => cache = Some(value),
+            _ => unreachable!("checked by check_names"),
+        }
+    }
+    if let (Some(_), Some(c)) = (&defer, &cache) {
+        errors.push(syn::Error::new_spanned(
+            c,
+            "`cache` has no effect with `defer`: the tags go to the `PendingInvalidation`, which \
+             knows its cache; remove `cache = ...`",
+        ));
+    }
+    if tags.is_empty() {
+        errors.at(
+            Span::call_site(),
+            "`#[invalidates]` needs at least one tag: `#[invalidates(\"trig:{trig_id}\")]`",
+        );
+    }
+    let all: Vec<Ident> = signature::args(item)
+        .into_iter()
+        .flat_map(|a| a.bindings)
+        .collect();
+    let krate = match &krate {
+        Some(p) => quote!(#p),
+        None => quote!(::cache_core),
+    };
+    let tag_exprs: Vec<TokenStream> = tags
+        .iter()
+        .map(|t| signature::template(t, &all, &item.sig.ident, &krate, &mut errors))
+        .collect();
+    errors.finish()?;
+
+    let private = quote!(#krate::__private);
+    let tags_v = Ident::new("__cache_core_tags", Span::mixed_site());
+    let out_v = Ident::new("__cache_core_out", Span::mixed_site());
+    let owner_v = Ident::new("__cache_core_owner", Span::mixed_site());
+    let (shape, ret) = signature::shape(item, &krate);
+    let cache_select = match &cache {
+        Some(expr) => quote! {
+            let #owner_v = #expr;
+            let #owner_v = #private::resolve_cache(&#owner_v);
+        },
+        None => quote!(let #owner_v = #private::default_cache();),
+    };
+    let after = match &defer {
+        Some(expr) => quote!(#private::defer_tags(#expr, #tags_v);),
+        None => quote!(#private::invalidate_after(#owner_v, #tags_v).await;),
+    };
+    let cache_select = if defer.is_some() {
+        quote!()
+    } else {
+        cache_select
+    };
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+        ..
+    } = item;
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig {
+            let #tags_v: #private::Vec<#private::String> = #private::Vec::from([#(#tag_exprs),*]);
+            #cache_select
+            let #out_v = #private::typed::<#ret, _>(async #block).await;
+            if <#shape as #private::Shape<#ret>>::succeeded(&#out_v) {
+                #after
+            }
+            #out_v
+        }
+    })
+}

@@ -1,0 +1,470 @@
+#![allow(missing_docs)]
+//! `#[cached]` and `#[invalidates]`, on Redis and on the in-memory backend.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cache_core::__private::{with_request_context, RequestContext};
+use cache_core::{cached, invalidates, Cache, CacheStatus, PendingInvalidation};
+use common::Ctx;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Trig {
+    id: u32,
+    name: String,
+}
+
+fn count(loads: &AtomicUsize) -> usize {
+    loads.load(Ordering::SeqCst)
+}
+
+/// Runs `fut` in a request context and returns its output with the recorded outcome.
+async fn observed<T>(
+    fut: impl std::future::Future<Output = T>,
+) -> (T, Option<cache_core::__private::Outcome>) {
+    observed_with(RequestContext::default(), fut).await
+}
+
+async fn observed_with<T>(
+    ctx: RequestContext,
+    fut: impl std::future::Future<Output = T>,
+) -> (T, Option<cache_core::__private::Outcome>) {
+    let ctx = Arc::new(ctx);
+    let out = with_request_context(ctx.clone(), fut).await;
+    (out, ctx.take_outcome())
+}
+
+// ------------------------------------------------------------------ free functions
+
+#[cached(resource = "trig", ttl = "1m", cache = cache, skip = [loads])]
+async fn load_trig(cache: &Cache, loads: &AtomicUsize, trig_id: u32) -> Trig {
+    loads.fetch_add(1, Ordering::SeqCst);
+    Trig {
+        id: trig_id,
+        name: format!("Trig {trig_id}"),
+    }
+}
+
+async fn free_fn_miss_then_hit(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    let (first, outcome) = observed(load_trig(&cache, &loads, 1)).await;
+    assert_eq!(first.name, "Trig 1");
+    assert_eq!(outcome.unwrap().status, CacheStatus::Miss);
+    let (second, outcome) = observed(load_trig(&cache, &loads, 1)).await;
+    assert_eq!(second, first);
+    let outcome = outcome.unwrap();
+    assert_eq!(outcome.status, CacheStatus::Hit);
+    assert!(outcome.key.contains(":trig:q="), "{}", outcome.key);
+    assert_eq!(count(&loads), 1);
+    load_trig(&cache, &loads, 2).await;
+    assert_eq!(count(&loads), 2, "another argument is another key");
+    assert_eq!(cache.stats().resources["trig"].hits, 1);
+}
+
+// ------------------------------------------------------------------ methods
+
+struct Repo {
+    cache: Cache,
+    loads: AtomicUsize,
+}
+
+impl Repo {
+    #[cached(ttl = "1m", cache = &self.cache)]
+    async fn name(&self, id: u32) -> String {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        format!("name {id}")
+    }
+
+    #[invalidates("repo:{id}", cache = &self.cache)]
+    async fn rename(&self, id: u32) {
+        let _ = id;
+    }
+
+    #[cached(ttl = "1m", tags = ["repo:{id}"], cache = &self.cache)]
+    async fn tagged(&self, id: u32) -> u32 {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        id
+    }
+}
+
+async fn method_miss_then_hit(ctx: Ctx) {
+    let repo = Repo {
+        cache: ctx.cache(),
+        loads: AtomicUsize::new(0),
+    };
+    assert_eq!(repo.name(7).await, "name 7");
+    assert_eq!(repo.name(7).await, "name 7");
+    assert_eq!(count(&repo.loads), 1);
+    assert_eq!(repo.tagged(7).await, 7);
+    assert_eq!(repo.tagged(7).await, 7);
+    assert_eq!(count(&repo.loads), 2);
+    repo.rename(7).await; // `()` counts as success
+    assert_eq!(repo.tagged(7).await, 7);
+    assert_eq!(count(&repo.loads), 3);
+    assert_eq!(repo.name(7).await, "name 7", "untagged entry survives");
+    assert_eq!(count(&repo.loads), 3);
+}
+
+// ------------------------------------------------------------------ Result / Option / unless
+
+#[derive(Debug, PartialEq)]
+struct DbError(String);
+
+fn parse_number(s: &str) -> Result<u32, DbError> {
+    s.parse().map_err(|_| DbError(format!("not a number: {s}")))
+}
+
+#[cached(ttl = "1m", cache = cache, skip = [loads])]
+async fn number(cache: &Cache, loads: &AtomicUsize, text: String) -> Result<u32, DbError> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    let n = parse_number(&text)?; // `?` works as in the original function
+    if n == 13 {
+        return Err(DbError("unlucky".into()));
+    }
+    Ok(n)
+}
+
+async fn result_errors_are_not_cached(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    for expected in 1..=2 {
+        let err = number(&cache, &loads, "x".into()).await.unwrap_err();
+        assert_eq!(err, DbError("not a number: x".into()));
+        assert_eq!(count(&loads), expected);
+    }
+    assert!(number(&cache, &loads, "13".into()).await.is_err());
+    assert!(number(&cache, &loads, "13".into()).await.is_err());
+    assert_eq!(count(&loads), 4);
+    assert_eq!(number(&cache, &loads, "5".into()).await, Ok(5));
+    assert_eq!(number(&cache, &loads, "5".into()).await, Ok(5));
+    assert_eq!(count(&loads), 5);
+}
+
+#[cached(ttl = "1m", lease = true, cache = cache, skip = [loads])]
+async fn maybe(cache: &Cache, loads: &AtomicUsize, id: Option<u32>) -> Option<Trig> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    id.map(|id| Trig {
+        id,
+        name: "t".into(),
+    })
+}
+
+#[cached(ttl = "1m", cache = cache, skip = [loads], unless = |v: &Vec<u32>| v.is_empty())]
+async fn list(cache: &Cache, loads: &AtomicUsize, len: u32) -> Vec<u32> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    (0..len).collect()
+}
+
+async fn none_and_unless_are_not_cached(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    assert_eq!(maybe(&cache, &loads, None).await, None);
+    assert_eq!(maybe(&cache, &loads, None).await, None);
+    assert_eq!(count(&loads), 2, "None is not cached");
+    assert!(maybe(&cache, &loads, Some(1)).await.is_some());
+    assert!(maybe(&cache, &loads, Some(1)).await.is_some());
+    assert_eq!(count(&loads), 3, "Some is cached");
+
+    let loads = AtomicUsize::new(0);
+    assert!(list(&cache, &loads, 0).await.is_empty());
+    assert!(list(&cache, &loads, 0).await.is_empty());
+    assert_eq!(count(&loads), 2, "`unless` values are not cached");
+    assert_eq!(list(&cache, &loads, 2).await, [0, 1]);
+    assert_eq!(list(&cache, &loads, 2).await, [0, 1]);
+    assert_eq!(count(&loads), 3);
+}
+
+// ------------------------------------------------------------------ #[invalidates]
+
+#[cached(resource = "trig", ttl = "1h", tags = ["trig:{trig_id}", "trigs:list"], cache = cache, skip = [loads])]
+async fn trig_page(cache: &Cache, loads: &AtomicUsize, trig_id: u32, page: u32) -> Vec<u32> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    vec![trig_id, page]
+}
+
+#[invalidates("trig:{trig_id}", cache = cache)]
+async fn add_log(cache: &Cache, trig_id: u32, fail: bool) -> Result<u32, String> {
+    if fail {
+        return Err("constraint violated".into());
+    }
+    Ok(trig_id)
+}
+
+#[invalidates("trig:{trig_id}", "trigs:list", defer = pending)]
+async fn add_log_in_tx(trig_id: u32, pending: &mut PendingInvalidation) -> Result<(), String> {
+    assert!(pending.is_empty(), "tags are added after the body");
+    let _ = trig_id;
+    Ok(())
+}
+
+async fn invalidates_only_on_success(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    trig_page(&cache, &loads, 1, 1).await;
+    trig_page(&cache, &loads, 1, 2).await;
+    trig_page(&cache, &loads, 2, 1).await;
+    assert_eq!(count(&loads), 3);
+
+    assert!(add_log(&cache, 1, true).await.is_err());
+    trig_page(&cache, &loads, 1, 1).await;
+    assert_eq!(count(&loads), 3, "a failed write invalidates nothing");
+
+    assert_eq!(add_log(&cache, 1, false).await, Ok(1));
+    trig_page(&cache, &loads, 1, 1).await;
+    trig_page(&cache, &loads, 1, 2).await;
+    assert_eq!(count(&loads), 5, "both pages of trig 1 reload");
+    trig_page(&cache, &loads, 2, 1).await;
+    assert_eq!(count(&loads), 5, "trig 2 is untouched");
+
+    let mut pending = cache.defer();
+    add_log_in_tx(2, &mut pending).await.unwrap();
+    assert_eq!(pending.tags(), ["trig:2", "trigs:list"]);
+    trig_page(&cache, &loads, 2, 1).await;
+    assert_eq!(count(&loads), 5, "deferred: nothing happens before commit");
+    pending.commit().await.unwrap();
+    trig_page(&cache, &loads, 2, 1).await;
+    trig_page(&cache, &loads, 1, 1).await;
+    assert_eq!(count(&loads), 7, "`trigs:list` tags every page");
+}
+
+// ------------------------------------------------------------------ users, keys, versions
+
+#[cached(ttl = "1m", cache = cache, user = who, skip = [who, loads])]
+async fn feed(cache: &Cache, loads: &AtomicUsize, who: &str) -> String {
+    loads.fetch_add(1, Ordering::SeqCst);
+    format!("feed of {who}")
+}
+
+async fn per_user_entries_are_not_shared(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    let (alice, outcome) = observed(feed(&cache, &loads, "alice")).await;
+    assert_eq!(alice, "feed of alice");
+    assert!(outcome.unwrap().key.ends_with(":feed:user=alice"));
+    assert_eq!(feed(&cache, &loads, "bob").await, "feed of bob");
+    assert_eq!(feed(&cache, &loads, "alice").await, "feed of alice");
+    assert_eq!(count(&loads), 2);
+}
+
+/// Stand-ins for the Axum/Actix extractors.
+struct Path<T>(T);
+struct State<T>(T);
+struct App {
+    cache: Cache,
+    loads: AtomicUsize,
+}
+
+#[cached(resource = "trig", key = "{trig_id}:{page}", version = 2, cache = &app.cache)]
+async fn handler(State(app): State<&App>, Path((trig_id, page)): Path<(u32, u32)>) -> String {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    format!("{trig_id}/{page}")
+}
+
+#[cached(resource = "search", key = [q], cache = &app.cache)]
+async fn search(State(app): State<&App>, q: String, request_id: u64) -> usize {
+    let _ = request_id;
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    q.len()
+}
+
+async fn key_templates_lists_and_handler_patterns(ctx: Ctx) {
+    let app = App {
+        cache: ctx.cache(),
+        loads: AtomicUsize::new(0),
+    };
+    let (v, outcome) = observed(handler(State(&app), Path((7, 2)))).await;
+    assert_eq!(v, "7/2");
+    let key = outcome.unwrap().key;
+    assert!(key.ends_with(":trig#v2:7:2"), "{key}");
+    handler(State(&app), Path((7, 2))).await;
+    handler(State(&app), Path((7, 3))).await;
+    assert_eq!(count(&app.loads), 2);
+
+    let app = App {
+        cache: ctx.cache(),
+        loads: AtomicUsize::new(0),
+    };
+    assert_eq!(search(State(&app), "abc".into(), 1).await, 3);
+    assert_eq!(search(State(&app), "abc".into(), 2).await, 3);
+    assert_eq!(count(&app.loads), 1, "`request_id` is not in `key = [q]`");
+}
+
+// ------------------------------------------------------------------ cache selection
+
+#[cached(ttl = "1m", cache = which, skip = [which, loads])]
+async fn selected(which: Option<&Cache>, loads: &AtomicUsize, id: u32) -> u32 {
+    loads.fetch_add(1, Ordering::SeqCst);
+    id
+}
+
+async fn cache_expression_selects_the_instance(ctx: Ctx) {
+    let (one, two) = (
+        ctx.cache(),
+        ctx.builder().namespace("other").build().unwrap(),
+    );
+    let loads = AtomicUsize::new(0);
+    selected(Some(&one), &loads, 1).await;
+    selected(Some(&two), &loads, 1).await;
+    assert_eq!(count(&loads), 2, "each cache has its own entries");
+    selected(Some(&one), &loads, 1).await;
+    selected(Some(&two), &loads, 1).await;
+    assert_eq!(count(&loads), 2);
+    selected(None, &loads, 1).await;
+    selected(None, &loads, 1).await;
+    assert_eq!(count(&loads), 4, "no cache: the body runs every time");
+}
+
+// ------------------------------------------------------------------ request context
+
+// Not `lease = true`: with a lease, the engine's double-check after taking the lease serves the
+// fresh entry even on a bypass (reported to the engine author).
+#[cached(ttl = "1m", stale_while_revalidate = "30s", stale_if_error = "10m", cache = cache, skip = [loads])]
+async fn refreshed(cache: &Cache, loads: &AtomicUsize) -> u32 {
+    loads.fetch_add(1, Ordering::SeqCst) as u32
+}
+
+async fn bypass_and_outcome_from_the_request_context(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    assert_eq!(refreshed(&cache, &loads).await, 0);
+    let (v, outcome) = observed(refreshed(&cache, &loads)).await;
+    let outcome = outcome.unwrap();
+    assert_eq!((v, outcome.status), (0, CacheStatus::Hit));
+    assert!(outcome.ttl > std::time::Duration::from_secs(50));
+    let (v, outcome) =
+        observed_with(RequestContext::new(true, None), refreshed(&cache, &loads)).await;
+    assert_eq!((v, outcome.unwrap().status), (1, CacheStatus::Bypass));
+    assert_eq!(
+        refreshed(&cache, &loads).await,
+        1,
+        "the bypass refreshed the entry"
+    );
+}
+
+on_both_backends!(
+    free_fn_miss_then_hit,
+    method_miss_then_hit,
+    result_errors_are_not_cached,
+    none_and_unless_are_not_cached,
+    invalidates_only_on_success,
+    per_user_entries_are_not_shared,
+    key_templates_lists_and_handler_patterns,
+    cache_expression_selects_the_instance,
+    bypass_and_outcome_from_the_request_context,
+);
+
+// ------------------------------------------------------------------ process-wide default
+
+static DEFAULT_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "1m")]
+async fn with_default(id: u32) -> u32 {
+    DEFAULT_LOADS.fetch_add(1, Ordering::SeqCst);
+    id * 2
+}
+
+#[invalidates("default:{id}")]
+async fn invalidate_default(id: u32) {
+    let _ = id;
+}
+
+#[cached(ttl = "1m", tags = ["default:{id}"])]
+async fn tagged_default(id: u32) -> u32 {
+    DEFAULT_LOADS.fetch_add(1, Ordering::SeqCst);
+    id
+}
+
+/// The only test of this binary that uses the process-wide default.
+#[tokio::test]
+async fn default_cache_is_used_once_installed() {
+    assert_eq!(with_default(1).await, 2);
+    assert_eq!(with_default(1).await, 2);
+    assert_eq!(
+        DEFAULT_LOADS.load(Ordering::SeqCst),
+        2,
+        "no default: pass-through"
+    );
+    invalidate_default(1).await; // no default: nothing to do, no panic
+    cache_core::install_default(Cache::memory()).unwrap();
+    with_default(1).await;
+    with_default(1).await;
+    assert_eq!(DEFAULT_LOADS.load(Ordering::SeqCst), 3);
+    tagged_default(1).await;
+    tagged_default(1).await;
+    assert_eq!(DEFAULT_LOADS.load(Ordering::SeqCst), 4);
+    invalidate_default(1).await;
+    tagged_default(1).await;
+    assert_eq!(DEFAULT_LOADS.load(Ordering::SeqCst), 5);
+}
+
+// ------------------------------------------------------------------ generated futures
+
+#[test]
+fn generated_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let cache = Cache::memory();
+    let loads = AtomicUsize::new(0);
+    assert_send(&load_trig(&cache, &loads, 1));
+    assert_send(&number(&cache, &loads, String::new()));
+    assert_send(&add_log(&cache, 1, false));
+}
+
+// ------------------------------------------------------------------ hygiene
+
+/// The generated code uses absolute paths only: shadowing prelude names and `core` in the
+/// user's module changes nothing.
+#[allow(dead_code, non_camel_case_types)]
+mod hygiene {
+    use ::cache_core::{cached, invalidates, Cache};
+    use ::std::sync::atomic::{AtomicUsize, Ordering};
+
+    type Result = ();
+    struct Option;
+    struct Vec;
+    struct String;
+    struct Some;
+    struct None;
+    struct Ok;
+    struct Err;
+    struct Box;
+    struct Duration;
+    struct Policy;
+    mod core {}
+    mod std {}
+    mod cache_core {}
+
+    #[cached(ttl = "1m", tags = ["h:{id}"], cache = cache, skip = [loads])]
+    pub(super) async fn shadowed(
+        cache: &Cache,
+        loads: &AtomicUsize,
+        id: u32,
+    ) -> ::std::result::Result<u32, ::std::string::String> {
+        loads.fetch_add(1, Ordering::SeqCst);
+        ::std::result::Result::Ok(id)
+    }
+
+    #[invalidates("h:{id}", cache = cache)]
+    pub(super) async fn shadowed_write(
+        cache: &Cache,
+        id: u32,
+    ) -> ::std::result::Result<(), ::std::string::String> {
+        let _ = id;
+        ::std::result::Result::Ok(())
+    }
+}
+
+#[tokio::test]
+async fn hygiene_shadowed_names_do_not_matter() {
+    let cache = Cache::memory();
+    let loads = AtomicUsize::new(0);
+    assert_eq!(hygiene::shadowed(&cache, &loads, 1).await, Ok(1));
+    assert_eq!(hygiene::shadowed(&cache, &loads, 1).await, Ok(1));
+    assert_eq!(count(&loads), 1);
+    hygiene::shadowed_write(&cache, 1).await.unwrap();
+    hygiene::shadowed(&cache, &loads, 1).await.unwrap();
+    assert_eq!(count(&loads), 2);
+}

@@ -1,0 +1,22 @@
+use cache_core::{invalidates, Cache, PendingInvalidation};
+
+#[invalidates("trig:{trig_id}", "trigs:list")]
+async fn default_cache(trig_id: i64) -> Result<(), String> {
+    let _ = trig_id;
+    Ok(())
+}
+
+#[invalidates("trig:{trig_id}", cache = cache, crate = "cache_core")]
+async fn explicit(cache: &Cache, trig_id: i64) {
+    let _ = trig_id;
+}
+
+#[invalidates("trig:{trig_id}", defer = pending)]
+async fn deferred(trig_id: i64, pending: &mut PendingInvalidation) -> Result<u8, String> {
+    let _ = (trig_id, pending.is_empty());
+    Ok(1)
+}
+
+fn main() {
+    let _ = (default_cache, explicit, deferred);
+}
