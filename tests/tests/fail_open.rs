@@ -134,3 +134,24 @@ async fn redis_down_at_startup_still_serves_then_connects() {
     }
     assert_eq!(cache.get::<u32>(&key).await, Some(4));
 }
+
+/// Regression: building a Redis-backed cache outside a tokio runtime used to panic ("no reactor
+/// running") because the connection manager spawned a task at construction.
+#[test]
+fn building_a_redis_cache_outside_a_runtime_does_not_panic() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .namespace(unique_namespace("rt"))
+        .redis_url(server.url())
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let key = cache.key("a").build();
+        cache.set(&key, &1u32, MINUTE).await.unwrap();
+        assert_eq!(cache.get::<u32>(&key).await, Some(1));
+    });
+}

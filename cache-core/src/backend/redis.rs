@@ -1,7 +1,7 @@
 //! The Redis backend.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,9 +112,12 @@ impl Default for RedisOptions {
 /// The connection is made lazily and re-made automatically after failures, so constructing the
 /// backend never blocks and never fails because Redis is down. AUTH and TLS come from the URL
 /// (`redis://user:pass@host:6379/0`; `rediss://` requires a TLS feature of the `redis` crate).
-#[derive(Clone)]
 pub struct RedisBackend {
-    conn: ConnectionManager,
+    client: Client,
+    config: ConnectionManagerConfig,
+    /// Created on first use, inside the caller's runtime (the manager spawns a task), so that
+    /// building a backend never needs a runtime and never blocks.
+    conn: OnceLock<ConnectionManager>,
     url_redacted: String,
 }
 
@@ -139,9 +142,10 @@ impl RedisBackend {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(options.max_reconnect_delay)
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(RedisBackend {
-            conn,
+            client,
+            config,
+            conn: OnceLock::new(),
             url_redacted: redact_url(url),
         })
     }
@@ -151,8 +155,19 @@ impl RedisBackend {
         &self.url_redacted
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn conn(&self) -> Result<ConnectionManager, CacheError> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(CacheError::Backend(
+                "the Redis backend must be used inside a tokio runtime".into(),
+            ));
+        }
+        let conn =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())?;
+        // Two first calls racing may both create one; the loser's is dropped.
+        Ok(self.conn.get_or_init(|| conn).clone())
     }
 }
 
@@ -185,7 +200,7 @@ impl Backend for RedisBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         Ok(redis::cmd("GET").arg(key).query_async(&mut conn).await?)
     }
 
@@ -193,7 +208,7 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
     }
 
@@ -202,7 +217,7 @@ impl Backend for RedisBackend {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = tags.iter().map(|t| version_key(t)).collect();
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let versions: Vec<Option<u64>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         Ok(versions
@@ -215,7 +230,7 @@ impl Backend for RedisBackend {
         if puts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         // Fast path: one untagged entry is a plain SET.
         if let [p] = puts {
             if p.tags.is_empty() {
@@ -257,7 +272,7 @@ impl Backend for RedisBackend {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         Ok(redis::cmd("UNLINK")
             .arg(keys)
             .query_async(&mut conn)
@@ -277,12 +292,12 @@ impl Backend for RedisBackend {
             inv.key(version_key(tag)).key(index_key(tag));
         }
         inv.arg(ttl_ms(version_retention));
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
     async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let mut cursor: u64 = 0;
         let mut deleted = 0u64;
         loop {
@@ -309,7 +324,7 @@ impl Backend for RedisBackend {
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let set: Option<String> = redis::cmd("SET")
             .arg(key)
             .arg(token)
@@ -322,7 +337,7 @@ impl Backend for RedisBackend {
     }
 
     async fn unlock(&self, key: &str, token: &str) -> Result<(), CacheError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         UNLOCK
             .key(key)
             .arg(token)
@@ -332,13 +347,13 @@ impl Backend for RedisBackend {
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
         Ok(())
     }
 
     async fn info(&self) -> Result<BackendInfo, CacheError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let (info, dbsize): (String, u64) = redis::pipe()
             .cmd("INFO")
             .cmd("DBSIZE")
