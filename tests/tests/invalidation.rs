@@ -403,3 +403,80 @@ async fn invalidation_with_redis_down_is_reported_while_reads_fail_open() {
     let v: u32 = cache.get_or_load(&key, MINUTE, || async { 2 }).await;
     assert_eq!(v, 2);
 }
+
+/// Tag bookkeeping does not leak: a store prunes index members whose entries expired, the index
+/// key carries a TTL no shorter than its longest-lived member, and version keys expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_bookkeeping_is_pruned_and_expires() {
+    let server = cache_tests::RedisServer::start();
+    let ns = cache_tests::unique_namespace("bk");
+    let cache = cache_core::Cache::builder()
+        .namespace(ns.clone())
+        .redis_url(server.url())
+        .tag_version_retention(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut con = server.connection().await;
+    let index = format!("{ns}:t:busy:k");
+    for i in 0..50u32 {
+        let key = cache.key("short").id(i).build();
+        cache
+            .set(
+                &key,
+                &i,
+                Policy::ttl(Duration::from_millis(100)).tag("busy"),
+            )
+            .await
+            .unwrap();
+    }
+    let members: u64 = ::redis::cmd("ZCARD")
+        .arg(&index)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(members, 50);
+    // Let the 50 short entries expire (expiry is what is under test), then store one more.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let long = cache.key("long").build();
+    cache
+        .set(&long, &1u32, Policy::ttl(MINUTE).tag("busy"))
+        .await
+        .unwrap();
+    let members: Vec<String> = ::redis::cmd("ZRANGE")
+        .arg(&index)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        members,
+        [long.as_str()],
+        "expired members were pruned by the store"
+    );
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(&index)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 59_000,
+        "index lives as long as its longest member: {pttl}"
+    );
+    cache.invalidate_tags(&["busy"]).await.unwrap();
+    let exists: u64 = ::redis::cmd("EXISTS")
+        .arg(&index)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "invalidation deletes the index");
+    let vttl: i64 = ::redis::cmd("PTTL")
+        .arg(format!("{ns}:t:busy:v"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        vttl > 0 && vttl <= 30_000,
+        "version key expires after the retention: {vttl}"
+    );
+}
