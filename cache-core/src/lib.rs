@@ -49,6 +49,7 @@
 //! | `macros` | yes | `#[cached]` and `#[invalidates]` |
 //! | `msgpack` | no | [`Codec::MessagePack`](codec::Codec) |
 //! | `compression` | no | LZ4 above [`CacheBuilder::compress_above`] |
+//! | `http` | no | framework-agnostic HTTP caching rules for the adapters (`http` module) |
 //!
 //! # Observability
 //! `tracing` events, by name: `cache_hit`, `cache_miss_stored`, `cache_bypass`, `cache_skip`,
@@ -64,6 +65,8 @@ pub mod error;
 mod flight;
 pub mod fragments;
 mod global;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod key;
 mod policy;
 mod stats;
