@@ -68,6 +68,8 @@ mod global;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod key;
+#[cfg(feature = "macros")]
+pub mod macros_guide;
 mod policy;
 mod stats;
 pub mod tags;

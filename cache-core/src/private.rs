@@ -5,7 +5,7 @@
 //! `crate = "..."` option), so the names used by user code never interfere with it.
 //!
 //! Two parts:
-//! * the glue the macros call: [`resolve_cache`], [`KeyDraft`], [`run`], [`Shape`],
+//! * the glue the macros call: [`resolve_cache`], [`KeyDraft`], [`run`], [`run_wrapped`], [`Shape`],
 //!   [`invalidate_after`], [`defer_tags`];
 //! * the per-request context for HTTP adapters ([`RequestContext`]): a `tokio` task-local that
 //!   carries "bypass the cache" and the user scope into `#[cached]` functions, and carries the
@@ -36,6 +36,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 pub use crate::{Cache, CacheKey, CacheStatus, PendingInvalidation, Policy};
 pub use std::format;
+pub use std::option::Option::Some;
 pub use std::string::String;
 pub use std::time::Duration as StdDuration;
 pub use std::vec::Vec;
@@ -159,6 +160,9 @@ pub trait Shape<R> {
     fn join(v: Self::Value) -> R;
     /// Whether `r` counts as success (for `#[invalidates]`).
     fn succeeded(r: &R) -> bool;
+    /// The success value of `r` (`Ok` / `Some` / the value), for `{result}` in `#[invalidates]`
+    /// tags.
+    fn value(r: &R) -> Option<&Self::Value>;
 }
 
 /// Any type: always cached.
@@ -175,6 +179,9 @@ impl<T> Shape<T> for PlainShape {
     }
     fn succeeded(_: &T) -> bool {
         true
+    }
+    fn value(r: &T) -> Option<&T> {
+        Some(r)
     }
 }
 
@@ -196,6 +203,9 @@ impl<T, E> Shape<Result<T, E>> for ResultShape {
     fn succeeded(r: &Result<T, E>) -> bool {
         r.is_ok()
     }
+    fn value(r: &Result<T, E>) -> Option<&T> {
+        r.as_ref().ok()
+    }
 }
 
 /// `Option<T>`: `Some(T)` is cached, `None` is not (the next call runs the body again).
@@ -212,6 +222,9 @@ impl<T> Shape<Option<T>> for OptionShape {
     }
     fn succeeded(_: &Option<T>) -> bool {
         true
+    }
+    fn value(r: &Option<T>) -> Option<&T> {
+        r.as_ref()
     }
 }
 
@@ -252,6 +265,31 @@ where
     Fut: Future<Output = R>,
     U: FnOnce(&R) -> bool,
 {
+    run_wrapped::<R, R, S, Fut, U, _, _>(cache, key, policy, body, unless, |r| r, |r| r).await
+}
+
+/// [`run`] for a return type `W` that is cached in another form `R`: the macro uses it for
+/// `Json<T>` returns (`W = Json<T>`, `R = T`; `Result<Json<T>, E>` gives `R = Result<T, E>`).
+/// `unwrap` turns the body's value into `R` before the shape splits it; `wrap` turns a cached
+/// (or not cached) `R` back into `W`. `unless` sees the value as written (`&W`).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_wrapped<W, R, S, Fut, U, I, O>(
+    cache: Option<&Cache>,
+    key: Option<CacheKey>,
+    policy: Policy,
+    body: Fut,
+    unless: U,
+    unwrap: I,
+    wrap: O,
+) -> W
+where
+    S: Shape<R>,
+    S::Value: Cacheable,
+    Fut: Future<Output = W>,
+    U: FnOnce(&W) -> bool,
+    I: FnOnce(W) -> R,
+    O: Fn(R) -> W,
+{
     let (Some(cache), Some(key)) = (cache, key) else {
         return body.await;
     };
@@ -260,12 +298,13 @@ where
     } else {
         policy
     };
+    let wrap = &wrap;
     let loader = || async move {
-        let r = body.await;
-        if unless(&r) {
-            return Err(r);
+        let w = body.await;
+        if unless(&w) {
+            return Err(w);
         }
-        S::split(r)
+        S::split(unwrap(w)).map_err(wrap)
     };
     match cache.fetch(&key, policy, loader).await {
         Ok(fetched) => {
@@ -275,16 +314,16 @@ where
                 age: fetched.age,
                 ttl: fetched.ttl,
             });
-            S::join(fetched.value)
+            wrap(S::join(fetched.value))
         }
-        Err(r) => {
+        Err(w) => {
             record_outcome(Outcome {
                 status: CacheStatus::Miss,
                 key: key.as_str().to_owned(),
                 age: Duration::ZERO,
                 ttl: Duration::ZERO,
             });
-            r
+            w
         }
     }
 }

@@ -133,7 +133,33 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     let o = parse_options(args, &mut errors);
     let args = signature::args(item);
     let all: Vec<Ident> = args.iter().flat_map(|a| a.bindings.clone()).collect();
+    let derefs: Vec<Ident> = args
+        .iter()
+        .filter(|a| a.deref)
+        .flat_map(|a| a.bindings.clone())
+        .collect();
     let fn_name = &item.sig.ident;
+    if let syn::ReturnType::Type(_, ty) = &item.sig.output {
+        if let Some(bad) = signature::uncacheable(ty) {
+            errors.push(syn::Error::new_spanned(
+                bad,
+                format!(
+                    "`#[cached]` cannot cache `{}`: the value is stored in the cache, so it must \
+                     be a concrete `Serialize + DeserializeOwned` type. Return `Json<T>` (cached \
+                     as `T`, re-wrapped on a hit), a serializable type, or a `Result`/`Option` of \
+                     those; or leave the handler unannotated and cache the whole response with \
+                     the cache layer of `cache-axum` / `cache-actix`",
+                    quote!(#bad)
+                        .to_string()
+                        .replace(" :: ", "::")
+                        .replace(":: ", "::")
+                        .replace(" < ", "<")
+                        .replace(" >", ">")
+                        .replace(" ,", ",")
+                ),
+            ));
+        }
+    }
     let check = |id: &Ident, option: &str, errors: &mut Errors| {
         if !all.contains(id) {
             errors.at(
@@ -170,8 +196,8 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
             let ids = signature::key_segments(lit, &all, fn_name, &krate, &mut errors);
             quote!(#(#draft_v.id(#ids);)*)
         }
-        Some(KeySpec::List(ids)) => params(ids, &draft_v),
-        None => params(&default_key(&args, &o.skip), &draft_v),
+        Some(KeySpec::List(ids)) => params(ids, &derefs, &draft_v),
+        None => params(&default_key(&args, &o.skip), &derefs, &draft_v),
     };
     let user = o.user.as_ref().map(|u| quote!(#draft_v.user(&(#u));));
     let version = o.version.map(|v| quote!(#draft_v.version(#v);));
@@ -220,14 +246,25 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         },
         None => quote!(let #cache_v = #private::default_cache();),
     };
-    let (shape, ret) = signature::shape(item, &krate);
+    let signature::Return {
+        shape,
+        ty: ret,
+        wrap,
+    } = signature::shape(item, &krate);
     let ret_span = match &item.sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => item.sig.ident.span(),
     };
     // The callee carries the return type's span: a value that is not `Serialize +
     // DeserializeOwned` is reported on the return type.
-    let run_fn = respan(quote!(#private::run::<#ret, #shape, _, _>), ret_span);
+    let (run_fn, wrap_args) = match &wrap {
+        None => (quote!(#private::run::<#ret, #shape, _, _>), quote!()),
+        Some((unwrap, wrap)) => (
+            quote!(#private::run_wrapped::<#ret, _, #shape, _, _, _, _>),
+            quote!(, #unwrap, #wrap),
+        ),
+    };
+    let run_fn = respan(run_fn, ret_span);
     let unless = match &o.unless {
         Some(u) => quote!(#u),
         None => quote!(|_| false),
@@ -235,7 +272,7 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     let block = &item.block;
     let body = quote!(#private::typed::<#ret, _>(async #block));
     let call = quote_spanned! {ret_span=>
-        #run_fn(#cache_v, #draft_v, #policy, #body, #unless).await
+        #run_fn(#cache_v, #draft_v, #policy, #body, #unless #wrap_args).await
     };
     let ItemFn {
         attrs, vis, sig, ..
@@ -284,10 +321,14 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
-fn params(ids: &[Ident], draft: &Ident) -> TokenStream {
+fn params(ids: &[Ident], derefs: &[Ident], draft: &Ident) -> TokenStream {
     let steps = ids.iter().map(|id| {
         let name = id.to_string();
-        quote_spanned!(id.span()=> #draft.param(#name, &#id);)
+        if derefs.contains(id) {
+            quote_spanned!(id.span()=> #draft.param(#name, &*#id);)
+        } else {
+            quote_spanned!(id.span()=> #draft.param(#name, &#id);)
+        }
     });
     quote!(#(#steps)*)
 }

@@ -74,17 +74,26 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         Some(p) => quote!(#p),
         None => quote!(::cache_core),
     };
-    let tag_exprs: Vec<TokenStream> = tags
-        .iter()
-        .map(|t| signature::template(t, &all, &item.sig.ident, &krate, &mut errors))
-        .collect();
+    let tags_v = Ident::new("__cache_core_tags", Span::mixed_site());
+    let result_v = Ident::new("__cache_core_result", Span::mixed_site());
+    // Tags that name `{result}` are formatted after the body, from the success value; the
+    // others before it (the body may consume the arguments).
+    let (mut before, mut after_body) = (Vec::new(), Vec::new());
+    for t in &tags {
+        let (expr, uses_result) =
+            signature::result_template(t, &all, &result_v, &item.sig.ident, &krate, &mut errors);
+        if uses_result {
+            after_body.push(expr);
+        } else {
+            before.push(expr);
+        }
+    }
     errors.finish()?;
 
     let private = quote!(#krate::__private);
-    let tags_v = Ident::new("__cache_core_tags", Span::mixed_site());
     let out_v = Ident::new("__cache_core_out", Span::mixed_site());
     let owner_v = Ident::new("__cache_core_owner", Span::mixed_site());
-    let (shape, ret) = signature::shape(item, &krate);
+    let signature::Return { shape, ty: ret, .. } = signature::shape(item, &krate);
     let cache_select = match &cache {
         Some(expr) => quote! {
             let #owner_v = #expr;
@@ -101,6 +110,22 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     } else {
         cache_select
     };
+    let mutability = if after_body.is_empty() {
+        quote!()
+    } else {
+        quote!(mut)
+    };
+    let from_result = if after_body.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            if let #private::Some(#result_v) =
+                <#shape as #private::Shape<#ret>>::value(&#out_v)
+            {
+                #(#tags_v.push(#after_body);)*
+            }
+        }
+    };
     let ItemFn {
         attrs,
         vis,
@@ -111,10 +136,11 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
-            let #tags_v: #private::Vec<#private::String> = #private::Vec::from([#(#tag_exprs),*]);
+            let #mutability #tags_v: #private::Vec<#private::String> = #private::Vec::from([#(#before),*]);
             #cache_select
             let #out_v = #private::typed::<#ret, _>(async #block).await;
             if <#shape as #private::Shape<#ret>>::succeeded(&#out_v) {
+                #from_result
                 #after
             }
             #out_v

@@ -4,9 +4,11 @@
 //! crate directly. This crate only parses attributes and generates code; all runtime behaviour
 //! lives in `cache_core::__private` (hidden, not a public API).
 //!
-//! The examples below are marked `ignore` because this crate cannot depend on `cache_core`;
-//! runnable versions of each live in `tests/tests/macros.rs`, and the compile errors are pinned
-//! by the trybuild tests in `tests/tests/ui/`.
+//! The examples below are marked `ignore` because this crate cannot depend on `cache_core`.
+//! **The guide with a runnable example per option** is the module `cache_core::macros_guide`
+//! (`cache-core/src/macros_guide.rs`); behaviour tests live in `tests/tests/macros.rs` and, on
+//! real Axum and Actix handlers, `tests/tests/macros_http.rs`; the compile errors are pinned by
+//! the trybuild tests in `tests/tests/ui/`.
 //!
 //! # `#[cached(...)]`
 //!
@@ -28,7 +30,7 @@
 //! | --- | --- | --- |
 //! | `resource` | `resource = "trig"` | resource segment of the key; default: the function's name |
 //! | `ttl` | `ttl = "24h"` | time to live, parsed at compile time (`"90s"`, `"5m"`, `"1h30m"`, `"3600"`); default: the cache's default TTL |
-//! | `key` | `key = "{trig_id}:{page}"` | the key's id segment, formatted from arguments with `Display` |
+//! | `key` | `key = "{trig_id}:{page}"` | the key's id segments, formatted from arguments (or their fields: `{claims.sub}`, `{pair.0}`) with `Display` |
 //! | `key` | `key = [trig_id, page]` | only these arguments, as hashed parameters |
 //! | `tags` | `tags = ["trig:{trig_id}", "trigs:list"]` | tags of the entry, `{name}` formatted from arguments with `Display` |
 //! | `user` | `user = claims.sub` | per-user entries: `KeyBuilder::user(expr)` (any `Display`) |
@@ -54,7 +56,10 @@
 //! `resource`, `key` or `cache` differ. Parameters are encoded with `serde_json`, so they must
 //! implement `Serialize` (numbers, strings, `Option`, `Vec`, derived structs); a value that fails
 //! to encode makes the call run uncached. Handler patterns bind names as usual:
-//! `Path(id): Path<i64>` is keyed as `id`; `State(app): State<App>` is a handle.
+//! `Path(id): Path<i64>` is keyed as `id`; `State(app): State<App>` is a handle. An argument
+//! bound to a single name whose type is an extractor wrapper (last segment `Path`, `Query`,
+//! `Json` or `Form` with one generic argument, e.g. actix-web's `path: web::Path<(u32, String)>`,
+//! which is not `Serialize`) is keyed by the value it derefs to (`&*path`).
 //!
 //! ## Return types
 //!
@@ -64,8 +69,17 @@
 //! * `Option<T>`: `Some(T)` is cached; **`None` is not cached**, so the body runs again next time;
 //! * anything else `T`: always cached.
 //!
+//! A `Json<T>` (the tuple struct `Json(pub T)` of axum and actix-web, which is not
+//! `Deserialize`), alone or as the `Ok` / `Some` type, is cached as `T` and re-wrapped on a hit:
+//! `-> Json<Vec<Trig>>`, `-> Result<web::Json<Trig>, actix_web::Error>`,
+//! `-> Option<Json<Trig>>`. `unless` still sees the type as written.
+//!
 //! The cached value (`T`) must implement `Serialize + DeserializeOwned`; a missing bound is
-//! reported on the return type.
+//! reported on the return type. A return type that cannot be stored is a compile error on it:
+//! `impl Trait` (`impl IntoResponse`, `impl Responder`), `dyn Trait`, `HttpResponse`,
+//! `Response` (alone or as the `Ok` / `Some` type). Return `Json<T>` or a serializable type, or
+//! leave the handler unannotated and cache whole responses with the cache layer of
+//! `cache-axum` / `cache-actix`.
 //!
 //! ## Failure and absence
 //! * No `cache = ...` and no default installed (`cache_core::install_default`): the body runs,
@@ -83,7 +97,8 @@
 //! # `#[invalidates(...)]`
 //!
 //! After the body returns, invalidates the tags, unless it returned `Err` (only for a written
-//! `Result` return type; any other value counts as success).
+//! `Result` return type; any other value counts as success). Any return type works, including
+//! `impl IntoResponse` and `Result<impl IntoResponse, E>`.
 //!
 //! ```ignore
 //! use cache_core::invalidates;
@@ -100,7 +115,7 @@
 //!
 //! | option | example | meaning |
 //! | --- | --- | --- |
-//! | tags | `"trig:{trig_id}"` | one or more tag templates, first; `{name}` is an argument (`Display`) |
+//! | tags | `"trig:{trig_id}"` | one or more tag templates, first; `{name}` is an argument (`Display`); `{result}` / `{result.id}` is the success value (`Ok` / `Some` / the value), formatted after the body (`None`: skipped) |
 //! | `cache` | `cache = &self.cache` | as for `#[cached]`; default: `cache_core::default_cache()` |
 //! | `defer` | `defer = pending` | a `&mut PendingInvalidation`: add the tags to it instead of invalidating now (evaluated after the body) |
 //! | `crate` | `crate = "my_app::cache_core"` | as for `#[cached]` |

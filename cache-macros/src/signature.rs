@@ -1,17 +1,20 @@
 //! What the macros need from the annotated function: its bound argument names, which arguments
 //! are handles (not part of the key), the shape of its return type, and `{name}` templates.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
+use syn::{FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments, ReturnType, Type};
 
 use crate::options::Errors;
 
-/// One typed argument: the names its pattern binds and whether its type looks like a handle.
+/// One typed argument: the names its pattern binds, whether its type looks like a handle, and
+/// whether it is an extractor wrapper bound to one name (`path: web::Path<(u32, String)>`), keyed
+/// by the value it derefs to (see [`is_wrapper`]).
 pub(crate) struct Arg {
     pub(crate) bindings: Vec<Ident>,
     pub(crate) handle: bool,
+    pub(crate) deref: bool,
 }
 
 /// The typed arguments of `f` (a `self` receiver is never part of a key).
@@ -26,6 +29,8 @@ pub(crate) fn args(f: &ItemFn) -> Vec<Arg> {
                 Some(Arg {
                     bindings,
                     handle: is_handle(&t.ty),
+                    deref: matches!(&*t.pat, Pat::Ident(p) if p.subpat.is_none())
+                        && is_wrapper(&t.ty),
                 })
             }
             FnArg::Receiver(_) => None,
@@ -72,36 +77,177 @@ pub(crate) fn is_handle(ty: &Type) -> bool {
     }
 }
 
-/// How the return value is cached (the name of a `__private::Shape` implementor), and the
-/// return type itself.
-pub(crate) fn shape(f: &ItemFn, krate: &TokenStream) -> (TokenStream, TokenStream) {
+/// The extractor rule: a type whose last path segment is `Path`, `Query`, `Json` or `Form` with
+/// one generic argument (`web::Path<(u32, String)>`, `Query<Filter>`) is keyed by `&*value`: the
+/// extractors of axum and actix-web deref to the extracted value, which is `Serialize` where the
+/// wrapper (actix-web's `Path`, whose field is private) is not.
+fn is_wrapper(ty: &Type) -> bool {
+    let Type::Path(p) = strip(ty) else {
+        return false;
+    };
+    p.qself.is_none()
+        && p.path.segments.last().is_some_and(|seg| {
+            matches!(
+                seg.ident.to_string().as_str(),
+                "Path" | "Query" | "Json" | "Form"
+            ) && matches!(&seg.arguments, PathArguments::AngleBracketed(a) if a.args.len() == 1)
+        })
+}
+
+/// How a function's return value is cached.
+pub(crate) struct Return {
+    /// The `__private::Shape` implementor, spanned at the return type.
+    pub(crate) shape: TokenStream,
+    /// The written return type, with every `impl Trait` replaced by `_` (so it can be named in
+    /// a turbofish).
+    pub(crate) ty: TokenStream,
+    /// For a `Json<T>` return (alone or in a `Result`/`Option`): the closures that unwrap the
+    /// written type into the cached form (`Json<T>` -> `T`) and wrap it back.
+    pub(crate) wrap: Option<(TokenStream, TokenStream)>,
+}
+
+/// How the return value is cached: the shape comes from the return type's last path segment
+/// (`Result`, `Option`, anything else); a `Json<T>` (tuple struct `Json(pub T)` of axum and
+/// actix-web), alone or as the `Ok`/`Some` type, is cached as `T` and re-wrapped.
+pub(crate) fn shape(f: &ItemFn, krate: &TokenStream) -> Return {
     let ty = match &f.sig.output {
-        ReturnType::Default => return (quote!(#krate::__private::PlainShape), quote!(())),
+        ReturnType::Default => {
+            return Return {
+                shape: quote!(#krate::__private::PlainShape),
+                ty: quote!(()),
+                wrap: None,
+            }
+        }
         ReturnType::Type(_, ty) => ty,
     };
-    let shape = match last_segment(ty).as_deref() {
+    let outer = last_segment(ty);
+    let shape = match outer.as_deref() {
         Some("Result") => quote!(ResultShape),
         Some("Option") => quote!(OptionShape),
         _ => quote!(PlainShape),
     };
     let span = ty.span();
-    (
-        quote_spanned!(span=> #krate::__private::#shape),
-        quote!(#ty),
-    )
+    let written = infer_impl(ty);
+    let w = Ident::new("__cache_core_w", Span::mixed_site());
+    let j = Ident::new("__cache_core_j", Span::mixed_site());
+    let wrap = match outer.as_deref() {
+        Some("Result" | "Option") => first_type_arg(ty).and_then(json_path).map(|path| {
+            (
+                quote!(|#w: #written| #w.map(|#j| #j.0)),
+                quote!(|#w| #w.map(#path)),
+            )
+        }),
+        _ => json_path(ty).map(|path| (quote!(|#w: #written| #w.0), quote!(|#w| #path(#w)))),
+    };
+    Return {
+        shape: quote_spanned!(span=> #krate::__private::#shape),
+        ty: quote!(#written),
+        wrap,
+    }
+}
+
+/// The path of a `Json<T>` type without its generic argument (`axum::Json`, `web::Json`).
+fn json_path(ty: &Type) -> Option<syn::Path> {
+    let Type::Path(p) = strip(ty) else {
+        return None;
+    };
+    let last = p.path.segments.last()?;
+    if p.qself.is_some() || last.ident != "Json" {
+        return None;
+    }
+    match &last.arguments {
+        PathArguments::AngleBracketed(a)
+            if a.args.len() == 1 && matches!(a.args[0], GenericArgument::Type(_)) => {}
+        _ => return None,
+    }
+    let mut path = p.path.clone();
+    if let Some(seg) = path.segments.last_mut() {
+        seg.arguments = PathArguments::None;
+    }
+    Some(path)
+}
+
+/// The first generic type argument of the last path segment (`T` of `Result<T, E>`).
+fn first_type_arg(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = strip(ty) else {
+        return None;
+    };
+    match &p.path.segments.last()?.arguments {
+        PathArguments::AngleBracketed(a) => a.args.iter().find_map(|arg| match arg {
+            GenericArgument::Type(t) => Some(t),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+fn strip(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(p) => strip(&p.elem),
+        Type::Group(g) => strip(&g.elem),
+        _ => ty,
+    }
+}
+
+/// The part of a return type that `#[cached]` cannot store, if any: an opaque `impl Trait` or
+/// `dyn Trait`, or a finished HTTP response (`HttpResponse`, `Response`), alone or as the
+/// `Ok`/`Some` type.
+pub(crate) fn uncacheable(ty: &Type) -> Option<&Type> {
+    match strip(ty) {
+        t @ (Type::ImplTrait(_) | Type::TraitObject(_)) => Some(t),
+        t @ Type::Path(_) => match last_segment(t).as_deref() {
+            Some("HttpResponse" | "Response" | "HttpResponseBuilder") => Some(t),
+            Some("Result" | "Option") => first_type_arg(t).and_then(uncacheable),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `ty` with every `impl Trait` replaced by `_`.
+fn infer_impl(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    replace_impl(&mut ty);
+    ty
+}
+
+fn replace_impl(ty: &mut Type) {
+    match ty {
+        Type::ImplTrait(i) => {
+            let span = i.impl_token.span;
+            *ty = syn::parse_quote_spanned!(span=> _);
+        }
+        Type::Paren(p) => replace_impl(&mut p.elem),
+        Type::Group(g) => replace_impl(&mut g.elem),
+        Type::Reference(r) => replace_impl(&mut r.elem),
+        Type::Tuple(t) => t.elems.iter_mut().for_each(replace_impl),
+        Type::Array(a) => replace_impl(&mut a.elem),
+        Type::Slice(s) => replace_impl(&mut s.elem),
+        Type::Path(p) => {
+            for seg in p.path.segments.iter_mut() {
+                if let PathArguments::AngleBracketed(a) = &mut seg.arguments {
+                    for arg in a.args.iter_mut() {
+                        if let GenericArgument::Type(t) = arg {
+                            replace_impl(t);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn last_segment(ty: &Type) -> Option<String> {
-    match ty {
-        Type::Paren(p) => last_segment(&p.elem),
-        Type::Group(g) => last_segment(&g.elem),
+    match strip(ty) {
         Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| s.ident.to_string()),
         _ => None,
     }
 }
 
 /// Compiles a `{name}` template into an expression of type `String`. `{name}` must be an
-/// argument bound by the function (formatted with `Display`); `{{` and `}}` are literal braces.
+/// argument bound by the function, optionally followed by fields (`{claims.sub}`, `{pair.0}`),
+/// formatted with `Display`; `{{` and `}}` are literal braces.
 pub(crate) fn template(
     lit: &LitStr,
     names: &[Ident],
@@ -109,7 +255,29 @@ pub(crate) fn template(
     krate: &TokenStream,
     errors: &mut Errors,
 ) -> TokenStream {
-    compile(&lit.value(), lit, names, fn_name, krate, errors)
+    compile(&lit.value(), lit, names, None, fn_name, krate, errors).0
+}
+
+/// [`template`] that may also name `{result}` / `{result.field}`: the success value (the `Ok`
+/// or `Some` value, or the whole return value), bound to `result_var`. Returns the expression
+/// and whether it uses the result (it must then be evaluated after the body).
+pub(crate) fn result_template(
+    lit: &LitStr,
+    names: &[Ident],
+    result_var: &Ident,
+    fn_name: &Ident,
+    krate: &TokenStream,
+    errors: &mut Errors,
+) -> (TokenStream, bool) {
+    compile(
+        &lit.value(),
+        lit,
+        names,
+        Some(result_var),
+        fn_name,
+        krate,
+        errors,
+    )
 }
 
 /// Compiles a key template into one expression per id segment: the template is split at the
@@ -139,7 +307,7 @@ pub(crate) fn key_segments(
     parts.push(&text[start..]);
     parts
         .into_iter()
-        .map(|part| compile(part, lit, names, fn_name, krate, errors))
+        .map(|part| compile(part, lit, names, None, fn_name, krate, errors).0)
         .collect()
 }
 
@@ -147,10 +315,12 @@ fn compile(
     text: &str,
     lit: &LitStr,
     names: &[Ident],
+    result_var: Option<&Ident>,
     fn_name: &Ident,
     krate: &TokenStream,
     errors: &mut Errors,
-) -> TokenStream {
+) -> (TokenStream, bool) {
+    let mut uses_result = false;
     let whole = lit.value();
     let mut fmt = String::new();
     let mut values = Vec::new();
@@ -192,19 +362,50 @@ fn compile(
                         lit.span(),
                         format!("unclosed `{{` in {whole:?}: write `{{name}}` for a parameter or `{{{{` for a literal brace"),
                     );
-                    return quote!(#krate::__private::String::new());
+                    return (quote!(#krate::__private::String::new()), uses_result);
                 }
-                match names.iter().find(|n| *n == name) {
-                    Some(ident) => {
+                let mut parts = name.split('.');
+                let head = parts.next().unwrap_or_default().trim();
+                let mut fields = Vec::new();
+                for part in parts {
+                    match syn::parse_str::<syn::Member>(part.trim()) {
+                        Ok(m) => fields.push(m),
+                        Err(_) => errors.at(
+                            lit.span(),
+                            format!(
+                                "`{{{name}}}` in {whole:?}: after the parameter name, only \
+                                 `.field` or `.0` may follow"
+                            ),
+                        ),
+                    }
+                }
+                let fields = fields.iter().map(|f| quote!(.#f));
+                let found = match names.iter().find(|n| *n == head) {
+                    Some(ident) => Some(quote!(#ident)),
+                    None => match result_var {
+                        Some(var) if head == "result" => {
+                            uses_result = true;
+                            Some(quote!(#var))
+                        }
+                        _ => None,
+                    },
+                };
+                match found {
+                    Some(base) => {
                         fmt.push_str("{}");
-                        values.push(ident.clone());
+                        values.push(quote!(#base #(#fields)*));
                     }
                     None => errors.at(
                         lit.span(),
                         format!(
                             "`{{{name}}}` in {whole:?} is not a parameter of `{fn_name}`: a template may only \
-                             name the function's arguments ({}); `{{{{` writes a literal brace",
-                            available()
+                             name the function's arguments ({}){}; `{{{{` writes a literal brace",
+                            available(),
+                            if result_var.is_some() {
+                                ", or `{result}` / `{result.field}` for the success value"
+                            } else {
+                                ""
+                            }
                         ),
                     ),
                 }
@@ -214,16 +415,17 @@ fn compile(
                     lit.span(),
                     format!("unmatched `}}` in {whole:?}: write `}}}}` for a literal brace"),
                 );
-                return quote!(#krate::__private::String::new());
+                return (quote!(#krate::__private::String::new()), uses_result);
             }
             c => fmt.push(c),
         }
     }
-    if values.is_empty() {
+    let expr = if values.is_empty() {
         let plain = text.replace("{{", "{").replace("}}", "}");
         quote!(#krate::__private::String::from(#plain))
     } else {
         let fmt = LitStr::new(&fmt, lit.span());
         quote!(#krate::__private::format!(#fmt #(, #values)*))
-    }
+    };
+    (expr, uses_result)
 }

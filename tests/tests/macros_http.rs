@@ -1,0 +1,664 @@
+#![allow(missing_docs)]
+//! `#[cached]` and `#[invalidates]` on real Axum and Actix handlers, driven through the
+//! frameworks (a `Router` with `tower::ServiceExt::oneshot`; an actix `App` with
+//! `actix_web::test`), on Redis and on the in-memory backend.
+//!
+//! Each handler counts its "database" loads per label, so a hit is a request that did not load.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cache_core::{cached, invalidates, Cache};
+use common::Ctx;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Trig {
+    id: u32,
+    name: String,
+    tag: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Filter {
+    tag: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Rename {
+    name: String,
+}
+
+/// A stand-in database: names by id, and a load counter per label.
+#[derive(Default)]
+struct Db {
+    names: Mutex<HashMap<u32, String>>,
+    loads: Mutex<HashMap<String, usize>>,
+}
+
+impl Db {
+    fn load(&self, label: impl Into<String>) {
+        *self.loads.lock().unwrap().entry(label.into()).or_default() += 1;
+    }
+
+    fn loads(&self, label: &str) -> usize {
+        self.loads.lock().unwrap().get(label).copied().unwrap_or(0)
+    }
+
+    fn name(&self, id: u32) -> String {
+        self.names
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("Trig {id}"))
+    }
+
+    fn rename(&self, id: u32, name: String) {
+        self.names.lock().unwrap().insert(id, name);
+    }
+}
+
+/// The application state both frameworks share.
+#[derive(Clone)]
+struct App {
+    cache: Cache,
+    db: Arc<Db>,
+}
+
+impl App {
+    fn new(ctx: &Ctx) -> App {
+        App {
+            cache: ctx.cache(),
+            db: Arc::default(),
+        }
+    }
+}
+
+// ============================================================================= axum
+
+mod axum_app {
+    use super::*;
+    use axum::body::Body;
+    use axum::extract::{FromRequestParts, Path, Query, State};
+    use axum::http::{request::Parts, Request, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// The caller, from the `x-user` header (a stand-in for an auth extractor).
+    pub(super) struct User(String);
+
+    impl<S: Send + Sync> FromRequestParts<S> for User {
+        type Rejection = StatusCode;
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<User, StatusCode> {
+            parts
+                .headers
+                .get("x-user")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| User(v.to_owned()))
+                .ok_or(StatusCode::UNAUTHORIZED)
+        }
+    }
+
+    /// `Json<T>`: cached as `T`. `app` is a handle (not in the key); `id` and `q` are.
+    #[cached(resource = "trig", ttl = "1m", tags = ["trig:{id}"], cache = &app.cache)]
+    async fn get_trig(
+        State(app): State<App>,
+        Path(id): Path<u32>,
+        Query(q): Query<Filter>,
+    ) -> Json<Trig> {
+        app.db.load(format!("trig:{id}"));
+        Json(Trig {
+            id,
+            name: app.db.name(id),
+            tag: q.tag,
+        })
+    }
+
+    /// `Result<Json<T>, StatusCode>`: only `Ok` is cached.
+    #[cached(resource = "maybe", ttl = "1m", tags = ["trig:{id}"], cache = &app.cache)]
+    async fn maybe_trig(
+        State(app): State<App>,
+        Path(id): Path<u32>,
+    ) -> Result<Json<Trig>, StatusCode> {
+        app.db.load(format!("maybe:{id}"));
+        match id {
+            0 => Err(StatusCode::NOT_FOUND),
+            500.. => Err(StatusCode::INTERNAL_SERVER_ERROR),
+            _ => Ok(Json(Trig {
+                id,
+                name: app.db.name(id),
+                tag: None,
+            })),
+        }
+    }
+
+    /// A write: invalidates `trig:{id}` only when it succeeds. An opaque `Ok` type is fine here.
+    #[invalidates("trig:{id}", cache = &app.cache)]
+    async fn rename(
+        State(app): State<App>,
+        Path(id): Path<u32>,
+        Json(body): Json<Rename>,
+    ) -> Result<impl IntoResponse, StatusCode> {
+        if body.name.is_empty() {
+            return Err(StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        app.db.rename(id, body.name);
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct NewTrig {
+        id: u32,
+        name: String,
+    }
+
+    /// A create: the new id is only known from the result, `{result.id}` (through `Json`'s
+    /// `Deref`); `{input.name}` is a field of an argument.
+    #[invalidates("trig:{result.id}", "name:{input.name}", cache = &app.cache)]
+    async fn create(
+        State(app): State<App>,
+        Json(input): Json<NewTrig>,
+    ) -> Result<Json<Trig>, StatusCode> {
+        if input.id == 0 {
+            return Err(StatusCode::CONFLICT);
+        }
+        app.db.rename(input.id, input.name.clone());
+        Ok(Json(Trig {
+            id: input.id,
+            name: input.name,
+            tag: None,
+        }))
+    }
+
+    #[cached(resource = "by_name", ttl = "1m", tags = ["name:{name}"], cache = &app.cache)]
+    async fn by_name(State(app): State<App>, Path(name): Path<String>) -> Json<usize> {
+        app.db.load(format!("by_name:{name}"));
+        Json(name.len())
+    }
+
+    /// Per-user entries: the user scope comes from an extractor.
+    #[cached(resource = "feed", ttl = "1m", user = user.0, skip = [user], cache = &app.cache)]
+    async fn feed(State(app): State<App>, user: User) -> Json<String> {
+        app.db.load(format!("feed:{}", user.0));
+        Json(format!("feed of {}", user.0))
+    }
+
+    /// Per-user entries from a path parameter.
+    #[cached(resource = "inbox", ttl = "1m", user = who, cache = &app.cache)]
+    async fn inbox(State(app): State<App>, Path(who): Path<String>) -> Json<Vec<String>> {
+        app.db.load(format!("inbox:{who}"));
+        Json(vec![format!("hello {who}")])
+    }
+
+    fn router(app: App) -> Router {
+        Router::new()
+            .route("/trigs/{id}", get(get_trig).post(rename))
+            .route("/maybe/{id}", get(maybe_trig))
+            .route("/feed", get(feed))
+            .route("/inbox/{who}", get(inbox))
+            .route("/trigs", axum::routing::post(create))
+            .route("/by_name/{name}", get(by_name))
+            .with_state(app)
+    }
+
+    async fn send(app: &App, req: Request<Body>) -> (StatusCode, String) {
+        let resp = router(app.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn get_(app: &App, uri: &str) -> (StatusCode, String) {
+        send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    async fn get_as(app: &App, uri: &str, user: &str) -> (StatusCode, String) {
+        let req = Request::get(uri)
+            .header("x-user", user)
+            .body(Body::empty())
+            .unwrap();
+        send(app, req).await
+    }
+
+    async fn post(app: &App, uri: &str, json: &str) -> StatusCode {
+        let req = Request::post(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(json.to_owned()))
+            .unwrap();
+        send(app, req).await.0
+    }
+
+    fn trig(body: &str) -> Trig {
+        serde_json::from_str(body).unwrap()
+    }
+
+    pub(super) async fn json_handler_miss_then_hit(ctx: Ctx) {
+        let app = App::new(&ctx);
+        let (status, body) = get_(&app, "/trigs/1").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(trig(&body).name, "Trig 1");
+        let (_, again) = get_(&app, "/trigs/1").await;
+        assert_eq!(again, body, "a hit returns the same JSON");
+        assert_eq!(app.db.loads("trig:1"), 1);
+
+        let (_, tagged) = get_(&app, "/trigs/1?tag=red").await;
+        assert_eq!(trig(&tagged).tag.as_deref(), Some("red"));
+        get_(&app, "/trigs/1?tag=red").await;
+        assert_eq!(app.db.loads("trig:1"), 2, "the query is part of the key");
+        get_(&app, "/trigs/2").await;
+        assert_eq!(app.db.loads("trig:2"), 1);
+        assert_eq!(app.cache.stats().resources["trig"].hits, 2);
+    }
+
+    pub(super) async fn errors_are_not_cached(ctx: Ctx) {
+        let app = App::new(&ctx);
+        for n in 1..=2 {
+            assert_eq!(get_(&app, "/maybe/0").await.0, StatusCode::NOT_FOUND);
+            assert_eq!(app.db.loads("maybe:0"), n);
+            assert_eq!(
+                get_(&app, "/maybe/500").await.0,
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
+            assert_eq!(app.db.loads("maybe:500"), n);
+        }
+        for _ in 0..3 {
+            let (status, body) = get_(&app, "/maybe/7").await;
+            assert_eq!((status, trig(&body).id), (StatusCode::OK, 7));
+        }
+        assert_eq!(app.db.loads("maybe:7"), 1, "Ok(Json(..)) is cached");
+    }
+
+    pub(super) async fn write_invalidates_only_on_success(ctx: Ctx) {
+        let app = App::new(&ctx);
+        get_(&app, "/trigs/1").await;
+        get_(&app, "/maybe/1").await;
+        get_(&app, "/trigs/2").await;
+        assert_eq!(
+            post(&app, "/trigs/1", r#"{"name":""}"#).await,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let (_, body) = get_(&app, "/trigs/1").await;
+        assert_eq!(trig(&body).name, "Trig 1");
+        assert_eq!(
+            app.db.loads("trig:1"),
+            1,
+            "a failed write invalidates nothing"
+        );
+
+        assert_eq!(
+            post(&app, "/trigs/1", r#"{"name":"renamed"}"#).await,
+            StatusCode::NO_CONTENT
+        );
+        let (_, body) = get_(&app, "/trigs/1").await;
+        assert_eq!(trig(&body).name, "renamed", "the write is visible at once");
+        let (_, body) = get_(&app, "/maybe/1").await;
+        assert_eq!(trig(&body).name, "renamed");
+        assert_eq!((app.db.loads("trig:1"), app.db.loads("maybe:1")), (2, 2));
+        get_(&app, "/trigs/2").await;
+        assert_eq!(app.db.loads("trig:2"), 1, "another trig is untouched");
+    }
+
+    pub(super) async fn users_never_share_entries(ctx: Ctx) {
+        let app = App::new(&ctx);
+        assert_eq!(get_(&app, "/feed").await.0, StatusCode::UNAUTHORIZED);
+        for _ in 0..2 {
+            assert_eq!(get_as(&app, "/feed", "alice").await.1, r#""feed of alice""#);
+            assert_eq!(get_as(&app, "/feed", "bob").await.1, r#""feed of bob""#);
+        }
+        assert_eq!(
+            (app.db.loads("feed:alice"), app.db.loads("feed:bob")),
+            (1, 1)
+        );
+
+        for _ in 0..2 {
+            assert_eq!(get_(&app, "/inbox/alice").await.1, r#"["hello alice"]"#);
+            assert_eq!(get_(&app, "/inbox/bob").await.1, r#"["hello bob"]"#);
+        }
+        assert_eq!(
+            (app.db.loads("inbox:alice"), app.db.loads("inbox:bob")),
+            (1, 1)
+        );
+    }
+
+    pub(super) async fn create_invalidates_from_the_json_result(ctx: Ctx) {
+        let app = App::new(&ctx);
+        get_(&app, "/trigs/9").await;
+        get_(&app, "/by_name/nine").await;
+        assert_eq!(
+            post(&app, "/trigs", r#"{"id":0,"name":"nine"}"#).await,
+            StatusCode::CONFLICT
+        );
+        get_(&app, "/trigs/9").await;
+        get_(&app, "/by_name/nine").await;
+        assert_eq!(
+            (app.db.loads("trig:9"), app.db.loads("by_name:nine")),
+            (1, 1)
+        );
+
+        assert_eq!(
+            post(&app, "/trigs", r#"{"id":9,"name":"nine"}"#).await,
+            StatusCode::OK
+        );
+        let (_, body) = get_(&app, "/trigs/9").await;
+        assert_eq!(trig(&body).name, "nine");
+        get_(&app, "/by_name/nine").await;
+        assert_eq!(
+            (app.db.loads("trig:9"), app.db.loads("by_name:nine")),
+            (2, 2)
+        );
+    }
+
+    #[test]
+    fn handlers_are_axum_handlers() {
+        // `Router::route` already requires it; this names the property.
+        fn is_handler<H: axum::handler::Handler<T, App>, T>(_: H) {}
+        is_handler(get_trig);
+        is_handler(maybe_trig);
+        is_handler(rename);
+        is_handler(feed);
+        is_handler(create);
+    }
+}
+
+use axum_app::{
+    create_invalidates_from_the_json_result, errors_are_not_cached, json_handler_miss_then_hit,
+    users_never_share_entries, write_invalidates_only_on_success,
+};
+
+on_both_backends!(
+    json_handler_miss_then_hit,
+    errors_are_not_cached,
+    write_invalidates_only_on_success,
+    users_never_share_entries,
+    invalidates_with_result_placeholders,
+    create_invalidates_from_the_json_result,
+);
+
+// ============================================================================= {result} tags
+
+/// `{result}` / `{result.field}` in `#[invalidates]` tags: formatted from the success value.
+mod result_tags {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn count(loads: &AtomicUsize) -> usize {
+        loads.load(Ordering::SeqCst)
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Created {
+        id: u32,
+        owner: Owner,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Owner(String);
+
+    #[cached(ttl = "1h", tags = ["trig:{id}"], cache = cache, skip = [loads])]
+    async fn trig_by_id(cache: &Cache, loads: &AtomicUsize, id: u32) -> u32 {
+        loads.fetch_add(1, Ordering::SeqCst);
+        id
+    }
+
+    #[cached(ttl = "1h", tags = ["owner:{who}"], cache = cache, skip = [loads])]
+    async fn trigs_of(cache: &Cache, loads: &AtomicUsize, who: String) -> String {
+        loads.fetch_add(1, Ordering::SeqCst);
+        who
+    }
+
+    /// Tags from the `Ok` value (`{result.field}`, nested and tuple fields) and from argument
+    /// fields (`{input.1}`).
+    #[invalidates("trig:{result.id}", "owner:{result.owner.0}", "owner:{input.1}", cache = cache)]
+    async fn create_trig(
+        cache: &Cache,
+        input: (u32, String),
+        fail: bool,
+    ) -> Result<Created, String> {
+        if fail {
+            return Err("rejected".into());
+        }
+        Ok(Created {
+            id: input.0,
+            owner: Owner("alice".into()),
+        })
+    }
+
+    #[invalidates("trig:{result}", cache = cache)]
+    async fn bump(cache: &Cache, id: u32) -> Option<u32> {
+        (id != 0).then_some(id)
+    }
+
+    pub(super) async fn invalidates_with_result_placeholders(ctx: Ctx) {
+        let cache = ctx.cache();
+        let loads = AtomicUsize::new(0);
+        trig_by_id(&cache, &loads, 5).await;
+        trigs_of(&cache, &loads, "alice".into()).await;
+        trigs_of(&cache, &loads, "bob".into()).await;
+        assert_eq!(count(&loads), 3);
+
+        assert!(create_trig(&cache, (5, "bob".into()), true).await.is_err());
+        trig_by_id(&cache, &loads, 5).await;
+        trigs_of(&cache, &loads, "alice".into()).await;
+        trigs_of(&cache, &loads, "bob".into()).await;
+        assert_eq!(count(&loads), 3, "Err: nothing invalidated");
+
+        let created = create_trig(&cache, (5, "bob".into()), false).await.unwrap();
+        assert_eq!(created.id, 5);
+        trig_by_id(&cache, &loads, 5).await;
+        trigs_of(&cache, &loads, "alice".into()).await;
+        trigs_of(&cache, &loads, "bob".into()).await;
+        assert_eq!(
+            count(&loads),
+            6,
+            "trig:5, owner:alice and owner:bob invalidated"
+        );
+
+        assert_eq!(bump(&cache, 0).await, None);
+        trig_by_id(&cache, &loads, 5).await;
+        assert_eq!(count(&loads), 6, "None: no result, no `{{result}}` tag");
+        assert_eq!(bump(&cache, 5).await, Some(5));
+        trig_by_id(&cache, &loads, 5).await;
+        assert_eq!(count(&loads), 7);
+    }
+}
+
+use result_tags::invalidates_with_result_placeholders;
+
+// ============================================================================= actix-web
+
+mod actix {
+    use super::*;
+    use actix_web::dev::Payload;
+    use actix_web::http::StatusCode;
+    use actix_web::{test, web, FromRequest, HttpRequest, HttpResponse};
+    use std::future::{ready, Ready};
+
+    /// The caller, from the `x-user` header.
+    struct User(String);
+
+    impl FromRequest for User {
+        type Error = actix_web::Error;
+        type Future = Ready<Result<User, actix_web::Error>>;
+
+        fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+            ready(
+                req.headers()
+                    .get("x-user")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| User(v.to_owned()))
+                    .ok_or_else(|| actix_web::error::ErrorUnauthorized("who are you?")),
+            )
+        }
+    }
+
+    /// `web::Json<T>`; `path` is keyed by the tuple it derefs to, `q` by the filter.
+    #[cached(resource = "trig", ttl = "1m", tags = ["trigs"], cache = &app.cache)]
+    async fn get_trig(
+        app: web::Data<App>,
+        path: web::Path<(u32, String)>,
+        web::Query(q): web::Query<Filter>,
+    ) -> web::Json<Trig> {
+        let (id, lang) = path.into_inner();
+        app.db.load(format!("trig:{id}:{lang}"));
+        web::Json(Trig {
+            id,
+            name: format!("{} ({lang})", app.db.name(id)),
+            tag: q.tag,
+        })
+    }
+
+    /// `Result<web::Json<T>, actix_web::Error>`: errors are returned, not cached.
+    #[cached(resource = "maybe", ttl = "1m", tags = ["trigs"], cache = &app.cache)]
+    async fn maybe_trig(
+        app: web::Data<App>,
+        path: web::Path<u32>,
+    ) -> Result<web::Json<Trig>, actix_web::Error> {
+        let id = *path;
+        app.db.load(format!("maybe:{id}"));
+        if id == 0 {
+            return Err(actix_web::error::ErrorNotFound("no such trig"));
+        }
+        Ok(web::Json(Trig {
+            id,
+            name: app.db.name(id),
+            tag: None,
+        }))
+    }
+
+    #[invalidates("trigs", cache = &app.cache)]
+    async fn rename(
+        app: web::Data<App>,
+        path: web::Path<u32>,
+        body: web::Json<Rename>,
+    ) -> Result<HttpResponse, actix_web::Error> {
+        if body.name.is_empty() {
+            return Err(actix_web::error::ErrorUnprocessableEntity("empty name"));
+        }
+        app.db.rename(*path, body.into_inner().name);
+        Ok(HttpResponse::NoContent().finish())
+    }
+
+    #[cached(resource = "feed", ttl = "1m", user = user.0, skip = [user], cache = &app.cache)]
+    async fn feed(app: web::Data<App>, user: User) -> web::Json<String> {
+        app.db.load(format!("feed:{}", user.0));
+        web::Json(format!("feed of {}", user.0))
+    }
+
+    macro_rules! service {
+        ($app:expr) => {
+            test::init_service(
+                actix_web::App::new()
+                    .app_data(web::Data::new($app.clone()))
+                    .route("/trigs/{id}/{lang}", web::get().to(get_trig))
+                    .route("/maybe/{id}", web::get().to(maybe_trig))
+                    .route("/maybe/{id}", web::post().to(rename))
+                    .route("/feed", web::get().to(feed)),
+            )
+            .await
+        };
+    }
+
+    async fn trigs_and_errors(ctx: Ctx) {
+        let app = App::new(&ctx);
+        let svc = service!(app);
+        let get = |uri: &'static str| test::TestRequest::get().uri(uri).to_request();
+
+        for _ in 0..2 {
+            let t: Trig = test::call_and_read_body_json(&svc, get("/trigs/1/en")).await;
+            assert_eq!(t.name, "Trig 1 (en)");
+            let t: Trig = test::call_and_read_body_json(&svc, get("/trigs/1/fr?tag=x")).await;
+            assert_eq!(
+                (t.name.as_str(), t.tag.as_deref()),
+                ("Trig 1 (fr)", Some("x"))
+            );
+        }
+        assert_eq!(app.db.loads("trig:1:en"), 1);
+        assert_eq!(app.db.loads("trig:1:fr"), 1);
+        assert_eq!(app.cache.stats().resources["trig"].hits, 2);
+
+        for n in 1..=2 {
+            let resp = test::call_service(&svc, get("/maybe/0")).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+            assert_eq!(app.db.loads("maybe:0"), n, "errors are not cached");
+        }
+        for _ in 0..2 {
+            let t: Trig = test::call_and_read_body_json(&svc, get("/maybe/3")).await;
+            assert_eq!(t.id, 3);
+        }
+        assert_eq!(app.db.loads("maybe:3"), 1);
+
+        // A failed write invalidates nothing; a successful one invalidates the `trigs` tag.
+        let post = |json: &'static str| {
+            test::TestRequest::post()
+                .uri("/maybe/3")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(json)
+                .to_request()
+        };
+        let resp = test::call_service(&svc, post(r#"{"name":""}"#)).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let _: Trig = test::call_and_read_body_json(&svc, get("/maybe/3")).await;
+        assert_eq!(app.db.loads("maybe:3"), 1);
+        let resp = test::call_service(&svc, post(r#"{"name":"renamed"}"#)).await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let t: Trig = test::call_and_read_body_json(&svc, get("/maybe/3")).await;
+        assert_eq!(t.name, "renamed");
+        let _: Trig = test::call_and_read_body_json(&svc, get("/trigs/1/en")).await;
+        assert_eq!((app.db.loads("maybe:3"), app.db.loads("trig:1:en")), (2, 2));
+    }
+
+    async fn users_never_share_entries(ctx: Ctx) {
+        let app = App::new(&ctx);
+        let svc = service!(app);
+        let as_user = |who: &'static str| {
+            test::TestRequest::get()
+                .uri("/feed")
+                .insert_header(("x-user", who))
+                .to_request()
+        };
+        let resp =
+            test::call_service(&svc, test::TestRequest::get().uri("/feed").to_request()).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        for _ in 0..2 {
+            let s: String = test::call_and_read_body_json(&svc, as_user("alice")).await;
+            assert_eq!(s, "feed of alice");
+            let s: String = test::call_and_read_body_json(&svc, as_user("bob")).await;
+            assert_eq!(s, "feed of bob");
+        }
+        assert_eq!(
+            (app.db.loads("feed:alice"), app.db.loads("feed:bob")),
+            (1, 1)
+        );
+    }
+
+    /// `#[actix_web::test]`: actix's runtime (a current-thread tokio runtime in a `LocalSet`).
+    macro_rules! on_both_backends_actix {
+        ($($test:ident),* $(,)?) => {
+            mod redis {
+                $(
+                    #[actix_web::test]
+                    async fn $test() {
+                        super::$test(crate::common::Ctx::new(crate::common::Kind::Redis)).await
+                    }
+                )*
+            }
+            mod memory {
+                $(
+                    #[actix_web::test]
+                    async fn $test() {
+                        super::$test(crate::common::Ctx::new(crate::common::Kind::Memory)).await
+                    }
+                )*
+            }
+        };
+    }
+
+    on_both_backends_actix!(trigs_and_errors, users_never_share_entries);
+}
