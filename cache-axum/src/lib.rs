@@ -1,10 +1,33 @@
 //! Axum integration for `cache-core`.
 //!
-//! **Status:** placeholder. This crate will hold, as tower `Layer`s and an admin `Router`:
-//! the request-context layer that `#[cached]` handlers use (bypass flag, user scope,
-//! `X-Cache-*` headers), a whole-response cache layer following RFC 9111's rules for a
-//! server-side cache (GET/HEAD only, cacheable statuses, `Vary`, no `Set-Cookie`/`private`),
-//! ETag / `304 Not Modified` answers from cache, admin endpoints (stats, flush, invalidate,
-//! health) behind a guard, and Prometheus metrics.
+//! **Status:** the whole-response cache layer ([`ResponseCacheLayer`]) is here; the request
+//! context layer for `#[cached]` handlers, the admin router and Prometheus metrics are still to
+//! come (see the project's cache-axum issue).
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use cache_axum::{ResponseCacheLayer, RoutePolicy};
+//! use cache_core::Cache;
+//!
+//! let cache = Cache::memory();
+//! let app: Router = Router::new()
+//!     .route("/trigs/{id}", get(|| async { "trig" }))
+//!     .layer(
+//!         ResponseCacheLayer::builder(cache)
+//!             .route("/trigs/{id}", RoutePolicy::ttl(Duration::from_secs(3600)).tag("trig:{id}"))
+//!             .build(),
+//!     );
+//! ```
+//!
+//! The HTTP rules (GET/HEAD only, credentials, bypass, storability, header filtering,
+//! `If-None-Match`, keys) live in [`cache_core::http`], shared with `cache-actix`.
 
+mod layer;
+
+pub use crate::layer::{
+    ResponseCache, ResponseCacheBuilder, ResponseCacheLayer, RoutePolicy, HEADER_AGE, HEADER_KEY,
+    HEADER_STATUS, HEADER_TTL,
+};
 pub use cache_core;
+pub use cache_core::http::RouteScope;

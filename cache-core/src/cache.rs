@@ -326,20 +326,21 @@ impl Cache {
 
     /// Reads the raw envelope bytes of an entry (for HTTP layers that serve bytes as they are).
     pub async fn get_raw(&self, key: &CacheKey) -> Option<Bytes> {
+        self.try_get_raw(key).await.ok().flatten()
+    }
+
+    /// Like [`get_raw`](Self::get_raw), telling a miss (`Ok(None)`) from an unavailable backend.
+    ///
+    /// # Errors
+    /// The backend failure, [`CacheError::CircuitOpen`] or [`CacheError::Disabled`].
+    pub async fn try_get_raw(&self, key: &CacheKey) -> Result<Option<Bytes>, CacheError> {
         if !self.is_enabled() {
-            return None;
+            return Err(CacheError::Disabled);
         }
         let backend = &self.inner.backend;
-        match self
-            .call(self.deadline(), || backend.get(key.as_str()))
+        self.call(self.deadline(), || backend.get(key.as_str()))
             .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                self.record_error(key.resource(), "get", key.as_str(), &e);
-                None
-            }
-        }
+            .inspect_err(|e| self.record_error(key.resource(), "get", key.as_str(), e))
     }
 
     /// Reads many entries in one round trip; one slot per key, `None` for misses, errors and
@@ -611,6 +612,68 @@ impl Cache {
         let policy = policy.into();
         let bytes = self.encode(key, value, &policy, Duration::ZERO)?;
         self.store(key, &policy, &bytes, None).await.map(|_| ())
+    }
+
+    /// Stores bytes that are already encoded (an HTTP body, for instance) with a content type,
+    /// unconditionally, under the policy's TTL, windows and tags. Read them back with
+    /// [`get_raw`](Self::get_raw) and [`Envelope::payload`](crate::codec::Envelope::payload).
+    ///
+    /// # Errors
+    /// The backend failure, [`CacheError::TooLarge`] or [`CacheError::Disabled`].
+    pub async fn set_raw(
+        &self,
+        key: &CacheKey,
+        payload: &[u8],
+        content_type: &str,
+        policy: impl Into<Policy>,
+    ) -> Result<(), CacheError> {
+        if !self.is_enabled() {
+            return Err(CacheError::Disabled);
+        }
+        let policy = policy.into();
+        let s = &self.inner.settings;
+        let mut ttl = policy.ttl.unwrap_or(s.default_ttl);
+        if s.ttl_jitter > 0.0 {
+            ttl = crate::ttl::jitter(ttl, s.ttl_jitter);
+        }
+        let meta = EnvelopeMeta {
+            created_at_ms: 0,
+            ttl,
+            stale_while_revalidate: policy.stale_while_revalidate,
+            stale_if_error: policy.stale_if_error,
+            recompute: Duration::ZERO,
+            tags: &policy.tags,
+            compress_above: s.compress_above,
+        };
+        let bytes = crate::codec::encode_raw_envelope(payload, content_type, &meta);
+        if bytes.len() > s.max_entry_size {
+            self.inner.stats.record(key.resource(), |c| inc(&c.skips));
+            info!(name: "cache_skip", key = key.as_str(), size = bytes.len(), max = s.max_entry_size, reason = "too_large", "value larger than max entry size; not cached");
+            return Err(CacheError::TooLarge {
+                size: bytes.len(),
+                max: s.max_entry_size,
+            });
+        }
+        self.store(key, &policy, &bytes, None).await.map(|_| ())
+    }
+
+    /// Counts a lookup outcome decided outside the read-through methods (HTTP layers serving
+    /// raw entries): `Hit`/`Stale` count as served, `Miss` as a miss, `Bypass` as a bypass,
+    /// `Skip` as a skip.
+    pub fn record_status(&self, key: &CacheKey, status: CacheStatus, bytes: usize) {
+        self.inner.stats.record(key.resource(), |c| match status {
+            CacheStatus::Hit | CacheStatus::Stale => {
+                inc(if status == CacheStatus::Hit {
+                    &c.hits
+                } else {
+                    &c.stale
+                });
+                add(&c.bytes_read, bytes as u64);
+            }
+            CacheStatus::Miss => inc(&c.misses),
+            CacheStatus::Bypass => inc(&c.bypasses),
+            CacheStatus::Skip => inc(&c.skips),
+        });
     }
 
     /// Deletes one entry; `Ok(true)` if it existed.
