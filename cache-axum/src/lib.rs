@@ -1,8 +1,8 @@
 //! Axum integration for `cache-core`.
 //!
-//! **Status:** the whole-response cache layer ([`ResponseCacheLayer`]) is here; the request
-//! context layer for `#[cached]` handlers, the admin router and Prometheus metrics are still to
-//! come (see the project's cache-axum issue).
+//! **Status:** the whole-response cache layer ([`ResponseCacheLayer`]) and the request-context
+//! layer for `#[cached]` handlers ([`CacheContextLayer`]) are here; Prometheus metrics are still
+//! to come (see the project's cache-axum issue).
 //!
 //! ```
 //! use std::time::Duration;
@@ -23,8 +23,10 @@
 //! The HTTP rules (GET/HEAD only, credentials, bypass, storability, header filtering,
 //! `If-None-Match`, keys) live in [`cache_core::http`], shared with `cache-actix`.
 
+mod context;
 mod layer;
 
+pub use crate::context::{CacheContext, CacheContextBuilder, CacheContextLayer};
 pub use crate::layer::{
     ResponseCache, ResponseCacheBuilder, ResponseCacheLayer, RoutePolicy, HEADER_AGE, HEADER_KEY,
     HEADER_STATUS, HEADER_TTL,

@@ -1,0 +1,208 @@
+//! The request-context layer for `#[cached]` handlers: [`CacheContextLayer`].
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use cache_core::__private::{with_request_context, RequestContext};
+use cache_core::http::HttpRules;
+use cache_core::CacheStatus;
+use http::request::Parts;
+use http::{header, HeaderName, HeaderValue, Request, Response};
+use tower::{Layer, Service};
+
+use crate::layer::{HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL};
+
+type UserFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+type BypassFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+struct ContextConfig {
+    rules: HttpRules,
+    user: UserFn,
+    bypass_allowed: BypassFn,
+    expose_key: bool,
+}
+
+impl fmt::Debug for ContextConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextConfig")
+            .field("bypass_param", &self.rules.bypass_param)
+            .field("expose_key", &self.expose_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets up, for every request, what `#[cached]` handlers need (the bypass flag and the user
+/// scope) and, after the handler, writes `X-Cache-Status`, `X-Cache-Key`, and on hits
+/// `X-Cache-Age`, `X-Cache-TTL`, `Age` and a `Cache-Control` (when the handler set none) from
+/// the outcome of the last `#[cached]` call the handler made.
+///
+/// ```
+/// use axum::{routing::get, Json, Router};
+/// use cache_axum::CacheContextLayer;
+///
+/// let app: Router = Router::new()
+///     .route("/ping", get(|| async { Json("pong") }))
+///     .layer(CacheContextLayer::builder().expose_key(false).build());
+/// ```
+#[derive(Debug, Clone)]
+pub struct CacheContextLayer {
+    config: Arc<ContextConfig>,
+}
+
+/// Builds a [`CacheContextLayer`].
+#[must_use]
+#[derive(Debug)]
+pub struct CacheContextBuilder {
+    config: ContextConfig,
+}
+
+impl CacheContextLayer {
+    /// A builder with the defaults: anyone may bypass, no user scope, `X-Cache-Key` sent.
+    pub fn builder() -> CacheContextBuilder {
+        CacheContextBuilder {
+            config: ContextConfig {
+                rules: HttpRules::default(),
+                user: Arc::new(|_| None),
+                bypass_allowed: Arc::new(|_| true),
+                expose_key: true,
+            },
+        }
+    }
+}
+
+impl CacheContextBuilder {
+    /// How the user is identified (e.g. from a verified claim or a header). Handlers read it with
+    /// `cache_core::__private::current_user()` through `#[cached(user = ...)]`.
+    pub fn user(mut self, user: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.config.user = Arc::new(user);
+        self
+    }
+
+    /// Who may bypass (default: everyone).
+    pub fn bypass_allowed(
+        mut self,
+        allowed: impl Fn(&Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.config.bypass_allowed = Arc::new(allowed);
+        self
+    }
+
+    /// Name of the bypass query flag (default `cache_bypass`).
+    pub fn bypass_param(mut self, name: impl Into<String>) -> Self {
+        self.config.rules.bypass_param = name.into();
+        self
+    }
+
+    /// Whether to send `X-Cache-Key` (default `true`).
+    pub fn expose_key(mut self, expose: bool) -> Self {
+        self.config.expose_key = expose;
+        self
+    }
+
+    /// The layer.
+    pub fn build(self) -> CacheContextLayer {
+        CacheContextLayer {
+            config: Arc::new(self.config),
+        }
+    }
+}
+
+impl<S> Layer<S> for CacheContextLayer {
+    type Service = CacheContext<S>;
+
+    fn layer(&self, inner: S) -> CacheContext<S> {
+        CacheContext {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service produced by [`CacheContextLayer`].
+#[derive(Debug, Clone)]
+pub struct CacheContext<S> {
+    inner: S,
+    config: Arc<ContextConfig>,
+}
+
+impl<S> CacheContext<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Request<Body>> for CacheContext<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        let (parts, body) = req.into_parts();
+        let bypass = (config.bypass_allowed)(&parts)
+            && config.rules.wants_bypass(parts.uri.query(), &parts.headers);
+        let ctx = Arc::new(RequestContext::new(bypass, (config.user)(&parts)));
+        let fut = with_request_context(ctx.clone(), inner.call(Request::from_parts(parts, body)));
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if let Some(outcome) = ctx.take_outcome() {
+                let headers = resp.headers_mut();
+                let mut put = |name: &'static str, value: String| {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        headers.insert(HeaderName::from_static(name), v);
+                    }
+                };
+                put(HEADER_STATUS, outcome.status.as_str().to_owned());
+                if config.expose_key {
+                    put(HEADER_KEY, outcome.key.clone());
+                }
+                if matches!(outcome.status, CacheStatus::Hit | CacheStatus::Stale) {
+                    put(HEADER_AGE, outcome.age.as_secs().to_string());
+                    put(HEADER_TTL, outcome.ttl.as_secs().to_string());
+                    put("age", outcome.age.as_secs().to_string());
+                }
+                if outcome.status.is_from_cache() && !headers.contains_key(header::CACHE_CONTROL) {
+                    let visibility = if ctx.user.is_some() {
+                        "private"
+                    } else {
+                        "public"
+                    };
+                    let value = format!("{visibility}, max-age={}", outcome.ttl.as_secs());
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        headers.insert(header::CACHE_CONTROL, v);
+                    }
+                }
+            }
+            Ok(resp)
+        })
+    }
+}

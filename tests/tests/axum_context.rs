@@ -1,0 +1,102 @@
+#![allow(missing_docs)]
+//! `CacheContextLayer`: `X-Cache-*` headers and bypass for `#[cached]` Axum handlers.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use cache_axum::CacheContextLayer;
+use cache_core::{cached, Cache};
+use common::Ctx;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+#[derive(Clone)]
+struct App {
+    cache: Cache,
+    loads: Arc<AtomicUsize>,
+}
+
+#[cached(resource = "trig", ttl = "1h", cache = app.cache.clone())]
+async fn get_trig(State(app): State<App>, Path(id): Path<u32>) -> Json<String> {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    Json(format!("trig {id}"))
+}
+
+fn router(app: App, layer: CacheContextLayer) -> Router {
+    Router::new()
+        .route("/trigs/{id}", get(get_trig))
+        .route("/plain", get(|| async { "plain" }))
+        .with_state(app)
+        .layer(layer)
+}
+
+async fn call(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (parts.status, parts.headers, body)
+}
+
+fn h<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+async fn cached_handlers_get_cache_headers_and_honour_bypass(ctx: Ctx) {
+    let app = App {
+        cache: ctx.cache(),
+        loads: Arc::default(),
+    };
+    let r = router(app.clone(), CacheContextLayer::builder().build());
+    let req = || Request::get("/trigs/1").body(Body::empty()).unwrap();
+    let (status, headers, body) = call(&r, req()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "\"trig 1\""));
+    assert_eq!(h(&headers, "x-cache-status"), "MISS");
+    assert!(h(&headers, "x-cache-key").contains(":trig:"), "{headers:?}");
+    let (_, headers, body) = call(&r, req()).await;
+    assert_eq!(
+        (h(&headers, "x-cache-status"), body.as_str()),
+        ("HIT", "\"trig 1\"")
+    );
+    assert_eq!(h(&headers, "x-cache-age"), "0");
+    let ttl: u64 = h(&headers, "x-cache-ttl").parse().unwrap();
+    assert!(ttl > 3590, "{ttl}");
+    assert!(h(&headers, "cache-control").starts_with("public, max-age="));
+    assert_eq!(app.loads.load(Ordering::SeqCst), 1);
+    let bypass = Request::get("/trigs/1")
+        .header("cache-control", "no-cache")
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = call(&r, bypass).await;
+    assert_eq!(h(&headers, "x-cache-status"), "BYPASS");
+    assert_eq!(app.loads.load(Ordering::SeqCst), 2);
+    // Handlers without #[cached] get no cache headers.
+    let (_, headers, _) = call(&r, Request::get("/plain").body(Body::empty()).unwrap()).await;
+    assert_eq!(h(&headers, "x-cache-status"), "");
+    // A restricted bypass is refused for the public, and the key can be hidden.
+    let restricted = router(
+        app.clone(),
+        CacheContextLayer::builder()
+            .bypass_allowed(|p| p.headers.contains_key("x-admin"))
+            .expose_key(false)
+            .build(),
+    );
+    let bypass = Request::get("/trigs/1")
+        .header("cache-control", "no-cache")
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = call(&restricted, bypass).await;
+    assert_eq!(h(&headers, "x-cache-status"), "HIT");
+    assert_eq!(h(&headers, "x-cache-key"), "");
+}
+
+on_both_backends!(cached_handlers_get_cache_headers_and_honour_bypass);
