@@ -1,8 +1,9 @@
 //! Axum integration for `cache-core`.
 //!
-//! **Status:** the whole-response cache layer ([`ResponseCacheLayer`]) and the request-context
-//! layer for `#[cached]` handlers ([`CacheContextLayer`]) are here; Prometheus metrics are still
-//! to come (see the project's cache-axum issue).
+//! **Status:** the whole-response cache layer ([`ResponseCacheLayer`]), the request-context
+//! layer for `#[cached]` handlers ([`CacheContextLayer`]) and the admin router
+//! ([`admin_router`]) are here; Prometheus metrics are still to come (see the project's
+//! cache-axum issue).
 //!
 //! ```
 //! use std::time::Duration;
@@ -23,9 +24,11 @@
 //! The HTTP rules (GET/HEAD only, credentials, bypass, storability, header filtering,
 //! `If-None-Match`, keys) live in [`cache_core::http`], shared with `cache-actix`.
 
+mod admin;
 mod context;
 mod layer;
 
+pub use crate::admin::{admin_router, AdminGuard};
 pub use crate::context::{CacheContext, CacheContextBuilder, CacheContextLayer};
 pub use crate::layer::{
     ResponseCache, ResponseCacheBuilder, ResponseCacheLayer, RoutePolicy, HEADER_AGE, HEADER_KEY,

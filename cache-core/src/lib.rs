@@ -56,6 +56,8 @@
 //! `cache_store_error`, `cache_invalidated`, `cache_delete_pattern`, `cache_redis_connected`,
 //! `cache_redis_connection_failed`. Counters in total and per resource: [`Cache::stats`].
 
+#[cfg(feature = "http")]
+pub mod admin;
 pub mod backend;
 mod breaker;
 mod cache;

@@ -1,0 +1,182 @@
+//! The operator API: [`admin_router`] and its [`AdminGuard`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cache_core::admin::{self, AdminReply, GuardOutcome};
+use cache_core::Cache;
+use http::request::Parts;
+use http::{header, HeaderValue, Request, StatusCode};
+use serde::Deserialize;
+
+type CheckFn = Arc<dyn Fn(&Parts) -> GuardOutcome + Send + Sync>;
+
+/// Who may call the admin API. Refused requests get 401 (no credentials, with
+/// `WWW-Authenticate: Bearer`) or 403 (wrong credentials) and a JSON `{ "error": ... }` body.
+#[derive(Clone)]
+pub struct AdminGuard {
+    check: CheckFn,
+}
+
+impl fmt::Debug for AdminGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminGuard").finish_non_exhaustive()
+    }
+}
+
+impl AdminGuard {
+    /// Requires `Authorization: Bearer {token}`, compared in constant time: without the header
+    /// 401, with another token 403. An empty token allows nobody.
+    pub fn bearer(token: impl Into<String>) -> AdminGuard {
+        let token: String = token.into();
+        AdminGuard::custom(move |parts| {
+            admin::check_bearer(
+                parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes),
+                &token,
+            )
+        })
+    }
+
+    /// Allows the requests for which `allowed` returns `true`; the others get 403.
+    pub fn predicate(allowed: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> AdminGuard {
+        AdminGuard::custom(move |parts| GuardOutcome::from(allowed(parts)))
+    }
+
+    /// Full control: [`GuardOutcome::Missing`] answers 401, [`GuardOutcome::Wrong`] 403.
+    pub fn custom(check: impl Fn(&Parts) -> GuardOutcome + Send + Sync + 'static) -> AdminGuard {
+        AdminGuard {
+            check: Arc::new(check),
+        }
+    }
+
+    /// Allows everyone (for routers already behind authentication, or tests).
+    pub fn allow_all() -> AdminGuard {
+        AdminGuard::custom(|_| GuardOutcome::Allowed)
+    }
+}
+
+/// The operator API over `cache`, to be nested by the application:
+///
+/// | route | operation | reply |
+/// | --- | --- | --- |
+/// | `GET /stats` | server and engine statistics | 200 JSON |
+/// | `DELETE /` | delete every entry of the namespace | `{ "deleted": n }` |
+/// | `DELETE /?pattern=trig:*` | delete entries matching a glob relative to the keyspace prefix | `{ "deleted": n, "pattern": p }`, 400 if invalid |
+/// | `POST /invalidate` | JSON `{ "tags": ["trig:1"] }` | `{ "invalidated": n, "tags": [...] }`, 400 if empty |
+/// | `POST /reset-stats` | zero the counters | `{ "reset": true }` |
+/// | `GET /health` | ping the backend | 200, or 503 when down |
+///
+/// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`. The JSON
+/// shapes are those of [`cache_core::admin`].
+///
+/// Nested under `/admin/cache`, the flush route is `DELETE /admin/cache` (axum 0.8 does not match
+/// `/admin/cache/` for a nested `/` route).
+///
+/// ```
+/// use axum::Router;
+/// use cache_axum::{admin_router, AdminGuard};
+/// use cache_core::Cache;
+///
+/// let cache = Cache::memory();
+/// let app: Router = Router::new().nest("/admin/cache", admin_router(cache, AdminGuard::bearer("s3cret")));
+/// ```
+pub fn admin_router(cache: Cache, guard: AdminGuard) -> Router {
+    Router::new()
+        .route("/", axum::routing::delete(flush))
+        .route("/stats", get(stats))
+        .route("/invalidate", post(invalidate))
+        .route("/reset-stats", post(reset_stats))
+        .route("/health", get(health))
+        .route_layer(middleware::from_fn_with_state(guard, check_guard))
+        .with_state(cache)
+}
+
+async fn check_guard(State(guard): State<AdminGuard>, req: Request<Body>, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match (guard.check)(&parts) {
+        GuardOutcome::Allowed => next.run(Request::from_parts(parts, body)).await,
+        GuardOutcome::Missing => {
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({ "error": "authorization required" })),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+        GuardOutcome::Wrong => (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({ "error": "forbidden" })),
+        )
+            .into_response(),
+    }
+}
+
+fn reply(r: AdminReply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(r.body)).into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct FlushQuery {
+    pattern: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InvalidateBody {
+    tags: Vec<String>,
+}
+
+async fn flush(
+    State(cache): State<Cache>,
+    query: Result<Query<FlushQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(FlushQuery {
+            pattern: Some(pattern),
+        })) => reply(admin::flush_pattern(&cache, &pattern).await),
+        Ok(Query(FlushQuery { pattern: None })) => reply(admin::flush_all(&cache).await),
+        Err(e) => bad_request(&e.body_text()),
+    }
+}
+
+async fn stats(State(cache): State<Cache>) -> Response {
+    reply(admin::stats(&cache).await)
+}
+
+async fn invalidate(
+    State(cache): State<Cache>,
+    body: Result<Json<InvalidateBody>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(body)) => reply(admin::invalidate(&cache, body.tags).await),
+        Err(e) => bad_request(&e.body_text()),
+    }
+}
+
+async fn reset_stats(State(cache): State<Cache>) -> Response {
+    reply(admin::reset_stats(&cache).await)
+}
+
+async fn health(State(cache): State<Cache>) -> Response {
+    reply(admin::health(&cache).await)
+}
