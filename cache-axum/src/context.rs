@@ -6,8 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::Body;
+use axum::extract::MatchedPath;
 use cache_core::__private::{with_request_context, RequestContext};
 use cache_core::http::HttpRules;
 use cache_core::CacheStatus;
@@ -16,6 +18,7 @@ use http::{header, HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use crate::layer::{HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL};
+use crate::metrics::CacheMetrics;
 
 type UserFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 type BypassFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
@@ -25,6 +28,8 @@ struct ContextConfig {
     user: UserFn,
     bypass_allowed: BypassFn,
     expose_key: bool,
+    // metrics hook
+    metrics: Option<CacheMetrics>,
 }
 
 impl fmt::Debug for ContextConfig {
@@ -70,6 +75,7 @@ impl CacheContextLayer {
                 user: Arc::new(|_| None),
                 bypass_allowed: Arc::new(|_| true),
                 expose_key: true,
+                metrics: None,
             },
         }
     }
@@ -101,6 +107,14 @@ impl CacheContextBuilder {
     /// Whether to send `X-Cache-Key` (default `true`).
     pub fn expose_key(mut self, expose: bool) -> Self {
         self.config.expose_key = expose;
+        self
+    }
+
+    /// Records `cache_request_duration_seconds{resource, status}` into `metrics` for requests
+    /// whose handler made a `#[cached]` call; `resource` is the matched route (or `handler`)
+    /// (metrics hook).
+    pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
+        self.config.metrics = Some(metrics);
         self
     }
 
@@ -167,6 +181,14 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
+        // metrics hook: the route (or `handler`) and the start time.
+        let timing = self.config.metrics.is_some().then(|| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or_else(|| "handler".to_owned(), |m| m.as_str().to_owned());
+            (route, Instant::now())
+        });
         let (parts, body) = req.into_parts();
         let bypass = (config.bypass_allowed)(&parts)
             && config.rules.wants_bypass(parts.uri.query(), &parts.headers);
@@ -201,6 +223,10 @@ where
                         headers.insert(header::CACHE_CONTROL, v);
                     }
                 }
+            }
+            // metrics hook
+            if let (Some(metrics), Some((route, start))) = (&config.metrics, timing) {
+                metrics.record_response(&route, &resp, start);
             }
             Ok(resp)
         })

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::MatchedPath;
@@ -22,6 +22,8 @@ use http::request::Parts;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
+
+use crate::metrics::CacheMetrics;
 
 /// `X-Cache-Status`: `HIT`, `MISS`, `BYPASS`, `STALE` or `SKIP` (cache unavailable).
 pub const HEADER_STATUS: &str = "x-cache-status";
@@ -84,6 +86,8 @@ struct Config {
     bypass_allowed: BypassFn,
     expose_key: bool,
     max_body: usize,
+    // metrics hook
+    metrics: Option<CacheMetrics>,
 }
 
 impl fmt::Debug for Config {
@@ -159,6 +163,13 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Records `cache_request_duration_seconds{resource, status}` for the cached routes into
+    /// `metrics` (metrics hook).
+    pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
+        self.config.metrics = Some(metrics);
+        self
+    }
+
     /// The layer.
     pub fn build(self) -> ResponseCacheLayer {
         ResponseCacheLayer {
@@ -185,6 +196,7 @@ impl ResponseCacheLayer {
                 bypass_allowed: Arc::new(|_| true),
                 expose_key: true,
                 max_body: 1024 * 1024,
+                metrics: None,
             },
         }
     }
@@ -245,6 +257,23 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
+        // metrics hook: time the request and label it with the route's resource and status.
+        if let Some(metrics) = config.metrics.clone() {
+            let resource = req
+                .extensions()
+                .get::<MatchedPath>()
+                .and_then(|m| config.routes.get(m.as_str()))
+                .map(|p| p.resource.clone().unwrap_or_else(|| "http".to_owned()));
+            let start = Instant::now();
+            let fut = handle(config, inner, req);
+            return Box::pin(async move {
+                let resp = fut.await?;
+                if let Some(resource) = resource {
+                    metrics.record_response(&resource, &resp, start);
+                }
+                Ok(resp)
+            });
+        }
         Box::pin(handle(config, inner, req))
     }
 }

@@ -2,8 +2,7 @@
 //!
 //! **Status:** the whole-response cache layer ([`ResponseCacheLayer`]), the request-context
 //! layer for `#[cached]` handlers ([`CacheContextLayer`]) and the admin router
-//! ([`admin_router`]) are here; Prometheus metrics are still to come (see the project's
-//! cache-axum issue).
+//! ([`admin_router`]) and Prometheus metrics ([`CacheMetrics`], [`metrics_route`]) are here.
 //!
 //! ```
 //! use std::time::Duration;
@@ -27,6 +26,7 @@
 mod admin;
 mod context;
 mod layer;
+mod metrics;
 
 pub use crate::admin::{admin_router, AdminGuard};
 pub use crate::context::{CacheContext, CacheContextBuilder, CacheContextLayer};
@@ -34,5 +34,6 @@ pub use crate::layer::{
     ResponseCache, ResponseCacheBuilder, ResponseCacheLayer, RoutePolicy, HEADER_AGE, HEADER_KEY,
     HEADER_STATUS, HEADER_TTL,
 };
+pub use crate::metrics::{metrics_route, CacheMetrics, PROMETHEUS_CONTENT_TYPE};
 pub use cache_core;
 pub use cache_core::http::RouteScope;
