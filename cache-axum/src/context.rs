@@ -17,7 +17,7 @@ use http::request::Parts;
 use http::{header, HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
-use crate::layer::{HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL};
+use crate::layer::CacheHeaderNames;
 use crate::metrics::CacheMetrics;
 
 type UserFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -28,6 +28,7 @@ struct ContextConfig {
     user: UserFn,
     bypass_allowed: BypassFn,
     expose_key: bool,
+    names: CacheHeaderNames,
     // metrics hook
     metrics: Option<CacheMetrics>,
 }
@@ -75,6 +76,7 @@ impl CacheContextLayer {
                 user: Arc::new(|_| None),
                 bypass_allowed: Arc::new(|_| true),
                 expose_key: true,
+                names: CacheHeaderNames::default(),
                 metrics: None,
             },
         }
@@ -101,6 +103,12 @@ impl CacheContextBuilder {
     /// Name of the bypass query flag (default `cache_bypass`).
     pub fn bypass_param(mut self, name: impl Into<String>) -> Self {
         self.config.rules.bypass_param = name.into();
+        self
+    }
+
+    /// Names of the cache headers.
+    pub fn header_names(mut self, names: CacheHeaderNames) -> Self {
+        self.config.names = names;
         self
     }
 
@@ -198,19 +206,19 @@ where
             let mut resp = fut.await?;
             if let Some(outcome) = ctx.take_outcome() {
                 let headers = resp.headers_mut();
-                let mut put = |name: &'static str, value: String| {
+                let mut put = |name: &HeaderName, value: String| {
                     if let Ok(v) = HeaderValue::from_str(&value) {
-                        headers.insert(HeaderName::from_static(name), v);
+                        headers.insert(name.clone(), v);
                     }
                 };
-                put(HEADER_STATUS, outcome.status.as_str().to_owned());
+                put(&config.names.status, outcome.status.as_str().to_owned());
                 if config.expose_key {
-                    put(HEADER_KEY, outcome.key.clone());
+                    put(&config.names.key, outcome.key.clone());
                 }
                 if matches!(outcome.status, CacheStatus::Hit | CacheStatus::Stale) {
-                    put(HEADER_AGE, outcome.age.as_secs().to_string());
-                    put(HEADER_TTL, outcome.ttl.as_secs().to_string());
-                    put("age", outcome.age.as_secs().to_string());
+                    put(&config.names.age, outcome.age.as_secs().to_string());
+                    put(&config.names.ttl, outcome.ttl.as_secs().to_string());
+                    put(&header::AGE, outcome.age.as_secs().to_string());
                 }
                 if outcome.status.is_from_cache() && !headers.contains_key(header::CACHE_CONTROL) {
                     let visibility = if ctx.user.is_some() {
@@ -226,7 +234,7 @@ where
             }
             // metrics hook
             if let (Some(metrics), Some((route, start))) = (&config.metrics, timing) {
-                metrics.record_response(&route, &resp, start);
+                metrics.record_response(&route, &resp, &config.names.status, start);
             }
             Ok(resp)
         })

@@ -34,6 +34,31 @@ pub const HEADER_AGE: &str = "x-cache-age";
 /// `X-Cache-TTL`: seconds of freshness left (hits only).
 pub const HEADER_TTL: &str = "x-cache-ttl";
 
+/// The names of the cache headers (defaults: `x-cache-status`, `x-cache-key`, `x-cache-age`,
+/// `x-cache-ttl`).
+#[derive(Debug, Clone)]
+pub struct CacheHeaderNames {
+    /// Outcome: `HIT`, `MISS`, `BYPASS`, `STALE`, `SKIP`.
+    pub status: HeaderName,
+    /// The key used.
+    pub key: HeaderName,
+    /// Seconds since the entry was stored (hits).
+    pub age: HeaderName,
+    /// Seconds of freshness left (hits).
+    pub ttl: HeaderName,
+}
+
+impl Default for CacheHeaderNames {
+    fn default() -> Self {
+        CacheHeaderNames {
+            status: HeaderName::from_static(HEADER_STATUS),
+            key: HeaderName::from_static(HEADER_KEY),
+            age: HeaderName::from_static(HEADER_AGE),
+            ttl: HeaderName::from_static(HEADER_TTL),
+        }
+    }
+}
+
 /// How one route is cached.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -86,6 +111,8 @@ struct Config {
     bypass_allowed: BypassFn,
     expose_key: bool,
     max_body: usize,
+    names: CacheHeaderNames,
+    write_tags: HashMap<String, Vec<String>>,
     // metrics hook
     metrics: Option<CacheMetrics>,
 }
@@ -157,6 +184,26 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Names of the cache headers.
+    pub fn header_names(mut self, names: CacheHeaderNames) -> Self {
+        self.config.names = names;
+        self
+    }
+
+    /// After a successful (2xx) `POST`, `PUT`, `PATCH` or `DELETE` on the route with this
+    /// template, invalidate `tags`; `{name}` is replaced by the path parameter `name`. A failed
+    /// invalidation is logged (`cache_invalidate_failed`); the response is unchanged.
+    pub fn invalidate_on_write<I, T>(mut self, template: impl Into<String>, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.config
+            .write_tags
+            .insert(template.into(), tags.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Largest body stored (default 1 MiB); larger bodies stream through uncached.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.config.max_body = bytes;
@@ -196,6 +243,8 @@ impl ResponseCacheLayer {
                 bypass_allowed: Arc::new(|_| true),
                 expose_key: true,
                 max_body: 1024 * 1024,
+                names: CacheHeaderNames::default(),
+                write_tags: HashMap::new(),
                 metrics: None,
             },
         }
@@ -265,11 +314,12 @@ where
                 .and_then(|m| config.routes.get(m.as_str()))
                 .map(|p| p.resource.clone().unwrap_or_else(|| "http".to_owned()));
             let start = Instant::now();
+            let status_header = config.names.status.clone();
             let fut = handle(config, inner, req);
             return Box::pin(async move {
                 let resp = fut.await?;
                 if let Some(resource) = resource {
-                    metrics.record_response(&resource, &resp, start);
+                    metrics.record_response(&resource, &resp, &status_header, start);
                 }
                 Ok(resp)
             });
@@ -278,9 +328,9 @@ where
     }
 }
 
-fn set_header(resp: &mut Response<Body>, name: &'static str, value: impl AsRef<str>) {
+fn set_header(resp: &mut Response<Body>, name: &HeaderName, value: impl AsRef<str>) {
     if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
-        resp.headers_mut().insert(HeaderName::from_static(name), v);
+        resp.headers_mut().insert(name.clone(), v);
     }
 }
 
@@ -296,6 +346,29 @@ where
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
+    let is_write = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if let Some(templates) = route
+        .as_deref()
+        .filter(|_| is_write)
+        .and_then(|r| config.write_tags.get(r).map(|t| (r, t)))
+    {
+        let (route, templates) = (templates.0.to_owned(), templates.1.clone());
+        let path = req.uri().path().to_owned();
+        let resp = inner.call(req).await?;
+        if resp.status().is_success() {
+            let tags: Vec<String> = templates
+                .iter()
+                .map(|t| fill_tag(t, &route, &path))
+                .collect();
+            if let Err(e) = config.cache.invalidate_tags(&tags).await {
+                tracing::warn!(name: "cache_invalidate_failed", tags = ?tags, error = %e, "invalidation after a write failed");
+            }
+        }
+        return Ok(resp);
+    }
     let Some((route, policy)) = route.and_then(|r| config.routes.get(&r).cloned().map(|p| (r, p)))
     else {
         return inner.call(req).await;
@@ -323,7 +396,11 @@ where
     if let Some(reason) = pass {
         let mut resp = inner.call(Request::from_parts(parts, body)).await?;
         if reason != PassReason::Method {
-            set_header(&mut resp, HEADER_STATUS, CacheStatus::Bypass.as_str());
+            set_header(
+                &mut resp,
+                &config.names.status,
+                CacheStatus::Bypass.as_str(),
+            );
         }
         return Ok(resp);
     }
@@ -366,15 +443,11 @@ where
     let (mut rparts, rbody) = resp.into_parts();
     let finish = |rparts: &mut http::response::Parts| {
         if let Ok(v) = HeaderValue::from_str(label.as_str()) {
-            rparts
-                .headers
-                .insert(HeaderName::from_static(HEADER_STATUS), v);
+            rparts.headers.insert(config.names.status.clone(), v);
         }
         if config.expose_key {
             if let Ok(v) = HeaderValue::from_str(key.as_str()) {
-                rparts
-                    .headers
-                    .insert(HeaderName::from_static(HEADER_KEY), v);
+                rparts.headers.insert(config.names.key.clone(), v);
             }
         }
     };
@@ -502,16 +575,16 @@ fn serve_hit(
         };
         set_header(
             &mut resp,
-            "cache-control",
+            &header::CACHE_CONTROL,
             format!("{visibility}, max-age={remaining}"),
         );
     }
-    set_header(&mut resp, "age", age.as_secs().to_string());
-    set_header(&mut resp, HEADER_STATUS, CacheStatus::Hit.as_str());
-    set_header(&mut resp, HEADER_AGE, age.as_secs().to_string());
-    set_header(&mut resp, HEADER_TTL, remaining.to_string());
+    set_header(&mut resp, &header::AGE, age.as_secs().to_string());
+    set_header(&mut resp, &config.names.status, CacheStatus::Hit.as_str());
+    set_header(&mut resp, &config.names.age, age.as_secs().to_string());
+    set_header(&mut resp, &config.names.ttl, remaining.to_string());
     if config.expose_key {
-        set_header(&mut resp, HEADER_KEY, key.as_str());
+        set_header(&mut resp, &config.names.key, key.as_str());
     }
     Some(resp)
 }

@@ -31,8 +31,8 @@ mod metrics;
 pub use crate::admin::{admin_router, AdminGuard};
 pub use crate::context::{CacheContext, CacheContextBuilder, CacheContextLayer};
 pub use crate::layer::{
-    ResponseCache, ResponseCacheBuilder, ResponseCacheLayer, RoutePolicy, HEADER_AGE, HEADER_KEY,
-    HEADER_STATUS, HEADER_TTL,
+    CacheHeaderNames, ResponseCache, ResponseCacheBuilder, ResponseCacheLayer, RoutePolicy,
+    HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
 };
 pub use crate::metrics::{metrics_route, CacheMetrics, PROMETHEUS_CONTENT_TYPE};
 pub use cache_core;

@@ -9,7 +9,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::layer::HEADER_STATUS;
 use ::metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
 use axum::body::Body;
 use axum::extract::State;
@@ -189,10 +188,16 @@ impl CacheMetrics {
     }
 
     /// Records `resp` (if it carries `X-Cache-Status`) for `resource`, timed from `start`.
-    pub(crate) fn record_response(&self, resource: &str, resp: &Response<Body>, start: Instant) {
+    pub(crate) fn record_response(
+        &self,
+        resource: &str,
+        resp: &Response<Body>,
+        status_header: &http::HeaderName,
+        start: Instant,
+    ) {
         if let Some(status) = resp
             .headers()
-            .get(HEADER_STATUS)
+            .get(status_header)
             .and_then(|v| v.to_str().ok())
         {
             self.record_request(resource, status, start.elapsed());

@@ -118,6 +118,10 @@ fn app(
         .route("/special/{kind}", get(special))
         .route("/me", get(me))
         .route("/uncached", get(|| async { "plain" }))
+        .route(
+            "/fail/{id}",
+            axum::routing::post(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
         .layer(layer)
 }
 
@@ -386,7 +390,71 @@ async fn tags_from_path_parameters_invalidate_entries(ctx: Ctx) {
     assert!(cache.stats().resources["trig"].hits >= 1);
 }
 
+async fn successful_writes_invalidate_configured_tags(ctx: Ctx) {
+    let calls = Calls::default();
+    let app = app(ctx.cache(), calls.clone(), |b| {
+        b.invalidate_on_write("/trigs/{id}", ["trig:{id}"])
+            .invalidate_on_write("/fail/{id}", ["trig:{id}"])
+    });
+    send(&app, get_req("/trigs/8")).await;
+    assert_eq!(
+        send(&app, get_req("/trigs/8")).await.h("x-cache-status"),
+        "HIT"
+    );
+    let failed = send(&app, Request::post("/fail/8").body(Body::empty()).unwrap()).await;
+    assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        send(&app, get_req("/trigs/8")).await.h("x-cache-status"),
+        "HIT",
+        "a failed write invalidates nothing"
+    );
+    let ok = send(&app, Request::post("/trigs/8").body(Body::empty()).unwrap()).await;
+    assert_eq!(ok.body, "posted");
+    assert_eq!(
+        send(&app, get_req("/trigs/8")).await.h("x-cache-status"),
+        "MISS",
+        "a successful write invalidated trig:8"
+    );
+}
+
+async fn header_names_are_configurable_and_age_grows_while_ttl_shrinks(ctx: Ctx) {
+    let calls = Calls::default();
+    let names = cache_axum::CacheHeaderNames {
+        status: "cdn-cache".parse().unwrap(),
+        key: "cdn-key".parse().unwrap(),
+        age: "cdn-age".parse().unwrap(),
+        ttl: "cdn-ttl".parse().unwrap(),
+    };
+    let app = app(ctx.cache(), calls, |b| b.header_names(names));
+    assert_eq!(send(&app, get_req("/trigs/9")).await.h("cdn-cache"), "MISS");
+    let first = send(&app, get_req("/trigs/9")).await;
+    assert_eq!(
+        (first.h("cdn-cache"), first.h("x-cache-status")),
+        ("HIT", "")
+    );
+    // Ages are whole seconds: waiting past one is the behaviour under test.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = send(&app, get_req("/trigs/9")).await;
+    let age = |r: &Reply| r.h("cdn-age").parse::<u64>().unwrap();
+    let ttl = |r: &Reply| r.h("cdn-ttl").parse::<u64>().unwrap();
+    assert!(
+        age(&later) > age(&first),
+        "age grows: {} -> {}",
+        age(&first),
+        age(&later)
+    );
+    assert!(
+        ttl(&later) < ttl(&first),
+        "ttl shrinks: {} -> {}",
+        ttl(&first),
+        ttl(&later)
+    );
+    assert_eq!(later.h("age"), later.h("cdn-age"));
+}
+
 on_both_backends!(
+    successful_writes_invalidate_configured_tags,
+    header_names_are_configurable_and_age_grows_while_ttl_shrinks,
     miss_then_hit_with_the_same_response,
     bypass_by_header_and_flag_refreshes_unless_refused,
     etag_gives_304_and_head_is_answered_from_get,
