@@ -631,29 +631,13 @@ impl Cache {
             return Err(CacheError::Disabled);
         }
         let policy = policy.into();
-        let s = &self.inner.settings;
-        let mut ttl = policy.ttl.unwrap_or(s.default_ttl);
-        if s.ttl_jitter > 0.0 {
-            ttl = crate::ttl::jitter(ttl, s.ttl_jitter);
-        }
-        let meta = EnvelopeMeta {
-            created_at_ms: 0,
-            ttl,
-            stale_while_revalidate: policy.stale_while_revalidate,
-            stale_if_error: policy.stale_if_error,
-            recompute: Duration::ZERO,
-            tags: &policy.tags,
-            compress_above: s.compress_above,
-        };
-        let bytes = crate::codec::encode_raw_envelope(payload, content_type, &meta);
-        if bytes.len() > s.max_entry_size {
-            self.inner.stats.record(key.resource(), |c| inc(&c.skips));
-            info!(name: "cache_skip", key = key.as_str(), size = bytes.len(), max = s.max_entry_size, reason = "too_large", "value larger than max entry size; not cached");
-            return Err(CacheError::TooLarge {
-                size: bytes.len(),
-                max: s.max_entry_size,
-            });
-        }
+        let bytes = self.envelope(key, &policy, Duration::ZERO, |meta| {
+            Ok(crate::codec::encode_raw_envelope(
+                payload,
+                content_type,
+                meta,
+            ))
+        })?;
         self.store(key, &policy, &bytes, None).await.map(|_| ())
     }
 
@@ -1291,6 +1275,21 @@ impl Cache {
         policy: &Policy,
         recompute: Duration,
     ) -> Result<Vec<u8>, CacheError> {
+        let codec = self.inner.settings.codec;
+        self.envelope(key, policy, recompute, |meta| {
+            codec.encode_envelope(value, meta)
+        })
+    }
+
+    /// Builds the envelope metadata for `policy` (TTL with jitter, windows, tags), lets `write`
+    /// produce the envelope, and enforces the maximum entry size (counted and logged).
+    fn envelope(
+        &self,
+        key: &CacheKey,
+        policy: &Policy,
+        recompute: Duration,
+        write: impl FnOnce(&EnvelopeMeta<'_>) -> Result<Vec<u8>, CacheError>,
+    ) -> Result<Vec<u8>, CacheError> {
         let s = &self.inner.settings;
         let mut ttl = policy.ttl.unwrap_or(s.default_ttl);
         if s.ttl_jitter > 0.0 {
@@ -1305,7 +1304,7 @@ impl Cache {
             tags: &policy.tags,
             compress_above: s.compress_above,
         };
-        let bytes = s.codec.encode_envelope(value, &meta)?;
+        let bytes = write(&meta)?;
         if bytes.len() > s.max_entry_size {
             self.inner.stats.record(key.resource(), |c| inc(&c.skips));
             info!(name: "cache_skip", key = key.as_str(), size = bytes.len(), max = s.max_entry_size, reason = "too_large", "value larger than max entry size; not cached");
