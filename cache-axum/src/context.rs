@@ -11,14 +11,13 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::MatchedPath;
 use cache_core::__private::{with_request_context, RequestContext};
-use cache_core::http::HttpRules;
-use cache_core::CacheStatus;
+use cache_core::http::{outcome_headers, CacheHeaderNames, HttpRules};
+use cache_core::metrics::CacheMetrics;
 use http::request::Parts;
-use http::{header, HeaderName, HeaderValue, Request, Response};
+use http::{header, Request, Response};
 use tower::{Layer, Service};
 
-use crate::layer::CacheHeaderNames;
-use crate::metrics::CacheMetrics;
+use crate::metrics::record_response;
 
 type UserFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 type BypassFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
@@ -206,35 +205,17 @@ where
             let mut resp = fut.await?;
             if let Some(outcome) = ctx.take_outcome() {
                 let headers = resp.headers_mut();
-                let mut put = |name: &HeaderName, value: String| {
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        headers.insert(name.clone(), v);
-                    }
-                };
-                put(&config.names.status, outcome.status.as_str().to_owned());
-                if config.expose_key {
-                    put(&config.names.key, outcome.key.clone());
-                }
-                if matches!(outcome.status, CacheStatus::Hit | CacheStatus::Stale) {
-                    put(&config.names.age, outcome.age.as_secs().to_string());
-                    put(&config.names.ttl, outcome.ttl.as_secs().to_string());
-                    put(&header::AGE, outcome.age.as_secs().to_string());
-                }
-                if outcome.status.is_from_cache() && !headers.contains_key(header::CACHE_CONTROL) {
-                    let visibility = if ctx.user.is_some() {
-                        "private"
-                    } else {
-                        "public"
-                    };
-                    let value = format!("{visibility}, max-age={}", outcome.ttl.as_secs());
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        headers.insert(header::CACHE_CONTROL, v);
-                    }
+                let has_cc = headers.contains_key(header::CACHE_CONTROL);
+                let per_user = ctx.user.is_some();
+                for (name, value) in
+                    outcome_headers(&config.names, config.expose_key, &outcome, per_user, has_cc)
+                {
+                    headers.insert(name, value);
                 }
             }
             // metrics hook
             if let (Some(metrics), Some((route, start))) = (&config.metrics, timing) {
-                metrics.record_response(&route, &resp, &config.names.status, start);
+                record_response(metrics, &route, &resp, &config.names.status, start);
             }
             Ok(resp)
         })

@@ -21,7 +21,9 @@
 //! ```
 //!
 //! The HTTP rules (GET/HEAD only, credentials, bypass, storability, header filtering,
-//! `If-None-Match`, keys) live in [`cache_core::http`], shared with `cache-actix`.
+//! `If-None-Match`, keys), the whole-response cache steps ([`cache_core::http::HttpCache`]), the
+//! admin operations and JSON ([`cache_core::admin`]) and the metrics ([`cache_core::metrics`])
+//! live in `cache-core`, shared with `cache-actix`: this crate is the Axum glue.
 
 mod admin;
 mod context;
@@ -30,10 +32,10 @@ mod metrics;
 
 pub use crate::admin::{admin_router, AdminGuard};
 pub use crate::context::{CacheContext, CacheContextBuilder, CacheContextLayer};
-pub use crate::layer::{
-    CacheHeaderNames, ResponseCache, ResponseCacheBuilder, ResponseCacheLayer, RoutePolicy,
-    HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
-};
-pub use crate::metrics::{metrics_route, CacheMetrics, PROMETHEUS_CONTENT_TYPE};
+pub use crate::layer::{ResponseCache, ResponseCacheBuilder, ResponseCacheLayer};
+pub use crate::metrics::metrics_route;
 pub use cache_core;
-pub use cache_core::http::RouteScope;
+pub use cache_core::http::{
+    CacheHeaderNames, RoutePolicy, RouteScope, HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
+};
+pub use cache_core::metrics::{CacheMetrics, PROMETHEUS_CONTENT_TYPE};

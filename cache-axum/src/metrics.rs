@@ -1,130 +1,44 @@
-//! Prometheus metrics: [`CacheMetrics`] and [`metrics_route`].
-//!
-//! Each [`CacheMetrics`] owns its own [`PrometheusRecorder`] (no global recorder is installed),
-//! and records through [`::metrics::with_local_recorder`], so several applications or tests in one
-//! process never share series.
+//! Prometheus metrics for Axum: [`metrics_route`]. The metrics themselves
+//! ([`CacheMetrics`]) live in [`cache_core::metrics`], shared with `cache-actix`.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ::metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, Response};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use cache_core::{Cache, CounterValues};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use cache_core::metrics::{CacheMetrics, PROMETHEUS_CONTENT_TYPE};
+use http::HeaderName;
 
-/// The content type of the Prometheus text exposition format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
-
-/// Name of the request latency histogram recorded by the layers.
-const DURATION: &str = "cache_request_duration_seconds";
-
-/// Latency buckets (seconds) of `cache_request_duration_seconds`.
-const BUCKETS: &[f64] = &[
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Series for the unattributed part of a counter (e.g. deletes by pattern).
-const OTHER: &str = "_other";
-
-type Field = fn(&CounterValues) -> u64;
-
-/// The engine counters exported with a `resource` label: name, help, field.
-const COUNTERS: &[(&str, &str, Field)] = &[
-    (
-        "cache_hits_total",
-        "Fresh values served from the cache.",
-        |c| c.hits,
-    ),
-    (
-        "cache_misses_total",
-        "Lookups that found nothing usable.",
-        |c| c.misses,
-    ),
-    ("cache_stale_total", "Stale values served.", |c| c.stale),
-    (
-        "cache_bypasses_total",
-        "Lookups skipped on request (bypass).",
-        |c| c.bypasses,
-    ),
-    ("cache_sets_total", "Entries stored.", |c| c.sets),
-    (
-        "cache_deletes_total",
-        "Entries deleted by key or pattern.",
-        |c| c.deletes,
-    ),
-    (
-        "cache_errors_total",
-        "Backend errors, timeouts and undecodable entries.",
-        |c| c.errors,
-    ),
-    (
-        "cache_skips_total",
-        "Values not stored (too large, or cache unavailable).",
-        |c| c.skips,
-    ),
-    (
-        "cache_rejected_fills_total",
-        "Fills not stored because a tag was invalidated while they loaded.",
-        |c| c.rejected_fills,
-    ),
-    ("cache_loads_total", "Loader runs.", |c| c.loads),
-    (
-        "cache_bytes_read_total",
-        "Bytes read from the backend on hits.",
-        |c| c.bytes_read,
-    ),
-    (
-        "cache_bytes_written_total",
-        "Bytes written to the backend.",
-        |c| c.bytes_written,
-    ),
-];
-
-/// Tag invalidations are only counted in total: exported without labels.
-const INVALIDATIONS: &str = "cache_invalidations_total";
-
-struct Inner {
-    cache: Cache,
-    recorder: PrometheusRecorder,
-    /// Last engine value seen per (metric, resource), to export monotonic counters even
-    /// across `Cache::reset_stats`. The lock also serializes renders.
-    last: Mutex<HashMap<(&'static str, String), u64>>,
+/// Records `resp` (if it carries the cache status header) for `resource`, timed from `start`.
+pub(crate) fn record_response(
+    metrics: &CacheMetrics,
+    resource: &str,
+    resp: &Response<Body>,
+    status_header: &HeaderName,
+    start: Instant,
+) {
+    if let Some(status) = resp
+        .headers()
+        .get(status_header)
+        .and_then(|v| v.to_str().ok())
+    {
+        metrics.record_request(resource, status, start.elapsed());
+    }
 }
 
-/// Prometheus metrics for one [`Cache`] and the layers given this value.
+/// A router serving `GET /` with the Prometheus text of `metrics`
+/// (`content-type: text/plain; version=0.0.4`).
 ///
-/// At render time the engine counters of [`Cache::stats`] are exported as counters with a
-/// `resource` label (`cache_hits_total`, `cache_misses_total`, `cache_stale_total`,
-/// `cache_bypasses_total`, `cache_sets_total`, `cache_deletes_total`, `cache_errors_total`,
-/// `cache_skips_total`, `cache_rejected_fills_total`, `cache_loads_total`,
-/// `cache_bytes_read_total`, `cache_bytes_written_total`; a part counted in total only, such as
-/// deletes by pattern, has `resource="_other"`), plus `cache_invalidations_total` without
-/// labels. The exported counters only increase, as Prometheus expects: each render adds what
-/// the engine counted since the previous render, and a value lower than the previous one (after
-/// [`Cache::reset_stats`]) counts from zero again. Counts made between a reset and the next
-/// render, up to the value before the reset, are not seen (the same limit as Prometheus's own
-/// reset detection).
-///
-/// Layers built with `.metrics(..)` ([`ResponseCacheBuilder::metrics`],
-/// [`CacheContextBuilder::metrics`]) record the histogram
-/// `cache_request_duration_seconds{resource, status}` (status `HIT`, `MISS`, `BYPASS`, `STALE`
-/// or `SKIP`; requests the cache does not handle are not recorded).
-///
-/// Histogram samples are buffered until the next [`render`](CacheMetrics::render) (or
-/// [`upkeep`](CacheMetrics::upkeep)); scrape regularly, or call `upkeep` from a timer.
-///
-/// [`ResponseCacheBuilder::metrics`]: crate::ResponseCacheBuilder::metrics
-/// [`CacheContextBuilder::metrics`]: crate::CacheContextBuilder::metrics
+/// Nest it where the scraper expects it: `Router::new().nest("/metrics", metrics_route(m))`
+/// answers `GET /metrics`. The route is public as returned; to restrict it, add a
+/// `route_layer` with your own authentication before nesting, or expose it on an internal
+/// listener only.
 ///
 /// ```
-/// use std::time::{Duration, Instant};
+/// use std::time::Duration;
 /// use axum::{routing::get, Router};
 /// use cache_axum::{metrics_route, CacheMetrics, ResponseCacheLayer, RoutePolicy};
 /// use cache_core::Cache;
@@ -141,121 +55,6 @@ struct Inner {
 ///     )
 ///     .nest("/metrics", metrics_route(metrics));
 /// ```
-#[derive(Clone)]
-pub struct CacheMetrics {
-    inner: Arc<Inner>,
-}
-
-impl fmt::Debug for CacheMetrics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheMetrics").finish_non_exhaustive()
-    }
-}
-
-impl CacheMetrics {
-    /// Metrics for `cache`, with their own recorder.
-    pub fn new(cache: Cache) -> CacheMetrics {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(BUCKETS)
-            .expect("non-empty buckets")
-            .build_recorder();
-        ::metrics::with_local_recorder(&recorder, || {
-            for (name, help, _) in COUNTERS {
-                describe_counter!(*name, *help);
-            }
-            describe_counter!(INVALIDATIONS, "Entries removed through tag invalidations.");
-            describe_histogram!(
-                DURATION,
-                Unit::Seconds,
-                "Duration of requests handled by the cache layers, by resource and cache status."
-            );
-        });
-        CacheMetrics {
-            inner: Arc::new(Inner {
-                cache,
-                recorder,
-                last: Mutex::new(HashMap::new()),
-            }),
-        }
-    }
-
-    /// Records one request handled by a layer (`status` as in `X-Cache-Status`).
-    pub(crate) fn record_request(&self, resource: &str, status: &str, elapsed: Duration) {
-        ::metrics::with_local_recorder(&self.inner.recorder, || {
-            histogram!(DURATION, "resource" => resource.to_owned(), "status" => status.to_owned())
-                .record(elapsed.as_secs_f64());
-        });
-    }
-
-    /// Records `resp` (if it carries `X-Cache-Status`) for `resource`, timed from `start`.
-    pub(crate) fn record_response(
-        &self,
-        resource: &str,
-        resp: &Response<Body>,
-        status_header: &http::HeaderName,
-        start: Instant,
-    ) {
-        if let Some(status) = resp
-            .headers()
-            .get(status_header)
-            .and_then(|v| v.to_str().ok())
-        {
-            self.record_request(resource, status, start.elapsed());
-        }
-    }
-
-    /// Drains buffered histogram samples (rendering does it too).
-    pub fn upkeep(&self) {
-        self.inner.recorder.handle().run_upkeep();
-    }
-
-    /// The Prometheus text exposition of the engine counters and the layers' histograms.
-    pub fn render(&self) -> String {
-        let snapshot = self.inner.cache.stats();
-        let mut last = self
-            .inner
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut bump = |name: &'static str, resource: Option<&str>, value: u64, always: bool| {
-            let slot = (name, resource.unwrap_or_default().to_owned());
-            if !always && value == 0 && !last.contains_key(&slot) {
-                return;
-            }
-            let prev = last.entry(slot).or_insert(0);
-            // A value below the last one means the stats were reset: count from zero again.
-            let delta = if value >= *prev { value - *prev } else { value };
-            *prev = value;
-            match resource {
-                Some(r) => counter!(name, "resource" => r.to_owned()).increment(delta),
-                None => counter!(name).increment(delta),
-            }
-        };
-        ::metrics::with_local_recorder(&self.inner.recorder, || {
-            for (name, _, field) in COUNTERS {
-                let mut attributed = 0u64;
-                for (resource, values) in &snapshot.resources {
-                    let v = field(values);
-                    attributed = attributed.saturating_add(v);
-                    bump(name, Some(resource), v, true);
-                }
-                let other = field(&snapshot.total).saturating_sub(attributed);
-                bump(name, Some(OTHER), other, false);
-            }
-            bump(INVALIDATIONS, None, snapshot.total.invalidations, true);
-        });
-        drop(last);
-        self.inner.recorder.handle().render()
-    }
-}
-
-/// A router serving `GET /` with the Prometheus text of `metrics`
-/// (`content-type: text/plain; version=0.0.4`).
-///
-/// Nest it where the scraper expects it: `Router::new().nest("/metrics", metrics_route(m))`
-/// answers `GET /metrics`. The route is public as returned; to restrict it, add a
-/// `route_layer` with your own authentication before nesting, or expose it on an internal
-/// listener only.
 pub fn metrics_route(metrics: CacheMetrics) -> Router {
     Router::new().route("/", get(serve)).with_state(metrics)
 }

@@ -49,7 +49,8 @@
 //! | `macros` | yes | `#[cached]` and `#[invalidates]` |
 //! | `msgpack` | no | [`Codec::MessagePack`](codec::Codec) |
 //! | `compression` | no | LZ4 above [`CacheBuilder::compress_above`] |
-//! | `http` | no | framework-agnostic HTTP caching rules for the adapters (`http` module) |
+//! | `http` | no | framework-agnostic HTTP caching rules and the whole-response cache steps for the adapters (`http`, `admin` modules) |
+//! | `metrics` | no | Prometheus metrics shared by the adapters (`metrics` module) |
 //!
 //! # Observability
 //! `tracing` events, by name: `cache_hit`, `cache_miss_stored`, `cache_bypass`, `cache_skip`,
@@ -72,6 +73,8 @@ pub mod http;
 pub mod key;
 #[cfg(feature = "macros")]
 pub mod macros_guide;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod policy;
 mod stats;
 pub mod tags;

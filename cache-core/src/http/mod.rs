@@ -34,6 +34,48 @@ use crate::error::CacheError;
 use crate::key::CacheKey;
 use crate::Cache;
 
+mod engine;
+
+pub use engine::{
+    fill_tag, outcome_headers, CacheHeaderNames, CachedResponse, Fill, HttpCache, Lookup, Plan,
+    RequestInfo, RoutePolicy, HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
+};
+
+/// Read access to a header map, so that the rules work on any framework's headers (Axum uses
+/// [`http::HeaderMap`]; Actix has its own map, wrapped by `cache-actix`).
+pub trait HeaderSource {
+    /// The values of the header `name` (lowercase), in order.
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]>;
+
+    /// Every header as (lowercase name, value), in order.
+    fn entries(&self) -> impl Iterator<Item = (&str, &[u8])>;
+
+    /// Whether the header `name` is present.
+    fn contains(&self, name: &str) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    /// The values of `name` that are valid UTF-8 (others are skipped, never an error).
+    fn str_values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
+        self.values(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+impl HeaderSource for HeaderMap {
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).into_iter().map(HeaderValue::as_bytes)
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.contains_key(name)
+    }
+}
+
 /// Who may share a route's cached responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RouteScope {
@@ -141,10 +183,9 @@ pub struct CacheControl {
 
 impl CacheControl {
     /// Parses every `Cache-Control` header in `headers`.
-    pub fn from_headers(headers: &HeaderMap) -> CacheControl {
+    pub fn from_headers<H: HeaderSource + ?Sized>(headers: &H) -> CacheControl {
         let mut cc = CacheControl::default();
-        for value in headers.get_all(header::CACHE_CONTROL) {
-            let Ok(value) = value.to_str() else { continue };
+        for value in headers.str_values("cache-control") {
             for directive in value.split(',') {
                 let name = directive.split('=').next().unwrap_or("").trim();
                 if name.eq_ignore_ascii_case("no-cache") {
@@ -163,18 +204,14 @@ impl CacheControl {
 impl HttpRules {
     /// Whether the request asks for a bypass: `Cache-Control: no-cache`, `Pragma: no-cache`, or
     /// `<bypass_param>=true|1|yes` in the query.
-    pub fn wants_bypass(&self, query: Option<&str>, headers: &HeaderMap) -> bool {
+    pub fn wants_bypass<H: HeaderSource + ?Sized>(&self, query: Option<&str>, headers: &H) -> bool {
         if CacheControl::from_headers(headers).no_cache {
             return true;
         }
-        let pragma = headers
-            .get_all(header::PRAGMA)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-            });
+        let pragma = headers.str_values("pragma").any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        });
         pragma
             || query.is_some_and(|q| {
                 q.split('&').any(|pair| {
@@ -186,14 +223,12 @@ impl HttpRules {
     }
 
     /// Whether the request carries credentials: `Authorization`, or a session cookie.
-    fn credentials(&self, headers: &HeaderMap) -> Option<PassReason> {
-        if headers.contains_key(header::AUTHORIZATION) {
+    fn credentials<H: HeaderSource + ?Sized>(&self, headers: &H) -> Option<PassReason> {
+        if headers.contains("authorization") {
             return Some(PassReason::Authorization);
         }
         let session = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .str_values("cookie")
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.split_once('=').map(|(n, _)| n.trim()))
             .any(|name| {
@@ -207,11 +242,11 @@ impl HttpRules {
     /// Decides how to treat a request. `bypass_allowed` says whether this caller may force a
     /// refresh (restrict it to operators so the public cannot force refills); a refused bypass
     /// is an ordinary lookup.
-    pub fn decide(
+    pub fn decide<H: HeaderSource + ?Sized>(
         &self,
         method: &Method,
         query: Option<&str>,
-        headers: &HeaderMap,
+        headers: &H,
         scope: RouteScope,
         bypass_allowed: bool,
     ) -> Decision {
@@ -237,7 +272,11 @@ impl HttpRules {
     ///
     /// # Errors
     /// The first rule that forbids storing it.
-    pub fn storable(&self, status: u16, headers: &HeaderMap) -> Result<(), NotStorable> {
+    pub fn storable<H: HeaderSource + ?Sized>(
+        &self,
+        status: u16,
+        headers: &H,
+    ) -> Result<(), NotStorable> {
         if !self.cacheable_statuses.contains(&status) {
             return Err(NotStorable::Status(status));
         }
@@ -251,13 +290,11 @@ impl HttpRules {
         if cc.no_cache {
             return Err(NotStorable::NoCache);
         }
-        if headers.contains_key(header::SET_COOKIE) {
+        if headers.contains("set-cookie") {
             return Err(NotStorable::SetCookie);
         }
         let vary_star = headers
-            .get_all(header::VARY)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .str_values("vary")
             .any(|v| v.split(',').any(|f| f.trim() == "*"));
         if vary_star {
             return Err(NotStorable::VaryStar);
@@ -268,11 +305,11 @@ impl HttpRules {
     /// The key of a request: `resource`, the method (`HEAD` shares `GET`'s entry), the matched
     /// route template, the canonical query without the bypass flag, the values of the `vary`
     /// headers, and the user when the route is per-user.
-    pub fn key(
+    pub fn key<H: HeaderSource + ?Sized>(
         &self,
         cache: &Cache,
         resource: &str,
-        request: RequestView<'_>,
+        request: RequestView<'_, H>,
         user: Option<&str>,
     ) -> CacheKey {
         let RequestView {
@@ -294,9 +331,8 @@ impl HttpRules {
             .exclude(&self.bypass_param);
         for name in &self.vary {
             let joined = headers
-                .get_all(name)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .values(name.as_str())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
                 .collect::<Vec<_>>()
                 .join(", ");
             key = key.param(&format!("header:{name}"), joined);
@@ -309,8 +345,8 @@ impl HttpRules {
 }
 
 /// The parts of a request that its key is derived from.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
+#[derive(Debug)]
+pub struct RequestView<'a, H: ?Sized = HeaderMap> {
     /// The method.
     pub method: &'a Method,
     /// The matched route template, e.g. `/trigs/{id}` (not the raw path).
@@ -318,12 +354,20 @@ pub struct RequestView<'a> {
     /// The raw query string, without `?`.
     pub query: Option<&'a str>,
     /// The request headers.
-    pub headers: &'a HeaderMap,
+    pub headers: &'a H,
 }
+
+impl<H: ?Sized> Clone for RequestView<'_, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<H: ?Sized> Copy for RequestView<'_, H> {}
 
 /// Whether a header must never be stored: hop-by-hop headers (RFC 9110 §7.6.1), those named in
 /// `Connection`, `Set-Cookie`, and the cache's own `Age` and `X-Cache-*` headers.
-pub fn is_unstorable_header(name: &HeaderName, connection: &HeaderMap) -> bool {
+pub fn is_unstorable_header<H: HeaderSource + ?Sized>(name: &str, connection: &H) -> bool {
     const HOP_BY_HOP: [&str; 9] = [
         "connection",
         "keep-alive",
@@ -335,15 +379,13 @@ pub fn is_unstorable_header(name: &HeaderName, connection: &HeaderMap) -> bool {
         "transfer-encoding",
         "upgrade",
     ];
-    let n = name.as_str();
+    let n = name;
     HOP_BY_HOP.contains(&n)
         || n == "set-cookie"
         || n == "age"
         || n.starts_with("x-cache-")
         || connection
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .str_values("connection")
             .flat_map(|v| v.split(','))
             .any(|token| token.trim().eq_ignore_ascii_case(n))
 }
@@ -378,13 +420,22 @@ pub struct StoredResponse {
 impl StoredResponse {
     /// Builds a stored response from the parts of a real one, dropping the headers that must not
     /// be stored and adding a strong `ETag` (XXH3-64 of the body) when the response has none.
-    pub fn new(status: u16, headers: &HeaderMap, body: bytes::Bytes) -> StoredResponse {
+    pub fn new<H: HeaderSource + ?Sized>(
+        status: u16,
+        headers: &H,
+        body: bytes::Bytes,
+    ) -> StoredResponse {
         let mut kept: Vec<(HeaderName, HeaderValue)> = headers
-            .iter()
+            .entries()
             .filter(|(n, _)| !is_unstorable_header(n, headers))
-            .map(|(n, v)| (n.clone(), v.clone()))
+            .filter_map(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    HeaderValue::from_bytes(v).ok()?,
+                ))
+            })
             .collect();
-        if !headers.contains_key(header::ETAG) {
+        if !headers.contains("etag") {
             let tag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&body));
             if let Ok(v) = HeaderValue::from_str(&tag) {
                 kept.push((header::ETAG, v));
