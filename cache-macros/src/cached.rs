@@ -139,7 +139,11 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         .flat_map(|a| a.bindings.clone())
         .collect();
     let fn_name = &item.sig.ident;
-    if let syn::ReturnType::Type(_, ty) = &item.sig.output {
+    let http_return = match &item.sig.output {
+        syn::ReturnType::Type(_, ty) => signature::http_return(ty),
+        syn::ReturnType::Default => None,
+    };
+    if let (syn::ReturnType::Type(_, ty), None) = (&item.sig.output, http_return) {
         if let Some(bad) = signature::uncacheable(ty) {
             errors.push(syn::Error::new_spanned(
                 bad,
@@ -159,6 +163,14 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
                 ),
             ));
         }
+    }
+    if let (Some(_), Some(u)) = (http_return, &o.unless) {
+        errors.push(syn::Error::new_spanned(
+            u,
+            "`unless` does not apply to a handler returning `HttpResponse` or `impl Responder`: \
+             only 200 responses without `Set-Cookie` or `Cache-Control: no-store/private` are \
+             stored, anything else is returned unstored",
+        ));
     }
     let check = |id: &Ident, option: &str, errors: &mut Errors| {
         if !all.contains(id) {
@@ -189,6 +201,7 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     let cache_v = Ident::new("__cache_core_cache", Span::mixed_site());
     let owner_v = Ident::new("__cache_core_owner", Span::mixed_site());
     let draft_v = Ident::new("__cache_core_key", Span::mixed_site());
+    let req_v = Ident::new("__cache_actix_request", Span::mixed_site());
 
     // Key.
     let key_steps = match &o.key {
@@ -271,12 +284,45 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     };
     let block = &item.block;
     let body = quote!(#private::typed::<#ret, _>(async #block));
-    let call = quote_spanned! {ret_span=>
-        #run_fn(#cache_v, #draft_v, #policy, #body, #unless #wrap_args).await
+    let call = match http_return {
+        // A finished Actix response: the body's value is turned into a `ResponseEntry` (or
+        // handed back unstored) by `cache-actix`, cached with the `Result` shape, and rebuilt.
+        Some(kind) => {
+            let (produce, respond): (TokenStream, TokenStream) = match kind {
+                signature::HttpReturn::Response => {
+                    (quote!(response_entry()), quote!(respond_response))
+                }
+                signature::HttpReturn::Responder => {
+                    (quote!(responder_entry(#req_v, )), quote!(respond))
+                }
+            };
+            let (produce_fn, produce_args) = split_call(produce);
+            quote_spanned! {ret_span=>
+                ::cache_actix::__private::#respond(
+                    #private::run::<::core::result::Result<#krate::http::ResponseEntry, _>, #private::ResultShape, _, _>(
+                        #cache_v,
+                        #draft_v,
+                        #policy,
+                        ::cache_actix::__private::#produce_fn(#produce_args #body),
+                        #unless,
+                    )
+                    .await,
+                )
+            }
+        }
+        None => quote_spanned! {ret_span=>
+            #run_fn(#cache_v, #draft_v, #policy, #body, #unless #wrap_args).await
+        },
     };
     let ItemFn {
         attrs, vis, sig, ..
     } = item;
+    let mut sig = sig.clone();
+    if http_return == Some(signature::HttpReturn::Responder) {
+        // `impl Responder` needs the request to become a response: a hidden extractor argument.
+        sig.inputs
+            .push(syn::parse_quote!(#req_v: ::cache_actix::__private::Request));
+    }
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
@@ -342,4 +388,15 @@ fn list(names: &[Ident]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Splits `f(a, b, )` into `f` and `a, b, ` (the arguments before the body's).
+fn split_call(call: TokenStream) -> (TokenStream, TokenStream) {
+    let mut tokens = call.into_iter();
+    let name: TokenStream = tokens.next().into_iter().collect();
+    let args = match tokens.next() {
+        Some(proc_macro2::TokenTree::Group(g)) => g.stream(),
+        _ => TokenStream::new(),
+    };
+    (name, args)
 }

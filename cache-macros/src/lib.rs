@@ -74,12 +74,20 @@
 //! `-> Json<Vec<Trig>>`, `-> Result<web::Json<Trig>, actix_web::Error>`,
 //! `-> Option<Json<Trig>>`. `unless` still sees the type as written.
 //!
+//! Actix handlers may return a finished response: `-> HttpResponse` or `-> impl Responder`
+//! (the crate `cache-actix` must be a dependency). The whole response (status, headers except
+//! hop-by-hop ones, body up to 1 MiB) is cached as a `cache_core::http::ResponseEntry`; only a
+//! `200` without `Set-Cookie` or `Cache-Control: no-store`/`private`/`no-cache` is stored, any
+//! other response is returned unstored (like an `Err`). For `impl Responder` the macro adds a
+//! hidden `HttpRequest` argument (an extractor), used to turn the responder into a response;
+//! `unless` does not apply to these returns.
+//!
 //! The cached value (`T`) must implement `Serialize + DeserializeOwned`; a missing bound is
 //! reported on the return type. A return type that cannot be stored is a compile error on it:
-//! `impl Trait` (`impl IntoResponse`, `impl Responder`), `dyn Trait`, `HttpResponse`,
-//! `Response` (alone or as the `Ok` / `Some` type). Return `Json<T>` or a serializable type, or
-//! leave the handler unannotated and cache whole responses with the cache layer of
-//! `cache-axum` / `cache-actix`.
+//! other `impl Trait` (`impl IntoResponse`), `dyn Trait`, Axum's `Response`, and `HttpResponse`
+//! as the `Ok` / `Some` type. Return `Json<T>` or a serializable type, or leave the handler
+//! unannotated and cache whole responses with the cache layer of `cache-axum` /
+//! `cache-actix`.
 //!
 //! ## Failure and absence
 //! * No `cache = ...` and no default installed (`cache_core::install_default`): the body runs,

@@ -189,6 +189,36 @@ fn strip(ty: &Type) -> &Type {
     }
 }
 
+/// A finished Actix response returned by a handler, cached whole through `cache-actix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpReturn {
+    /// `-> HttpResponse` (or `HttpResponse<B>`).
+    Response,
+    /// `-> impl Responder`.
+    Responder,
+}
+
+/// Whether the return type is `HttpResponse` or `impl Responder` (top level only).
+pub(crate) fn http_return(ty: &Type) -> Option<HttpReturn> {
+    match strip(ty) {
+        Type::ImplTrait(i) => i.bounds.iter().find_map(|b| match b {
+            syn::TypeParamBound::Trait(t)
+                if t.path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.ident == "Responder") =>
+            {
+                Some(HttpReturn::Responder)
+            }
+            _ => None,
+        }),
+        t @ Type::Path(_) if last_segment(t).as_deref() == Some("HttpResponse") => {
+            Some(HttpReturn::Response)
+        }
+        _ => None,
+    }
+}
+
 /// The part of a return type that `#[cached]` cannot store, if any: an opaque `impl Trait` or
 /// `dyn Trait`, or a finished HTTP response (`HttpResponse`, `Response`), alone or as the
 /// `Ok`/`Some` type.

@@ -477,7 +477,7 @@ mod actix {
     use super::*;
     use actix_web::dev::Payload;
     use actix_web::http::StatusCode;
-    use actix_web::{test, web, FromRequest, HttpRequest, HttpResponse};
+    use actix_web::{test, web, FromRequest, HttpRequest, HttpResponse, Responder};
     use std::future::{ready, Ready};
 
     /// The caller, from the `x-user` header.
@@ -551,6 +551,36 @@ mod actix {
         web::Json(format!("feed of {}", user.0))
     }
 
+    /// `HttpResponse`: the whole response (status, headers, body) is cached; a non-200 one is
+    /// returned unstored.
+    #[cached(resource = "page", ttl = "1m", tags = ["trigs"], cache = &app.cache)]
+    async fn page(app: web::Data<App>, path: web::Path<u32>) -> HttpResponse {
+        let id = *path;
+        app.db.load(format!("page:{id}"));
+        if id == 0 {
+            return HttpResponse::NotFound().body("no page 0");
+        }
+        HttpResponse::Ok()
+            .insert_header(("x-page", id.to_string()))
+            .content_type("text/html; charset=utf-8")
+            .body(format!("<h1>{}</h1>", app.db.name(id)))
+    }
+
+    /// `impl Responder`: turned into a response with the request (kept by the context
+    /// middleware), then cached like `HttpResponse`.
+    #[cached(resource = "card", ttl = "1m", tags = ["trigs"], cache = &app.cache)]
+    async fn card(app: web::Data<App>, path: web::Path<u32>) -> impl Responder {
+        let id = *path;
+        app.db.load(format!("card:{id}"));
+        web::Json(Trig {
+            id,
+            name: app.db.name(id),
+            tag: None,
+        })
+        .customize()
+        .insert_header(("x-card", "yes"))
+    }
+
     macro_rules! service {
         ($app:expr) => {
             test::init_service(
@@ -563,6 +593,95 @@ mod actix {
             )
             .await
         };
+    }
+
+    async fn whole_responses_are_cached_with_headers(ctx: Ctx) {
+        let app = App::new(&ctx);
+        let svc = test::init_service(
+            actix_web::App::new()
+                .wrap(cache_actix::CacheContextLayer::builder().build())
+                .app_data(web::Data::new(app.clone()))
+                .route("/pages/{id}", web::get().to(page))
+                .route("/cards/{id}", web::get().to(card)),
+        )
+        .await;
+        let get = |uri: &'static str| test::TestRequest::get().uri(uri).to_request();
+        for (n, expected) in [(1, "MISS"), (2, "HIT")] {
+            let resp = test::call_service(&svc, get("/pages/7")).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            let h = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            assert_eq!(
+                h("x-cache-status").as_deref(),
+                Some(expected),
+                "request {n}"
+            );
+            assert_eq!(h("x-page").as_deref(), Some("7"));
+            assert_eq!(
+                h("content-type").as_deref(),
+                Some("text/html; charset=utf-8")
+            );
+            assert!(h("x-cache-key").unwrap().contains("page"));
+            let body = test::read_body(resp).await;
+            assert_eq!(&body[..], b"<h1>Trig 7</h1>");
+        }
+        assert_eq!(app.db.loads("page:7"), 1);
+        for n in 1..=2 {
+            let resp = test::call_service(&svc, get("/pages/0")).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+            assert_eq!(test::read_body(resp).await, "no page 0");
+            assert_eq!(app.db.loads("page:0"), n, "a 404 is not cached");
+        }
+        for expected in ["MISS", "HIT"] {
+            let resp = test::call_service(&svc, get("/cards/3")).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers().get("x-cache-status").unwrap(), expected);
+            assert_eq!(resp.headers().get("x-card").unwrap(), "yes");
+            assert_eq!(
+                resp.headers().get("content-type").unwrap(),
+                "application/json"
+            );
+            let t: Trig = test::read_body_json(resp).await;
+            assert_eq!((t.id, t.name.as_str()), (3, "Trig 3"));
+        }
+        assert_eq!(app.db.loads("card:3"), 1);
+        // Bypass refreshes the whole response.
+        let bypass = test::TestRequest::get()
+            .uri("/pages/7")
+            .insert_header(("cache-control", "no-cache"))
+            .to_request();
+        let resp = test::call_service(&svc, bypass).await;
+        assert_eq!(resp.headers().get("x-cache-status").unwrap(), "BYPASS");
+        assert_eq!(app.db.loads("page:7"), 2);
+        // A write invalidating `trigs` makes the next read fresh.
+        app.db.rename(7, "Renamed".into());
+        app.cache.invalidate_tags(&["trigs"]).await.unwrap();
+        let resp = test::call_service(&svc, get("/pages/7")).await;
+        assert_eq!(resp.headers().get("x-cache-status").unwrap(), "MISS");
+        assert_eq!(test::read_body(resp).await, "<h1>Renamed</h1>");
+    }
+
+    /// Without the context middleware an `impl Responder` handler is still cached (the macro's
+    /// hidden `HttpRequest` argument turns it into a response); only the headers are missing.
+    async fn responders_are_cached_without_the_context_middleware(ctx: Ctx) {
+        let app = App::new(&ctx);
+        let svc = test::init_service(
+            actix_web::App::new()
+                .app_data(web::Data::new(app.clone()))
+                .route("/cards/{id}", web::get().to(card)),
+        )
+        .await;
+        for _ in 0..2 {
+            let req = test::TestRequest::get().uri("/cards/4").to_request();
+            let resp = test::call_service(&svc, req).await;
+            assert!(resp.headers().get("x-cache-status").is_none());
+            let t: Trig = test::read_body_json(resp).await;
+            assert_eq!(t.id, 4);
+        }
+        assert_eq!(app.db.loads("card:4"), 1);
     }
 
     async fn trigs_and_errors(ctx: Ctx) {
@@ -660,5 +779,10 @@ mod actix {
         };
     }
 
-    on_both_backends_actix!(trigs_and_errors, users_never_share_entries);
+    on_both_backends_actix!(
+        trigs_and_errors,
+        users_never_share_entries,
+        whole_responses_are_cached_with_headers,
+        responders_are_cached_without_the_context_middleware,
+    );
 }

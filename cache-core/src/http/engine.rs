@@ -1,22 +1,6 @@
 //! The whole-response cache as a framework-independent state machine: [`HttpCache`].
 //!
-//! Both HTTP adapters drive the same steps, so a request is keyed, looked up, answered and
-//! stored the same way under Axum and Actix; the adapters only move bytes and headers between
-//! their framework's types and these:
-//!
-//! 1. [`HttpCache::plan`] reads the request (method, matched route, query, headers) and says what
-//!    to do: [`Plan::Ignore`] (route not configured), [`Plan::Write`] (a write whose success
-//!    invalidates tags), [`Plan::Pass`] (run the handler, maybe mark `BYPASS`), or
-//!    [`Plan::Cache`] with a [`Lookup`].
-//! 2. [`Lookup::fetch`] reads the entry: a hit is a ready [`CachedResponse`] (with `304 Not
-//!    Modified` for a matching `If-None-Match`, no body for `HEAD`, and every cache header); a
-//!    miss is a [`Fill`].
-//! 3. The adapter runs the handler, asks [`Fill::wants_body`] whether the response may be
-//!    stored, buffers at most [`HttpCache::max_body`] bytes of it, and calls [`Fill::store`].
-//!    [`Fill::headers`] are the headers to add to the handler's response.
-//!
-//! A cache failure at any step turns into a pass-through (`X-Cache-Status: SKIP`), never an
-//! error.
+//! See [`HttpCache`].
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -112,8 +96,27 @@ impl RoutePolicy {
     }
 }
 
-/// The framework-independent configuration and steps of a whole-response cache (see the
-/// [module docs](self)). The adapters' builders (`cache_axum::ResponseCacheLayer::builder`,
+/// The framework-independent configuration and steps of a whole-response cache.
+///
+/// Both HTTP adapters drive the same steps, so a request is keyed, looked up, answered and
+/// stored the same way under Axum and Actix; the adapters only move bytes and headers between
+/// their framework's types and these:
+///
+/// 1. [`HttpCache::plan`] reads the request (method, matched route, query, headers) and says what
+///    to do: [`Plan::Ignore`] (route not configured), [`Plan::Write`] (a write whose success
+///    invalidates tags), [`Plan::Pass`] (run the handler, maybe mark `BYPASS`), or
+///    [`Plan::Cache`] with a [`Lookup`].
+/// 2. [`Lookup::fetch`] reads the entry: a hit is a ready [`CachedResponse`] (with `304 Not
+///    Modified` for a matching `If-None-Match`, no body for `HEAD`, and every cache header); a
+///    miss is a [`Fill`].
+/// 3. The adapter runs the handler, asks [`Fill::wants_body`] whether the response may be
+///    stored, buffers at most [`HttpCache::max_body`] bytes of it, and calls [`Fill::store`].
+///    [`Fill::headers`] are the headers to add to the handler's response.
+///
+/// A cache failure at any step turns into a pass-through (`X-Cache-Status: SKIP`), never an
+/// error.
+///
+/// The adapters' builders (`cache_axum::ResponseCacheLayer::builder`,
 /// `cache_actix::ResponseCache::builder`) fill one in.
 #[derive(Debug, Clone)]
 #[must_use]

@@ -35,11 +35,13 @@ use crate::key::CacheKey;
 use crate::Cache;
 
 mod engine;
+mod entry;
 
 pub use engine::{
     fill_tag, outcome_headers, CacheHeaderNames, CachedResponse, Fill, HttpCache, Lookup, Plan,
     RequestInfo, RoutePolicy, HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
 };
+pub use entry::{EntryBody, ResponseEntry};
 
 /// Read access to a header map, so that the rules work on any framework's headers (Axum uses
 /// [`http::HeaderMap`]; Actix has its own map, wrapped by `cache-actix`).

@@ -1,0 +1,215 @@
+//! The request-context middleware for `#[cached]` handlers: [`CacheContextLayer`].
+
+use std::fmt;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header;
+use actix_web::{Error, HttpRequest};
+use cache_core::__private::{with_request_context, RequestContext};
+use cache_core::http::{outcome_headers, CacheHeaderNames, HttpRules};
+use cache_core::metrics::CacheMetrics;
+
+use crate::glue::{insert_all, Headers};
+use crate::record_response;
+
+type UserFn = Arc<dyn Fn(&HttpRequest) -> Option<String> + Send + Sync>;
+type BypassFn = Arc<dyn Fn(&HttpRequest) -> bool + Send + Sync>;
+
+struct ContextConfig {
+    rules: HttpRules,
+    user: UserFn,
+    bypass_allowed: BypassFn,
+    expose_key: bool,
+    names: CacheHeaderNames,
+    // metrics hook
+    metrics: Option<CacheMetrics>,
+}
+
+impl fmt::Debug for ContextConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextConfig")
+            .field("bypass_param", &self.rules.bypass_param)
+            .field("expose_key", &self.expose_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets up, for every request, what `#[cached]` handlers need (the bypass flag and the user
+/// scope) and, after the handler, writes `X-Cache-Status`, `X-Cache-Key`, and on hits
+/// `X-Cache-Age`, `X-Cache-TTL`, `Age` and a `Cache-Control` (when the handler set none) from
+/// the outcome of the last `#[cached]` call the handler made. The same builder as
+/// `cache_axum::CacheContextLayer`.
+///
+/// ```
+/// use actix_web::{web, App, HttpResponse};
+/// use cache_actix::CacheContextLayer;
+///
+/// let app = App::new()
+///     .wrap(CacheContextLayer::builder().expose_key(false).build())
+///     .route("/ping", web::get().to(|| async { HttpResponse::Ok().body("pong") }));
+/// ```
+#[derive(Debug, Clone)]
+pub struct CacheContextLayer {
+    config: Arc<ContextConfig>,
+}
+
+/// Builds a [`CacheContextLayer`].
+#[must_use]
+#[derive(Debug)]
+pub struct CacheContextBuilder {
+    config: ContextConfig,
+}
+
+impl CacheContextLayer {
+    /// A builder with the defaults: anyone may bypass, no user scope, `X-Cache-Key` sent.
+    pub fn builder() -> CacheContextBuilder {
+        CacheContextBuilder {
+            config: ContextConfig {
+                rules: HttpRules::default(),
+                user: Arc::new(|_| None),
+                bypass_allowed: Arc::new(|_| true),
+                expose_key: true,
+                names: CacheHeaderNames::default(),
+                metrics: None,
+            },
+        }
+    }
+}
+
+impl CacheContextBuilder {
+    /// How the user is identified (e.g. from a verified claim or a header). Handlers read it with
+    /// `cache_core::__private::current_user()` through `#[cached(user = ...)]`.
+    pub fn user(
+        mut self,
+        user: impl Fn(&HttpRequest) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.user = Arc::new(user);
+        self
+    }
+
+    /// Who may bypass (default: everyone).
+    pub fn bypass_allowed(
+        mut self,
+        allowed: impl Fn(&HttpRequest) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.config.bypass_allowed = Arc::new(allowed);
+        self
+    }
+
+    /// Name of the bypass query flag (default `cache_bypass`).
+    pub fn bypass_param(mut self, name: impl Into<String>) -> Self {
+        self.config.rules.bypass_param = name.into();
+        self
+    }
+
+    /// Names of the cache headers.
+    pub fn header_names(mut self, names: CacheHeaderNames) -> Self {
+        self.config.names = names;
+        self
+    }
+
+    /// Whether to send `X-Cache-Key` (default `true`).
+    pub fn expose_key(mut self, expose: bool) -> Self {
+        self.config.expose_key = expose;
+        self
+    }
+
+    /// Records `cache_request_duration_seconds{resource, status}` into `metrics` for requests
+    /// whose handler made a `#[cached]` call; `resource` is the matched route (or `handler`)
+    /// (metrics hook).
+    pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
+        self.config.metrics = Some(metrics);
+        self
+    }
+
+    /// The middleware, for `App::wrap` (or `Scope::wrap`, `Resource::wrap`).
+    pub fn build(self) -> CacheContextLayer {
+        CacheContextLayer {
+            config: Arc::new(self.config),
+        }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for CacheContextLayer
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Transform = CacheContext<S>;
+    type InitError = ();
+    type Future = Ready<Result<CacheContext<S>, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(CacheContext {
+            service: Rc::new(service),
+            config: self.config.clone(),
+        }))
+    }
+}
+
+/// The service produced by [`CacheContextLayer`]. It does not require `Send` of the wrapped
+/// service or its futures.
+#[derive(Debug)]
+pub struct CacheContext<S> {
+    service: Rc<S>,
+    config: Arc<ContextConfig>,
+}
+
+impl<S> CacheContext<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.service
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for CacheContext<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let config = self.config.clone();
+        // metrics hook: the route (or `handler`) and the start time.
+        let timing = config.metrics.is_some().then(|| {
+            let route = req.match_pattern().unwrap_or_else(|| "handler".to_owned());
+            (route, Instant::now())
+        });
+        let http_req = req.request();
+        let bypass = (config.bypass_allowed)(http_req)
+            && config
+                .rules
+                .wants_bypass(Some(req.query_string()), &Headers(req.headers()));
+        let ctx = Arc::new(RequestContext::new(bypass, (config.user)(http_req)));
+        let fut = with_request_context(ctx.clone(), self.service.call(req));
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if let Some(outcome) = ctx.take_outcome() {
+                let headers = resp.headers_mut();
+                let has_cc = headers.contains_key(header::CACHE_CONTROL);
+                let per_user = ctx.user.is_some();
+                let pairs =
+                    outcome_headers(&config.names, config.expose_key, &outcome, per_user, has_cc);
+                insert_all(headers, &pairs);
+            }
+            // metrics hook
+            if let (Some(metrics), Some((route, start))) = (&config.metrics, timing) {
+                record_response(metrics, &route, resp.headers(), &config.names.status, start);
+            }
+            Ok(resp)
+        })
+    }
+}

@@ -1,0 +1,325 @@
+//! The whole-response cache: [`ResponseCacheLayer`] and its [`ResponseCache`] service.
+//!
+//! The steps (plan, lookup, fill, store) are [`cache_core::http::HttpCache`]'s, shared with
+//! `cache-axum`; this file moves requests, responses and bodies between Actix and those steps.
+
+use std::fmt;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header;
+use actix_web::{Error, HttpRequest};
+use cache_core::http::{CacheHeaderNames, HttpCache, Plan, RequestInfo, RoutePolicy};
+use cache_core::metrics::CacheMetrics;
+use cache_core::Cache;
+
+use crate::glue::{cached_response, header as convert, insert_all, method, read_capped, Headers};
+use crate::record_response;
+
+type UserFn = Arc<dyn Fn(&HttpRequest) -> Option<String> + Send + Sync>;
+type BypassFn = Arc<dyn Fn(&HttpRequest) -> bool + Send + Sync>;
+
+struct Config {
+    http: HttpCache,
+    user: UserFn,
+    bypass_allowed: BypassFn,
+    // metrics hook
+    metrics: Option<CacheMetrics>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ResponseCacheLayer`]: the same methods, names and defaults as
+/// `cache_axum::ResponseCacheBuilder`.
+#[must_use]
+#[derive(Debug)]
+pub struct ResponseCacheBuilder {
+    config: Config,
+}
+
+impl ResponseCacheBuilder {
+    /// Caches the route with this template (as written in `web::resource` / `App::route`).
+    pub fn route(mut self, template: impl Into<String>, policy: RoutePolicy) -> Self {
+        self.config.http = self.config.http.route(template, policy);
+        self
+    }
+
+    /// Adds a request header whose value is part of every key (the routes' `Vary`).
+    pub fn vary(mut self, header: http::HeaderName) -> Self {
+        self.config.http = self.config.http.vary(header);
+        self
+    }
+
+    /// Statuses that are stored (default `[200]`).
+    pub fn cacheable_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
+        self.config.http = self.config.http.cacheable_statuses(statuses);
+        self
+    }
+
+    /// Name of the bypass query flag (default `cache_bypass`); it is never part of a key.
+    pub fn bypass_param(mut self, name: impl Into<String>) -> Self {
+        self.config.http = self.config.http.bypass_param(name);
+        self
+    }
+
+    /// Who may bypass (default: everyone). A refused bypass is served like any request, so the
+    /// public cannot force refills.
+    pub fn bypass_allowed(
+        mut self,
+        allowed: impl Fn(&HttpRequest) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.config.bypass_allowed = Arc::new(allowed);
+        self
+    }
+
+    /// How the user of a per-user route is identified (default: none, so per-user routes pass
+    /// through). Return a stable id, never a raw secret: it becomes part of the key.
+    pub fn user(
+        mut self,
+        user: impl Fn(&HttpRequest) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.user = Arc::new(user);
+        self
+    }
+
+    /// Whether to send `X-Cache-Key` (default `true`).
+    pub fn expose_key(mut self, expose: bool) -> Self {
+        self.config.http = self.config.http.expose_key(expose);
+        self
+    }
+
+    /// Names of the cache headers.
+    pub fn header_names(mut self, names: CacheHeaderNames) -> Self {
+        self.config.http = self.config.http.header_names(names);
+        self
+    }
+
+    /// After a successful (2xx) `POST`, `PUT`, `PATCH` or `DELETE` on the route with this
+    /// template, invalidate `tags`; `{name}` is replaced by the path parameter `name`. A failed
+    /// invalidation is logged (`cache_invalidate_failed`); the response is unchanged.
+    pub fn invalidate_on_write<I, T>(mut self, template: impl Into<String>, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.config.http = self.config.http.invalidate_on_write(template, tags);
+        self
+    }
+
+    /// Largest body stored (default 1 MiB); larger bodies stream through uncached.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.config.http = self.config.http.max_body(bytes);
+        self
+    }
+
+    /// Records `cache_request_duration_seconds{resource, status}` for the cached routes into
+    /// `metrics` (metrics hook).
+    pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
+        self.config.metrics = Some(metrics);
+        self
+    }
+
+    /// The middleware, for `App::wrap`.
+    pub fn build(self) -> ResponseCacheLayer {
+        ResponseCacheLayer {
+            config: Arc::new(self.config),
+        }
+    }
+}
+
+/// An Actix middleware caching whole responses of the configured routes. It is `Send` and
+/// cheap to clone, so it can be built once and cloned into `HttpServer::new`'s factory; the
+/// services it wraps need not be `Send`.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_web::{web, App, HttpResponse};
+/// use cache_actix::{ResponseCacheLayer, RoutePolicy};
+/// use cache_core::Cache;
+///
+/// let cache = Cache::memory();
+/// let app = App::new()
+///     .wrap(
+///         ResponseCacheLayer::builder(cache)
+///             .route("/trigs/{id}", RoutePolicy::ttl(Duration::from_secs(3600)).tag("trig:{id}"))
+///             .build(),
+///     )
+///     .route("/trigs/{id}", web::get().to(|| async { HttpResponse::Ok().body("trig") }));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ResponseCacheLayer {
+    config: Arc<Config>,
+}
+
+impl ResponseCacheLayer {
+    /// A builder using `cache`.
+    pub fn builder(cache: Cache) -> ResponseCacheBuilder {
+        ResponseCacheBuilder {
+            config: Config {
+                http: HttpCache::new(cache),
+                user: Arc::new(|_| None),
+                bypass_allowed: Arc::new(|_| true),
+                metrics: None,
+            },
+        }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for ResponseCacheLayer
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = Error;
+    type Transform = ResponseCache<S>;
+    type InitError = ();
+    type Future = Ready<Result<ResponseCache<S>, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(ResponseCache {
+            service: Rc::new(service),
+            config: self.config.clone(),
+        }))
+    }
+}
+
+/// The service produced by [`ResponseCacheLayer`].
+#[derive(Debug)]
+pub struct ResponseCache<S> {
+    service: Rc<S>,
+    config: Arc<Config>,
+}
+
+impl<S> ResponseCache<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.service
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for ResponseCache<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<ServiceResponse<BoxBody>, Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = self.service.clone();
+        let config = self.config.clone();
+        Box::pin(async move {
+            // Pre-routing, the template comes from the resource map (one walk, one String).
+            let route = req.match_pattern();
+            // metrics hook: time the request and label it with the route's resource and status.
+            let timing = config.metrics.as_ref().and_then(|m| {
+                let resource = config.http.resource_of(route.as_deref()?)?.to_owned();
+                Some((m.clone(), resource, Instant::now()))
+            });
+            let resp = handle(&config, &*service, req, route.as_deref()).await?;
+            if let Some((metrics, resource, start)) = timing {
+                let status = &config.http.names().status;
+                record_response(&metrics, &resource, resp.headers(), status, start);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+async fn handle<S, B>(
+    config: &Config,
+    service: &S,
+    req: ServiceRequest,
+    route: Option<&str>,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody + 'static,
+{
+    let http = &config.http;
+    let plan = {
+        let m = method(req.method());
+        let query = req.query_string();
+        let info = RequestInfo {
+            method: &m,
+            route,
+            path: req.path(),
+            query: (!query.is_empty()).then_some(query),
+            headers: &Headers(req.headers()),
+        };
+        let http_req = req.request();
+        http.plan(
+            &info,
+            || (config.bypass_allowed)(http_req),
+            || (config.user)(http_req),
+        )
+    };
+    let fill = match plan {
+        Plan::Ignore => return Ok(service.call(req).await?.map_into_boxed_body()),
+        Plan::Write(tags) => {
+            let resp = service.call(req).await?;
+            if resp.status().is_success() {
+                http.after_write(&tags).await;
+            }
+            return Ok(resp.map_into_boxed_body());
+        }
+        Plan::Pass { mark } => {
+            let mut resp = service.call(req).await?;
+            if mark {
+                let (n, v) = http.bypass_header();
+                insert_all(resp.headers_mut(), &[(n, v)]);
+            }
+            return Ok(resp.map_into_boxed_body());
+        }
+        Plan::Cache(lookup) => match lookup.fetch(http).await {
+            Ok(hit) => {
+                let (http_req, _payload) = req.into_parts();
+                return Ok(ServiceResponse::new(http_req, cached_response(hit)));
+            }
+            Err(fill) => fill,
+        },
+    };
+    let mut resp = service.call(req).await?.map_into_boxed_body();
+    let added = fill.headers(http);
+    let status = resp.status().as_u16();
+    let sized_over = matches!(resp.response().body().size(), BodySize::Sized(n) if n > http.max_body_len() as u64);
+    if sized_over || !fill.wants_body(http, status, &Headers(resp.headers())) {
+        insert_all(resp.headers_mut(), &added);
+        return Ok(resp);
+    }
+    let (http_req, response) = resp.into_parts();
+    let (mut head, body) = response.into_parts();
+    let body = match read_capped(body, http.max_body_len()).await {
+        Ok(bytes) => {
+            if let Some(etag) = fill
+                .store(http, status, &Headers(head.headers()), bytes.clone())
+                .await
+            {
+                if !head.headers().contains_key(header::ETAG) {
+                    if let Some((n, v)) = convert(&http::header::ETAG, &etag) {
+                        head.headers_mut().insert(n, v);
+                    }
+                }
+            }
+            BoxBody::new(bytes)
+        }
+        Err(partial) => partial,
+    };
+    insert_all(head.headers_mut(), &added);
+    Ok(ServiceResponse::new(http_req, head.set_body(body)))
+}
