@@ -337,8 +337,20 @@ pub async fn delete_content(
 }
 
 /// `GET /`: what this service is, and URLs to try.
-pub async fn index(State(app): State<App>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
+pub async fn index(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (max_item_id, users) = app
+        .db
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT IFNULL(MAX(id), 0) FROM content_items), (SELECT COUNT(*) FROM users)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?)
+        })
+        .await?;
+    Ok(Json(serde_json::json!({
+        "max_item_id": max_item_id,
+        "users": users,
         "service": "gallery",
         "cache_backend": app.cache.backend_kind(),
         "cache_enabled": app.cache.is_enabled(),
@@ -353,7 +365,7 @@ pub async fn index(State(app): State<App>) -> Json<serde_json::Value> {
             "POST /content (X-User-Id)", "PUT /content/{id}/tags", "DELETE /content/{id}",
             "GET /admin/cache/stats (Authorization: Bearer $ADMIN_TOKEN)", "GET /metrics",
         ],
-    }))
+    })))
 }
 
 // ------------------------------------------------------------------------------ router
