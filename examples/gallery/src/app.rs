@@ -309,6 +309,9 @@ impl App {
     /// down) is logged and does not fail the request: the write happened, and the entries expire
     /// by TTL (the breaker makes a dead Redis cheap).
     pub async fn commit(&self, mut pending: PendingInvalidation, outcome: &WriteOutcome) {
+        if !self.cache.is_enabled() {
+            return; // CACHE_ENABLED=false: nothing is cached, nothing to invalidate.
+        }
         for t in outcome.data_tags() {
             pending.tag(t);
         }
