@@ -1,0 +1,322 @@
+//! The load test: the same realistic mix against an uncached and a cached gallery, side by side.
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p gallery --bin gallery-load -- \
+//!     [--duration 10] [--warmup 2] [--concurrency 32] [--writes 5] \
+//!     [--cached-url URL --uncached-url URL]
+//! ```
+//!
+//! Without `--cached-url`/`--uncached-url` it starts two `gallery` processes (the binary next to
+//! this one; build it with `cargo build --release -p gallery`) on free loopback ports: a cached
+//! one on `REDIS_URL` (in-memory when unset) and one with `CACHE_ENABLED=false`, both on the same
+//! database (`GALLERY_DB`, seeded by the first). Environment: `LOAD_DURATION`, `LOAD_WARMUP`
+//! (seconds), `LOAD_CONCURRENCY`, `LOAD_WRITE_PERCENT`, `ADMIN_TOKEN`.
+//!
+//! Loopback only: other targets are refused. Reports p50/p95/p99 latency, throughput, errors
+//! and hit rate per route group, the targets (cached gallery list p95 < 5 ms and at least 10x
+//! lower than uncached), and memory per cached entry (Redis `used_memory` delta over the entries
+//! of the namespace, counted with `SCAN`, and the engine's bytes written per set).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use gallery::load::{self, LoadOptions};
+use gallery::server::DEFAULT_ADMIN_TOKEN;
+use serde_json::Value;
+
+/// A spawned gallery, killed on drop.
+struct Instance {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(bin: &PathBuf, envs: &[(&str, String)], remove: &[&str]) -> Result<Instance, String> {
+    let mut cmd = Command::new(bin);
+    cmd.env("ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for k in remove {
+        cmd.env_remove(k);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        format!(
+            "{}: {e} (build it: cargo build --release -p gallery)",
+            bin.display()
+        )
+    })?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                    sent = true;
+                }
+            }
+        }
+    });
+    let mut inst = Instance {
+        child,
+        base: String::new(),
+    };
+    inst.base = rx
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| "the gallery did not print its `listening on` line".to_string())?;
+    Ok(inst)
+}
+
+fn arg_or_env(args: &[String], flag: &str, env: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+}
+
+fn num<T: std::str::FromStr>(v: Option<String>, default: T) -> T {
+    v.and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+async fn redis_memory(con: &mut redis::aio::MultiplexedConnection) -> Option<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(con)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Counts keys matching `pattern` with `SCAN` (never `KEYS`).
+async fn scan_count(con: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Option<u64> {
+    let mut cursor: u64 = 0;
+    let mut n = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await
+            .ok()?;
+        n += keys.len() as u64;
+        cursor = next;
+        if cursor == 0 {
+            return Some(n);
+        }
+    }
+}
+
+async fn admin(base: &str, token: &str, method: reqwest::Method, path: &str) -> Option<Value> {
+    reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("gallery-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<bool, String> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("usage: gallery-load [--duration S] [--warmup S] [--concurrency N] [--writes PCT] [--cached-url URL --uncached-url URL]");
+        return Ok(true);
+    }
+    let opts = LoadOptions {
+        duration: Duration::from_secs_f64(num(
+            arg_or_env(&args, "--duration", "LOAD_DURATION"),
+            10.0,
+        )),
+        warmup: Duration::from_secs_f64(num(arg_or_env(&args, "--warmup", "LOAD_WARMUP"), 2.0)),
+        concurrency: num(
+            arg_or_env(&args, "--concurrency", "LOAD_CONCURRENCY"),
+            32usize,
+        )
+        .max(1),
+        write_percent: num(arg_or_env(&args, "--writes", "LOAD_WRITE_PERCENT"), 5u32).min(100),
+        seed: 2024,
+    };
+    let token = std::env::var("ADMIN_TOKEN").unwrap_or_else(|_| DEFAULT_ADMIN_TOKEN.into());
+    let redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
+    if let Some(url) = &redis_url {
+        load::check_loopback(&url.replacen("redis://", "http://", 1).replacen(
+            "rediss://",
+            "http://",
+            1,
+        ))?;
+    }
+
+    let given = (
+        arg_or_env(&args, "--cached-url", "LOAD_CACHED_URL"),
+        arg_or_env(&args, "--uncached-url", "LOAD_UNCACHED_URL"),
+    );
+    let mut _instances = Vec::new();
+    let (cached_url, uncached_url) = match given {
+        (Some(c), Some(u)) => (c, u),
+        (None, None) => {
+            let bin = std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .with_file_name(format!("gallery{}", std::env::consts::EXE_SUFFIX));
+            let mut cached_env = vec![("ADMIN_TOKEN", token.clone())];
+            if let Some(url) = &redis_url {
+                cached_env.push(("REDIS_URL", url.clone()));
+            }
+            println!(
+                "starting the cached gallery ({}) ...",
+                if redis_url.is_some() {
+                    "Redis"
+                } else {
+                    "in-memory cache: set REDIS_URL for Redis"
+                }
+            );
+            let cached = spawn(&bin, &cached_env, &["CACHE_ENABLED"])?;
+            println!("starting the uncached gallery (CACHE_ENABLED=false) ...");
+            let uncached = spawn(
+                &bin,
+                &[
+                    ("CACHE_ENABLED", "false".into()),
+                    ("ADMIN_TOKEN", token.clone()),
+                ],
+                &["REDIS_URL"],
+            )?;
+            let urls = (cached.base.clone(), uncached.base.clone());
+            _instances.push(cached);
+            _instances.push(uncached);
+            urls
+        }
+        _ => return Err("give both --cached-url and --uncached-url, or neither".into()),
+    };
+    load::check_loopback(&cached_url)?;
+    load::check_loopback(&uncached_url)?;
+    println!(
+        "mix: ~{}% reads / {}% writes, {} connections, {:?} warm-up + {:?} measured per side",
+        100 - opts.write_percent,
+        opts.write_percent,
+        opts.concurrency,
+        opts.warmup,
+        opts.duration
+    );
+
+    println!("uncached side: {uncached_url}");
+    let uncached = load::run_side(&uncached_url, &opts).await?;
+
+    // Memory: flush the namespace, then measure Redis before and after the cached side.
+    let mut redis_con = match &redis_url {
+        Some(url) => redis::Client::open(url.as_str())
+            .map_err(|e| e.to_string())?
+            .get_multiplexed_async_connection()
+            .await
+            .ok(),
+        None => None,
+    };
+    admin(&cached_url, &token, reqwest::Method::DELETE, "/admin/cache").await;
+    admin(
+        &cached_url,
+        &token,
+        reqwest::Method::POST,
+        "/admin/cache/reset-stats",
+    )
+    .await;
+    let mem_before = match redis_con.as_mut() {
+        Some(c) => redis_memory(c).await,
+        None => None,
+    };
+    println!("cached side: {cached_url}");
+    let cached = load::run_side(&cached_url, &opts).await?;
+    let stats = admin(
+        &cached_url,
+        &token,
+        reqwest::Method::GET,
+        "/admin/cache/stats",
+    )
+    .await;
+
+    println!();
+    print!("{}", load::format_table(&uncached, &cached));
+    println!();
+
+    let g_u = &uncached.groups["gallery list"];
+    let g_c = &cached.groups["gallery list"];
+    let ratio = g_u.p95_ms / g_c.p95_ms.max(1e-6);
+    let p95_ok = g_c.p95_ms < 5.0;
+    let ratio_ok = ratio >= 10.0;
+    println!(
+        "target: cached gallery list p95 < 5 ms: {:.2} ms -> {}",
+        g_c.p95_ms,
+        if p95_ok { "PASS" } else { "FAIL" }
+    );
+    println!(
+        "target: uncached / cached gallery list p95 >= 10x: {ratio:.1}x -> {}",
+        if ratio_ok { "PASS" } else { "FAIL" }
+    );
+    let all_u = &uncached.groups["all"];
+    let all_c = &cached.groups["all"];
+    println!(
+        "overall: throughput {:.0} -> {:.0} req/s ({:.1}x), p95 {:.2} -> {:.2} ms",
+        all_u.rps,
+        all_c.rps,
+        all_c.rps / all_u.rps.max(1e-9),
+        all_u.p95_ms,
+        all_c.p95_ms
+    );
+
+    if let Some(s) = &stats {
+        let c = &s["counters"];
+        let sets = c["sets"].as_u64().unwrap_or(0);
+        let bytes = c["bytes_written"].as_u64().unwrap_or(0);
+        let hits = c["hits"].as_u64().unwrap_or(0);
+        let misses = c["misses"].as_u64().unwrap_or(0);
+        println!(
+            "engine stats (cached side): hits {hits}, misses {misses} ({:.1}% hit rate), sets {sets}, invalidations {}, errors {}, avg encoded entry {} bytes",
+            hits as f64 * 100.0 / (hits + misses).max(1) as f64,
+            c["invalidations"],
+            c["errors"],
+            bytes.checked_div(sets).unwrap_or(0)
+        );
+    }
+    if let (Some(con), Some(before)) = (redis_con.as_mut(), mem_before) {
+        let ns = std::env::var("CACHE_NAMESPACE").unwrap_or_else(|_| "gallery".into());
+        let after = redis_memory(con).await.unwrap_or(before);
+        let entries = scan_count(con, &format!("{ns}:v*")).await.unwrap_or(0);
+        let tag_keys = scan_count(con, &format!("{ns}:t:*")).await.unwrap_or(0);
+        let delta = after.saturating_sub(before);
+        println!(
+            "redis memory: used_memory {before} -> {after} bytes (+{delta}); {entries} live entries, {tag_keys} tag-index keys; {} bytes per entry (tag indexes included)",
+            delta.checked_div(entries).unwrap_or(0)
+        );
+    }
+    Ok(p95_ok && ratio_ok)
+}
