@@ -12,7 +12,7 @@ REDIS_PORT ?= 6379
 .DEFAULT_GOAL := help
 
 .PHONY: help test test-all fmt fmt-check clippy doc features bench \
-	redis-up redis-down cache-stats cache-flush clean
+	redis-up redis-down cache-stats cache-flush demo load clean
 
 help:
 	@echo "Usage: make <target>"
@@ -30,6 +30,8 @@ help:
 	@echo "  redis-down   stop that dev redis-server"
 	@echo "  cache-stats  hit/miss, memory and key counts of \$$REDIS_URL (+ NAMESPACE=ns key count)"
 	@echo "  cache-flush  delete the keys NAMESPACE:* on \$$REDIS_URL (NAMESPACE required; DRY_RUN=1 counts)"
+	@echo "  demo         throw-away redis + gallery example + asserted demo walk (status, X-Cache-*)"
+	@echo "  load         gallery load test: cached (Redis) vs uncached, p50/p95/p99, req/s, hit rate"
 	@echo "  clean        cargo clean"
 
 # REDIS_SERVER_BIN is exported so that the tests use the binary that
@@ -74,6 +76,12 @@ redis-up:
 
 redis-down:
 	@REDIS_PORT="$(REDIS_PORT)" sh scripts/dev-redis.sh down
+
+demo:
+	@sh scripts/demo.sh
+
+load:
+	@sh scripts/load.sh
 
 cache-stats:
 	@REDIS_PORT="$(REDIS_PORT)" sh scripts/cache-admin.sh stats

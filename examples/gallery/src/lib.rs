@@ -52,7 +52,7 @@
 //! | `ADDR` | listen address (`127.0.0.1:0`: a free port) | `127.0.0.1:3001` |
 //! | `GALLERY_DB` | SQLite file, created and seeded on first start | `$TMPDIR/annocache-gallery.sqlite3` |
 //! | `GALLERY_SEED_ITEMS`, `GALLERY_SEED_USERS`, `GALLERY_SEED` | seed volume and PRNG seed (another value re-creates the file) | 50000, 500, 42 |
-//! | `GALLERY_DB_READERS` | reader connections | 4 |
+//! | `GALLERY_DB_READERS` | reader connections | number of CPUs |
 //! | `ADMIN_TOKEN` | bearer token of `/admin/cache/*` | `gallery-dev-token` |
 //! | `REDIS_URL` | Redis; unset: in-memory cache | unset |
 //! | `CACHE_ENABLED` | `false`: no caching (the load test's baseline) | `true` |

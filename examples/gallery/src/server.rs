@@ -26,7 +26,8 @@ pub struct Config {
     pub seed: SeedConfig,
     /// Bearer token of `/admin/cache` (`ADMIN_TOKEN`, default [`DEFAULT_ADMIN_TOKEN`]).
     pub admin_token: String,
-    /// Reader connections (`GALLERY_DB_READERS`, default 4).
+    /// Reader connections (`GALLERY_DB_READERS`, default: the number of CPUs). SQLite queries
+    /// are CPU-bound, so more readers than cores only make cache misses steal CPU from hits.
     pub readers: usize,
 }
 
@@ -70,7 +71,11 @@ impl Config {
                 .ok()
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN.to_owned()),
-            readers: env_num("GALLERY_DB_READERS", 4usize)?.clamp(1, 64),
+            readers: env_num(
+                "GALLERY_DB_READERS",
+                std::thread::available_parallelism().map_or(2, usize::from),
+            )?
+            .clamp(1, 64),
         })
     }
 }

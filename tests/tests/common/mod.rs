@@ -89,3 +89,27 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Like [`on_both_backends!`], on actix's runtime (`#[actix_web::test]`: a current-thread tokio
+/// runtime in a `LocalSet`), for suites whose services are not `Send`.
+#[macro_export]
+macro_rules! on_both_backends_actix {
+    ($($test:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[actix_web::test]
+                async fn $test() {
+                    super::$test($crate::common::Ctx::new($crate::common::Kind::Redis)).await
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[actix_web::test]
+                async fn $test() {
+                    super::$test($crate::common::Ctx::new($crate::common::Kind::Memory)).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,115 @@
+#![allow(missing_docs)]
+//! `CacheContextLayer`: `X-Cache-*` headers and bypass for `#[cached]` Actix handlers: the cases
+//! of `axum_context.rs`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix_http::Request;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::HeaderMap;
+use actix_web::http::StatusCode;
+use actix_web::test::{self, TestRequest};
+use actix_web::{web, App};
+use cache_actix::CacheContextLayer;
+use cache_core::{cached, Cache};
+use common::Ctx;
+
+#[derive(Clone)]
+struct State {
+    cache: Cache,
+    loads: Arc<AtomicUsize>,
+}
+
+#[cached(resource = "trig", ttl = "1h", cache = app.cache.clone())]
+async fn get_trig(app: web::Data<State>, id: web::Path<u32>) -> web::Json<String> {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    web::Json(format!("trig {}", *id))
+}
+
+async fn service(
+    state: State,
+    layer: CacheContextLayer,
+) -> impl Service<Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    test::init_service(
+        App::new()
+            .app_data(web::Data::new(state))
+            .route("/trigs/{id}", web::get().to(get_trig))
+            .route("/plain", web::get().to(|| async { "plain" }))
+            .wrap(layer),
+    )
+    .await
+}
+
+async fn call<S, B>(svc: &S, req: Request) -> (StatusCode, HeaderMap, String)
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let resp = test::call_service(svc, req).await;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    (status, headers, body)
+}
+
+fn h<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+async fn cached_handlers_get_cache_headers_and_honour_bypass(ctx: Ctx) {
+    let state = State {
+        cache: ctx.cache(),
+        loads: Arc::default(),
+    };
+    let r = service(state.clone(), CacheContextLayer::builder().build()).await;
+    let req = || TestRequest::get().uri("/trigs/1").to_request();
+    let (status, headers, body) = call(&r, req()).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "\"trig 1\""));
+    assert_eq!(h(&headers, "x-cache-status"), "MISS");
+    assert!(h(&headers, "x-cache-key").contains(":trig:"), "{headers:?}");
+    let (_, headers, body) = call(&r, req()).await;
+    assert_eq!(
+        (h(&headers, "x-cache-status"), body.as_str()),
+        ("HIT", "\"trig 1\"")
+    );
+    assert_eq!(h(&headers, "x-cache-age"), "0");
+    let ttl: u64 = h(&headers, "x-cache-ttl").parse().unwrap();
+    assert!(ttl > 3590, "{ttl}");
+    assert!(h(&headers, "cache-control").starts_with("public, max-age="));
+    assert_eq!(state.loads.load(Ordering::SeqCst), 1);
+    let bypass = TestRequest::get()
+        .uri("/trigs/1")
+        .insert_header(("cache-control", "no-cache"))
+        .to_request();
+    let (_, headers, _) = call(&r, bypass).await;
+    assert_eq!(h(&headers, "x-cache-status"), "BYPASS");
+    assert_eq!(state.loads.load(Ordering::SeqCst), 2);
+    // Handlers without #[cached] get no cache headers.
+    let (_, headers, _) = call(&r, TestRequest::get().uri("/plain").to_request()).await;
+    assert_eq!(h(&headers, "x-cache-status"), "");
+    // A restricted bypass is refused for the public, and the key can be hidden.
+    let restricted = service(
+        state.clone(),
+        CacheContextLayer::builder()
+            .bypass_allowed(|req| req.headers().contains_key("x-admin"))
+            .expose_key(false)
+            .build(),
+    )
+    .await;
+    let bypass = TestRequest::get()
+        .uri("/trigs/1")
+        .insert_header(("cache-control", "no-cache"))
+        .to_request();
+    let (_, headers, _) = call(&restricted, bypass).await;
+    assert_eq!(h(&headers, "x-cache-status"), "HIT");
+    assert_eq!(h(&headers, "x-cache-key"), "");
+}
+
+on_both_backends_actix!(cached_handlers_get_cache_headers_and_honour_bypass);
