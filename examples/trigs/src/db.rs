@@ -404,8 +404,10 @@ pub fn logs(
     per_page: u32,
 ) -> rusqlite::Result<Page<LogSummary>> {
     let (page, per_page, offset) = bounds(page, per_page);
+    // One statement shape per filter; `?3` is bound in every one (the `All` clause names it
+    // without filtering) so the parameters are the same.
     let (clause, id) = match filter {
-        LogFilter::All => ("1 = 1 OR ?3 = 0", 0),
+        LogFilter::All => ("?3 = ?3", 0),
         LogFilter::Trig(id) => ("trig_id = ?3", id),
         LogFilter::User(id) => ("user_id = ?3", id),
     };

@@ -301,11 +301,11 @@ pub async fn delete_log(
         .db
         .run(move |c| db::delete_log(c, id)?.ok_or(ApiError::NotFound("log")))
         .await?;
-    if !photos.is_empty() {
+    if !photos.is_empty() && app.cache.is_enabled() {
         let tags: Vec<String> = photos.iter().map(|p| format!("photo:{p}")).collect();
         if let Err(e) = app.cache.invalidate_tags(&tags).await {
-            // The delete is committed; the cache could not be told (Redis down, or caching
-            // disabled). The photos' TTL bounds how long they can still be served.
+            // The delete is committed; the cache could not be told (Redis down). The photos'
+            // TTL bounds how long they can still be served.
             tracing::warn!(error = %e, "photo invalidation failed");
         }
     }

@@ -82,14 +82,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "admin token: {} (Authorization: Bearer ...)",
         settings.admin_token
     );
-    tracing::info!(
-        "try: curl -i {base}/v1/trigs/1   (twice: MISS, then HIT) | curl -i '{base}/v1/trigs/1?cache_bypass=1' | \
-         curl -i -X POST {base}/v1/trigs/1/logs -H 'content-type: application/json' \
-         -d '{{\"user_id\":1,\"text\":\"Found it\",\"condition\":\"Good\"}}' | \
-         curl -s {base}/v1/stats/site | curl -s {base}/metrics | \
-         curl -s -H 'Authorization: Bearer {}' {base}/admin/cache/stats",
-        settings.admin_token
-    );
+    let json = "-H 'content-type: application/json'";
+    let body = r#"{"user_id":3,"text":"Found it","condition":"Good"}"#;
+    for try_this in [
+        format!("curl -i {base}/v1/trigs/1              # twice: MISS, then HIT"),
+        format!("curl -i '{base}/v1/trigs/1?cache_bypass=1'   # BYPASS"),
+        format!("curl -i -X POST {base}/v1/trigs/1/logs {json} -d '{body}'   # invalidates by tag"),
+        format!("curl -s {base}/v1/stats/site"),
+        format!(
+            "curl -s -H 'Authorization: Bearer {}' {base}/admin/cache/stats",
+            settings.admin_token
+        ),
+        format!("curl -s {base}/metrics"),
+    ] {
+        tracing::info!("try: {try_this}");
+    }
     server.run().await?;
     Ok(())
 }

@@ -23,13 +23,16 @@ struct Service {
 }
 
 impl Service {
-    fn start(redis_url: &str) -> Service {
+    /// Spawns the binary with a fresh small database, `ADDR=127.0.0.1:0` and `env`, and waits
+    /// for its `listening on` line.
+    fn start(env: &[(&str, &str)]) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("trigs.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_trigs"))
             .env_remove("CACHE_ENABLED")
             .env_remove("CACHE_NAMESPACE")
-            .env("REDIS_URL", redis_url)
+            .env_remove("REDIS_URL")
+            .envs(env.iter().copied())
             .env("ADDR", "127.0.0.1:0")
             .env("TRIGS_DB", dir.path().join("trigs.sqlite3"))
             .env("TRIGS_SEED_TRIGS", "300")
@@ -38,6 +41,7 @@ impl Service {
             .env("ADMIN_TOKEN", "e2e-token")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
+            .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn the trigs binary");
@@ -166,7 +170,7 @@ fn n(v: &Value, field: &str) -> u64 {
 async fn the_walk() {
     // An owned server (not `REDIS_URL`'s): the test kills it at the end.
     let mut redis = RedisServer::start_owned();
-    let service = Service::start(&redis.url());
+    let service = Service::start(&[("REDIS_URL", &redis.url())]);
     let api = Api {
         client: Client::new(),
         base: service.base.clone(),
@@ -376,4 +380,43 @@ async fn the_walk() {
     let r = api.get("/v1/stats/site").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(n(&r.body, "logs"), n(&stats, "logs") + 1);
+}
+
+/// `cargo run -p trigs` with no Redis: the in-memory backend, the same headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_by_default() {
+    let service = Service::start(&[]);
+    let api = Api {
+        client: Client::new(),
+        base: service.base.clone(),
+    };
+    let miss = api.expect("/v1/users/2", "MISS").await;
+    assert_eq!(api.expect("/v1/users/2", "HIT").await, miss);
+    let r = api
+        .call(Method::GET, "/admin/cache/stats", None, Some("e2e-token"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["backend"], "memory", "{}", r.body);
+}
+
+/// `CACHE_ENABLED=false`: every read goes to SQLite (`SKIP`), writes still work, reads are
+/// always current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_disabled() {
+    let service = Service::start(&[("CACHE_ENABLED", "false")]);
+    let api = Api {
+        client: Client::new(),
+        base: service.base.clone(),
+    };
+    let trig = api.expect("/v1/trigs/3", "SKIP").await;
+    assert_eq!(api.expect("/v1/trigs/3", "SKIP").await, trig);
+    let created = api
+        .post(
+            "/v1/trigs/3/logs",
+            json!({"user_id": 1, "text": "uncached", "condition": "Good"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let t = api.expect("/v1/trigs/3", "SKIP").await;
+    assert_eq!(n(&t, "log_count"), n(&trig, "log_count") + 1);
 }
