@@ -43,7 +43,10 @@
 //! | `POST /v1/logs/{log_id}/photos` | `stats:site`, `log:{log_id}`, `trig:{result.trig_id}`, `trig:{result.trig_id}:photos`, `user:{result.user_id}` |
 //! | `POST /v1/users` | `stats:site`, `users:list` |
 //!
-//! A failed write (`Err`: 400, 404, 409) invalidates nothing. When Redis is down, reads answer
+//! Invalidation happens after the write's transaction and before its reply, so the writer's
+//! next read is fresh. A read that loaded the old rows before the write and finishes after the
+//! invalidation is not stored (the library counts it under `rejected_fills`), so no stale
+//! entry survives the race. A failed write (`Err`: 400, 404, 409) invalidates nothing. When Redis is down, reads answer
 //! from SQLite (`X-Cache-Status: SKIP`) and writes still succeed.
 //!
 //! # Environment
