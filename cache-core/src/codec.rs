@@ -188,6 +188,7 @@ fn write_header(
     buf.len()
 }
 
+#[cfg_attr(not(feature = "compression"), allow(clippy::ptr_arg))]
 fn finish(buf: &mut Vec<u8>, header_len: usize, compress_above: Option<usize>) {
     let etag = xxhash_rust::xxh3::xxh3_64(&buf[header_len..]);
     buf[40..48].copy_from_slice(&etag.to_le_bytes());

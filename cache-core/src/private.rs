@@ -340,8 +340,13 @@ pub async fn invalidate_after(cache: Option<&Cache>, tags: Vec<String>) {
         tracing::debug!(name: "cache_skip", tags = ?tags, reason = "no cache", "no cache to invalidate");
         return;
     };
-    if let Err(e) = cache.invalidate_tags(&tags).await {
-        tracing::warn!(name: "cache_invalidate_after_failed", tags = ?tags, error = %e, "invalidation after write failed; entries expire with their TTL");
+    match cache.invalidate_tags(&tags).await {
+        Ok(_) => {}
+        // Caching is off (`CACHE_ENABLED=false`): nothing is cached, nothing to invalidate.
+        Err(crate::CacheError::Disabled) => {}
+        Err(e) => {
+            tracing::warn!(name: "cache_invalidate_after_failed", tags = ?tags, error = %e, "invalidation after write failed; entries expire with their TTL");
+        }
     }
 }
 

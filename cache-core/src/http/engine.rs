@@ -389,8 +389,11 @@ impl HttpCache {
     /// logged (`cache_invalidate_failed`), never returned: the write already happened and the
     /// entries still expire with their TTL.
     pub async fn after_write(&self, tags: &[String]) {
-        if let Err(e) = self.cache.invalidate_tags(tags).await {
-            tracing::warn!(name: "cache_invalidate_failed", tags = ?tags, error = %e, "invalidation after a write failed");
+        match self.cache.invalidate_tags(tags).await {
+            Ok(_) | Err(crate::CacheError::Disabled) => {}
+            Err(e) => {
+                tracing::warn!(name: "cache_invalidate_failed", tags = ?tags, error = %e, "invalidation after a write failed");
+            }
         }
     }
 }
