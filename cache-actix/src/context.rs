@@ -7,12 +7,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{Error, HttpRequest};
 use cache_core::__private::{with_request_context, RequestContext};
-use cache_core::http::{outcome_headers, CacheHeaderNames, HttpRules};
+use cache_core::http::{outcome_headers, outcome_validator, CacheHeaderNames, HttpRules};
 use cache_core::metrics::CacheMetrics;
 
 use crate::glue::{insert_all, Headers};
@@ -141,7 +141,7 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: MessageBody + 'static,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
     type Transform = CacheContext<S>;
     type InitError = ();
@@ -175,9 +175,9 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: MessageBody + 'static,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
+    type Future = Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, Error>>>>;
 
     forward_ready!(service);
 
@@ -193,23 +193,50 @@ where
             && config
                 .rules
                 .wants_bypass(Some(req.query_string()), &Headers(req.headers()));
+        let if_none_match = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| http::HeaderValue::from_bytes(v.as_bytes()).ok());
         let ctx = Arc::new(RequestContext::new(bypass, (config.user)(http_req)));
         let fut = with_request_context(ctx.clone(), self.service.call(req));
         Box::pin(async move {
             let mut resp = fut.await?;
+            let mut not_modified = false;
             if let Some(outcome) = ctx.take_outcome() {
+                let status = resp.status().as_u16();
                 let headers = resp.headers_mut();
                 let has_cc = headers.contains_key(header::CACHE_CONTROL);
                 let per_user = ctx.user.is_some();
-                let pairs =
-                    outcome_headers(&config.names, config.expose_key, &outcome, per_user, has_cc);
+                let pairs = outcome_headers(
+                    &config.names,
+                    config.expose_key,
+                    &outcome,
+                    per_user,
+                    status,
+                    has_cc,
+                );
                 insert_all(headers, &pairs);
+                let etag = headers
+                    .get(header::ETAG)
+                    .and_then(|v| http::HeaderValue::from_bytes(v.as_bytes()).ok());
+                let (added, matched) =
+                    outcome_validator(&outcome, status, etag.as_ref(), if_none_match.as_ref());
+                if let Some(added) = added {
+                    insert_all(headers, &[(http::header::ETAG, added)]);
+                }
+                not_modified = matched;
             }
             // metrics hook
             if let (Some(metrics), Some((route, start))) = (&config.metrics, timing) {
                 record_response(metrics, &route, resp.headers(), &config.names.status, start);
             }
-            Ok(resp)
+            if not_modified {
+                let mut resp = resp.map_body(|_, _| EitherBody::right(BoxBody::new(())));
+                resp.response_mut().head_mut().status = StatusCode::NOT_MODIFIED;
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+                return Ok(resp);
+            }
+            Ok(resp.map_into_left_body())
         })
     }
 }

@@ -3,6 +3,7 @@
 //! The steps (plan, lookup, fill, store) are [`cache_core::http::HttpCache`]'s, shared with
 //! `cache-axum`; this file moves requests, responses and bodies between Actix and those steps.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
@@ -12,13 +13,14 @@ use std::time::Instant;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header;
-use actix_web::{Error, HttpRequest};
-use cache_core::http::{CacheHeaderNames, HttpCache, Plan, RequestInfo, RoutePolicy};
+use actix_web::{Error, HttpRequest, HttpResponse};
+use cache_core::http::{
+    Answer, CacheHeaderNames, Disposition, Extra, HttpCache, Origin, Plan, RequestInfo, RoutePolicy,
+};
 use cache_core::metrics::CacheMetrics;
 use cache_core::Cache;
 
-use crate::glue::{cached_response, header as convert, insert_all, method, read_capped, Headers};
+use crate::glue::{cached_response, insert_all, method, read_capped, Headers};
 use crate::record_response;
 
 type UserFn = Arc<dyn Fn(&HttpRequest) -> Option<String> + Send + Sync>;
@@ -123,6 +125,15 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Whether `HEAD` is answered from the `GET` entry (default `false`: Actix does not route
+    /// `HEAD` to `web::get()` routes, so the origin would not answer it like `GET`). Turn it on
+    /// when the cached routes answer `HEAD` (e.g. `web::route().guard(guard::Any(guard::Get())
+    /// .or(guard::Head()))`).
+    pub fn head_from_get(mut self, on: bool) -> Self {
+        self.config.http = self.config.http.head_from_get(on);
+        self
+    }
+
     /// Records `cache_request_duration_seconds{resource, status}` for the cached routes into
     /// `metrics` (metrics hook).
     pub fn metrics(mut self, metrics: CacheMetrics) -> Self {
@@ -167,7 +178,7 @@ impl ResponseCacheLayer {
     pub fn builder(cache: Cache) -> ResponseCacheBuilder {
         ResponseCacheBuilder {
             config: Config {
-                http: HttpCache::new(cache),
+                http: HttpCache::new(cache).head_from_get(false),
                 user: Arc::new(|_| None),
                 bypass_allowed: Arc::new(|_| true),
                 metrics: None,
@@ -241,6 +252,26 @@ where
     }
 }
 
+/// Where the request is while the engine decides whether to run the handler: a hit never
+/// consumes it (its `HttpRequest` answers), a miss hands it to the handler and gets the
+/// `HttpRequest` back with the response. An `HttpRequest` is never cloned while the router may
+/// still need it alone.
+enum Slot {
+    Request(ServiceRequest),
+    Http(HttpRequest),
+    Empty,
+}
+
+impl Slot {
+    fn into_http(self) -> Option<HttpRequest> {
+        match self {
+            Slot::Request(req) => Some(req.into_parts().0),
+            Slot::Http(req) => Some(req),
+            Slot::Empty => None,
+        }
+    }
+}
+
 async fn handle<S, B>(
     config: &Config,
     service: &S,
@@ -259,9 +290,10 @@ where
             method: &m,
             route,
             path: req.path(),
-            query: (!query.is_empty()).then_some(query),
+            query: req.uri().query(),
             headers: &Headers(req.headers()),
         };
+        let _ = query;
         let http_req = req.request();
         http.plan(
             &info,
@@ -269,8 +301,7 @@ where
             || (config.user)(http_req),
         )
     };
-    let fill = match plan {
-        Plan::Ignore => return Ok(service.call(req).await?.map_into_boxed_body()),
+    let lookup = match plan {
         Plan::Write(tags) => {
             let resp = service.call(req).await?;
             if resp.status().is_success() {
@@ -278,48 +309,87 @@ where
             }
             return Ok(resp.map_into_boxed_body());
         }
-        Plan::Pass { mark } => {
+        Plan::Pass(extra) => {
             let mut resp = service.call(req).await?;
-            if mark {
-                let (n, v) = http.bypass_header();
-                insert_all(resp.headers_mut(), &[(n, v)]);
-            }
+            add_extra(resp.headers_mut(), &extra);
             return Ok(resp.map_into_boxed_body());
         }
-        Plan::Cache(lookup) => match lookup.fetch(http).await {
-            Ok(hit) => {
-                let (http_req, _payload) = req.into_parts();
-                return Ok(ServiceResponse::new(http_req, cached_response(hit)));
-            }
-            Err(fill) => fill,
-        },
+        Plan::Cache(lookup) => lookup,
+        _ => return Ok(service.call(req).await?.map_into_boxed_body()),
     };
-    let mut resp = service.call(req).await?.map_into_boxed_body();
-    let added = fill.headers(http);
-    let status = resp.status().as_u16();
-    let sized_over = matches!(resp.response().body().size(), BodySize::Sized(n) if n > http.max_body_len() as u64);
-    if sized_over || !fill.wants_body(http, status, &Headers(resp.headers())) {
-        insert_all(resp.headers_mut(), &added);
-        return Ok(resp);
+    let slot = RefCell::new(Slot::Request(req));
+    let error: RefCell<Option<Error>> = RefCell::new(None);
+    let handler = || async {
+        let Slot::Request(req) = std::mem::replace(&mut *slot.borrow_mut(), Slot::Empty) else {
+            unreachable!("the handler runs at most once per request");
+        };
+        let (http_req, response) = match service.call(req).await {
+            Ok(resp) => {
+                let (http_req, response) = resp.into_parts();
+                (http_req, response.map_into_boxed_body())
+            }
+            Err(e) => {
+                // A service error is answered by Actix as an error response; keep it unstored.
+                let response = e.error_response();
+                *error.borrow_mut() = Some(e);
+                return Origin::Own {
+                    status: response.status().as_u16(),
+                    response,
+                };
+            }
+        };
+        *slot.borrow_mut() = Slot::Http(http_req);
+        origin(http, response).await
+    };
+    let answer = lookup.fetch(http, handler).await;
+    if let Some(e) = error.into_inner() {
+        return Err(e);
     }
-    let (http_req, response) = resp.into_parts();
-    let (mut head, body) = response.into_parts();
-    let body = match read_capped(body, http.max_body_len()).await {
-        Ok(bytes) => {
-            if let Some(etag) = fill
-                .store(http, status, &Headers(head.headers()), bytes.clone())
-                .await
-            {
-                if !head.headers().contains_key(header::ETAG) {
-                    if let Some((n, v)) = convert(&http::header::ETAG, &etag) {
-                        head.headers_mut().insert(n, v);
-                    }
-                }
-            }
-            BoxBody::new(bytes)
+    let http_req = slot
+        .into_inner()
+        .into_http()
+        .unwrap_or_else(|| unreachable!("the request is back in its slot"));
+    Ok(match answer {
+        Answer::Cached(hit) => ServiceResponse::new(http_req, cached_response(hit)),
+        Answer::Origin {
+            mut response,
+            extra,
+        } => {
+            add_extra(response.headers_mut(), &extra);
+            ServiceResponse::new(http_req, response)
         }
-        Err(partial) => partial,
-    };
-    insert_all(head.headers_mut(), &added);
-    Ok(ServiceResponse::new(http_req, head.set_body(body)))
+        _ => unreachable!("cache-core answers are cached or origin responses"),
+    })
+}
+
+fn add_extra(headers: &mut actix_web::http::header::HeaderMap, extra: &Extra) {
+    insert_all(headers, &extra.set);
+    for (n, v) in &extra.default {
+        if !headers.contains_key(n.as_str()) {
+            insert_all(headers, std::slice::from_ref(&(n.clone(), v.clone())));
+        }
+    }
+}
+
+/// Classifies the handler's response for the cache, reading its body up to the cap: a longer
+/// body (or one that fails) is handed back, replaying what was read.
+async fn origin(
+    http: &HttpCache,
+    response: HttpResponse<BoxBody>,
+) -> Origin<HttpResponse<BoxBody>> {
+    let status = response.status().as_u16();
+    let sized_over =
+        matches!(response.body().size(), BodySize::Sized(n) if n > http.max_body_len() as u64);
+    let disposition = http.disposition(status, &Headers(response.headers()));
+    if sized_over || disposition == Disposition::Pass {
+        return Origin::Own { status, response };
+    }
+    let (head, body) = response.into_parts();
+    match read_capped(body, http.max_body_len()).await {
+        Ok(bytes) => http.origin(disposition, status, &Headers(head.headers()), bytes),
+        Err(partial) => Origin::Own {
+            status,
+            response: head.set_body(partial),
+        },
+    }
 }

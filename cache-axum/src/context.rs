@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::MatchedPath;
 use cache_core::__private::{with_request_context, RequestContext};
-use cache_core::http::{outcome_headers, CacheHeaderNames, HttpRules};
+use cache_core::http::{outcome_headers, outcome_validator, CacheHeaderNames, HttpRules};
 use cache_core::metrics::CacheMetrics;
 use http::request::Parts;
 use http::{header, Request, Response};
@@ -199,18 +199,39 @@ where
         let (parts, body) = req.into_parts();
         let bypass = (config.bypass_allowed)(&parts)
             && config.rules.wants_bypass(parts.uri.query(), &parts.headers);
+        let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
         let ctx = Arc::new(RequestContext::new(bypass, (config.user)(&parts)));
         let fut = with_request_context(ctx.clone(), inner.call(Request::from_parts(parts, body)));
         Box::pin(async move {
             let mut resp = fut.await?;
             if let Some(outcome) = ctx.take_outcome() {
+                let status = resp.status().as_u16();
                 let headers = resp.headers_mut();
                 let has_cc = headers.contains_key(header::CACHE_CONTROL);
                 let per_user = ctx.user.is_some();
-                for (name, value) in
-                    outcome_headers(&config.names, config.expose_key, &outcome, per_user, has_cc)
-                {
+                for (name, value) in outcome_headers(
+                    &config.names,
+                    config.expose_key,
+                    &outcome,
+                    per_user,
+                    status,
+                    has_cc,
+                ) {
                     headers.insert(name, value);
+                }
+                let (etag, not_modified) = outcome_validator(
+                    &outcome,
+                    status,
+                    headers.get(header::ETAG),
+                    if_none_match.as_ref(),
+                );
+                if let Some(etag) = etag {
+                    headers.insert(header::ETAG, etag);
+                }
+                if not_modified {
+                    headers.remove(header::CONTENT_LENGTH);
+                    *resp.status_mut() = http::StatusCode::NOT_MODIFIED;
+                    *resp.body_mut() = Body::empty();
                 }
             }
             // metrics hook

@@ -15,13 +15,14 @@ use axum::body::Body;
 use axum::extract::MatchedPath;
 use bytes::{Bytes, BytesMut};
 use cache_core::http::{
-    CacheHeaderNames, CachedResponse, HttpCache, Plan, RequestInfo, RoutePolicy,
+    Answer, CacheHeaderNames, CachedResponse, Disposition, Extra, HttpCache, Origin, Plan,
+    RequestInfo, RoutePolicy,
 };
 use cache_core::metrics::CacheMetrics;
 use cache_core::Cache;
 use futures_util::StreamExt;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
 
@@ -60,7 +61,8 @@ impl ResponseCacheBuilder {
         self
     }
 
-    /// Adds a request header whose value is part of every key (the routes' `Vary`).
+    /// Adds a request header whose value is part of every key; the routes' responses list it in
+    /// `Vary`.
     pub fn vary(mut self, header: HeaderName) -> Self {
         self.config.http = self.config.http.vary(header);
         self
@@ -123,6 +125,13 @@ impl ResponseCacheBuilder {
     /// Largest body stored (default 1 MiB); larger bodies stream through uncached.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.config.http = self.config.http.max_body(bytes);
+        self
+    }
+
+    /// Whether `HEAD` is answered from the `GET` entry (default `true`: Axum routes `HEAD` to
+    /// `GET` handlers).
+    pub fn head_from_get(mut self, on: bool) -> Self {
+        self.config.http = self.config.http.head_from_get(on);
         self
     }
 
@@ -238,9 +247,12 @@ where
     }
 }
 
-fn add_headers(resp: &mut http::response::Parts, headers: Vec<(HeaderName, HeaderValue)>) {
-    for (name, value) in headers {
-        resp.headers.insert(name, value);
+fn add_extra(headers: &mut http::HeaderMap, extra: Extra) {
+    for (name, value) in extra.set {
+        headers.insert(name, value);
+    }
+    for (name, value) in extra.default {
+        headers.entry(name).or_insert(value);
     }
 }
 
@@ -261,7 +273,8 @@ async fn handle<S>(
     req: Request<Body>,
 ) -> Result<Response<Body>, Infallible>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
 {
     let http = &config.http;
     let (parts, body) = req.into_parts();
@@ -283,39 +296,60 @@ where
         )
     };
     let req = Request::from_parts(parts, body);
-    let fill = match plan {
-        Plan::Ignore => return inner.call(req).await,
+    match plan {
         Plan::Write(tags) => {
             let resp = inner.call(req).await?;
             if resp.status().is_success() {
                 http.after_write(&tags).await;
             }
-            return Ok(resp);
+            Ok(resp)
         }
-        Plan::Pass { mark } => {
+        Plan::Pass(extra) => {
             let mut resp = inner.call(req).await?;
-            if mark {
-                let (name, value) = http.bypass_header();
-                resp.headers_mut().insert(name, value);
-            }
-            return Ok(resp);
+            add_extra(resp.headers_mut(), extra);
+            Ok(resp)
         }
-        Plan::Cache(lookup) => match lookup.fetch(http).await {
-            Ok(hit) => return Ok(cached_response(hit)),
-            Err(fill) => fill,
-        },
-    };
-    let resp = inner.call(req).await?;
-    let (mut rparts, rbody) = resp.into_parts();
-    let added = fill.headers(http);
-    if !fill.wants_body(http, rparts.status.as_u16(), &rparts.headers) {
-        add_headers(&mut rparts, added);
-        return Ok(Response::from_parts(rparts, rbody));
+        Plan::Cache(lookup) => {
+            // The handler is the loader; it owns the request, so a stale entry can be refreshed
+            // in the background while this request is answered at once.
+            let cfg = config.clone();
+            let handler = move || async move {
+                let resp = match inner.call(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                };
+                origin(&cfg.http, resp).await
+            };
+            Ok(match lookup.fetch_detached(http, handler).await {
+                Answer::Cached(c) => cached_response(c),
+                Answer::Origin {
+                    mut response,
+                    extra,
+                } => {
+                    add_extra(response.headers_mut(), extra);
+                    response
+                }
+                _ => unreachable!("cache-core answers are cached or origin responses"),
+            })
+        }
+        _ => inner.call(req).await,
     }
-    // Buffer up to the cap; a longer body streams through uncached.
+}
+
+/// Classifies the handler's response for the cache, reading its body up to the cap: a longer
+/// body (or one that fails) is handed back as it is, replaying what was read.
+async fn origin(http: &HttpCache, resp: Response<Body>) -> Origin<Response<Body>> {
+    let status = resp.status().as_u16();
+    let disposition = http.disposition(status, resp.headers());
+    if disposition == Disposition::Pass {
+        return Origin::Own {
+            status,
+            response: resp,
+        };
+    }
+    let (rparts, mut rbody) = resp.into_parts();
     let max = http.max_body_len();
     let mut buf = BytesMut::new();
-    let mut rbody = rbody;
     while let Some(frame) = rbody.frame().await {
         match frame {
             Ok(frame) => {
@@ -328,27 +362,22 @@ where
                                 async move { Ok::<Bytes, axum::Error>(head) },
                             )
                             .chain(rbody.into_data_stream());
-                        add_headers(&mut rparts, added);
-                        return Ok(Response::from_parts(rparts, Body::from_stream(stream)));
+                        return Origin::Own {
+                            status,
+                            response: Response::from_parts(rparts, Body::from_stream(stream)),
+                        };
                     }
                 }
             }
             Err(e) => {
                 let head = buf.freeze();
                 let stream = futures_util::stream::iter([Ok(head), Err(e)]);
-                add_headers(&mut rparts, added);
-                return Ok(Response::from_parts(rparts, Body::from_stream(stream)));
+                return Origin::Own {
+                    status,
+                    response: Response::from_parts(rparts, Body::from_stream(stream)),
+                };
             }
         }
     }
-    let body = buf.freeze();
-    let status = rparts.status.as_u16();
-    if let Some(etag) = fill
-        .store(http, status, &rparts.headers, body.clone())
-        .await
-    {
-        rparts.headers.entry(http::header::ETAG).or_insert(etag);
-    }
-    add_headers(&mut rparts, added);
-    Ok(Response::from_parts(rparts, Body::from(body)))
+    http.origin(disposition, status, &rparts.headers, buf.freeze())
 }

@@ -130,9 +130,22 @@ impl Codec {
 
 /// Builds an envelope around bytes that are already encoded (HTTP bodies, for instance).
 pub fn encode_raw_envelope(payload: &[u8], content_type: &str, meta: &EnvelopeMeta<'_>) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(FIXED_HEADER + 64 + payload.len());
+    encode_raw_with(content_type, meta, payload.len(), |buf| {
+        buf.extend_from_slice(payload);
+    })
+}
+
+/// Builds a raw envelope whose payload `write` appends to the buffer (no intermediate copy);
+/// `hint` is the expected payload size.
+pub(crate) fn encode_raw_with(
+    content_type: &str,
+    meta: &EnvelopeMeta<'_>,
+    hint: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(FIXED_HEADER + 64 + hint);
     let header_len = write_header(&mut buf, CODEC_RAW, meta, content_type);
-    buf.extend_from_slice(payload);
+    write(&mut buf);
     finish(&mut buf, header_len, meta.compress_above);
     buf
 }
@@ -218,9 +231,10 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// A parsed, borrowed view of a stored envelope. Parsing does not copy the payload.
+/// The fixed fields of an envelope and where its variable parts are, without a borrow: the
+/// engine parses an entry once and keeps this next to the bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct Envelope<'a> {
+pub(crate) struct Header {
     flags: u8,
     created_at_ms: u64,
     ttl_ms: u64,
@@ -228,10 +242,10 @@ pub struct Envelope<'a> {
     sie_ms: u64,
     recompute_ms: u32,
     etag: u64,
-    content_type: &'a str,
-    tags: &'a [u8],
+    content_type: (usize, usize),
+    tags: (usize, usize),
     tag_count: u16,
-    payload: &'a [u8],
+    payload: usize,
 }
 
 fn read_u64(b: &[u8], at: usize) -> u64 {
@@ -240,12 +254,9 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-impl<'a> Envelope<'a> {
-    /// Parses an envelope.
-    ///
-    /// # Errors
-    /// [`CacheError::Decode`] if the bytes are not an envelope of a known format version.
-    pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>, CacheError> {
+impl Header {
+    /// Parses the header of an envelope.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Header, CacheError> {
         let bad = |why: &str| CacheError::Decode(format!("invalid envelope: {why}"));
         if bytes.len() < FIXED_HEADER + 3 || bytes[0] != MAGIC {
             return Err(bad("missing magic byte"));
@@ -257,7 +268,8 @@ impl<'a> Envelope<'a> {
         let ct_len = bytes[at] as usize;
         at += 1;
         let ct = bytes.get(at..at + ct_len).ok_or_else(|| bad("truncated"))?;
-        let content_type = std::str::from_utf8(ct).map_err(|_| bad("content type"))?;
+        std::str::from_utf8(ct).map_err(|_| bad("content type"))?;
+        let content_type = (at, at + ct_len);
         at += ct_len;
         let count_bytes = bytes.get(at..at + 2).ok_or_else(|| bad("truncated"))?;
         let tag_count = u16::from_le_bytes([count_bytes[0], count_bytes[1]]);
@@ -267,12 +279,12 @@ impl<'a> Envelope<'a> {
             let l = bytes.get(at..at + 2).ok_or_else(|| bad("truncated tags"))?;
             at += 2 + u16::from_le_bytes([l[0], l[1]]) as usize;
         }
-        let tags = bytes
-            .get(tags_start..at)
-            .ok_or_else(|| bad("truncated tags"))?;
+        if at > bytes.len() {
+            return Err(bad("truncated tags"));
+        }
         let mut recompute = [0u8; 4];
         recompute.copy_from_slice(&bytes[36..40]);
-        Ok(Envelope {
+        Ok(Header {
             flags: bytes[2],
             created_at_ms: read_u64(bytes, 4),
             ttl_ms: read_u64(bytes, 12),
@@ -281,71 +293,178 @@ impl<'a> Envelope<'a> {
             recompute_ms: u32::from_le_bytes(recompute),
             etag: read_u64(bytes, 40),
             content_type,
-            tags,
+            tags: (tags_start, at),
             tag_count,
-            payload: &bytes[at..],
+            payload: at,
         })
     }
 
-    /// Creation time in Unix milliseconds.
-    pub fn created_at_ms(&self) -> u64 {
-        self.created_at_ms
+    /// Offset of the payload in the envelope bytes.
+    pub(crate) fn payload_offset(&self) -> usize {
+        self.payload
+    }
+
+    /// Age at `now_ms`; zero if the clock went backwards.
+    pub(crate) fn age_at(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.created_at_ms))
     }
 
     /// Fresh lifetime.
-    pub fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms)
     }
 
     /// Stale-while-revalidate window.
-    pub fn stale_while_revalidate(&self) -> Duration {
+    pub(crate) fn stale_while_revalidate(&self) -> Duration {
         Duration::from_millis(self.swr_ms)
     }
 
     /// Stale-if-error window.
-    pub fn stale_if_error(&self) -> Duration {
+    pub(crate) fn stale_if_error(&self) -> Duration {
         Duration::from_millis(self.sie_ms)
+    }
+
+    /// Loader time recorded at store time.
+    pub(crate) fn recompute(&self) -> Duration {
+        Duration::from_millis(u64::from(self.recompute_ms))
+    }
+
+    /// The strong ETag value.
+    pub(crate) fn etag(&self) -> u64 {
+        self.etag
+    }
+
+    /// Whether the payload is LZ4-compressed.
+    pub(crate) fn is_compressed(&self) -> bool {
+        self.flags & FLAG_LZ4 != 0
+    }
+
+    /// Whether the payload holds raw bytes (an HTTP response) rather than a serialized value.
+    pub(crate) fn is_raw(&self) -> bool {
+        self.flags & CODEC_MASK == CODEC_RAW
+    }
+
+    /// Where the entry stands at `now_ms`: the one rule for fresh, stale and expired.
+    pub(crate) fn freshness(&self, now_ms: u64) -> (Freshness, Duration) {
+        let age = self.age_at(now_ms);
+        let ttl = self.ttl();
+        let state = if age < ttl {
+            Freshness::Fresh
+        } else if age < ttl + self.stale_while_revalidate() {
+            Freshness::Stale
+        } else if age < ttl + self.stale_if_error() {
+            Freshness::IfError
+        } else {
+            Freshness::Expired
+        };
+        (state, age)
+    }
+}
+
+/// Where an entry stands in its lifetime (see [`Header::freshness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Within its TTL: served as a hit.
+    Fresh,
+    /// Past its TTL, inside the stale-while-revalidate window: served stale while one refresh
+    /// runs.
+    Stale,
+    /// Past its TTL and the stale-while-revalidate window, inside the stale-if-error window:
+    /// served only when the loader fails.
+    IfError,
+    /// Past every window: a miss.
+    Expired,
+}
+
+/// A parsed, borrowed view of a stored envelope. Parsing does not copy the payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    bytes: &'a [u8],
+    h: Header,
+}
+
+impl<'a> Envelope<'a> {
+    /// Parses an envelope.
+    ///
+    /// # Errors
+    /// [`CacheError::Decode`] if the bytes are not an envelope of a known format version.
+    pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>, CacheError> {
+        Ok(Envelope {
+            bytes,
+            h: Header::parse(bytes)?,
+        })
+    }
+
+    /// The envelope of `bytes` whose header was parsed before.
+    pub(crate) fn with_header(bytes: &'a [u8], h: Header) -> Envelope<'a> {
+        Envelope { bytes, h }
+    }
+
+    /// Creation time in Unix milliseconds.
+    pub fn created_at_ms(&self) -> u64 {
+        self.h.created_at_ms
+    }
+
+    /// Fresh lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.h.ttl()
+    }
+
+    /// Stale-while-revalidate window.
+    pub fn stale_while_revalidate(&self) -> Duration {
+        self.h.stale_while_revalidate()
+    }
+
+    /// Stale-if-error window.
+    pub fn stale_if_error(&self) -> Duration {
+        self.h.stale_if_error()
     }
 
     /// Time the loader took to compute this value.
     pub fn recompute(&self) -> Duration {
-        Duration::from_millis(u64::from(self.recompute_ms))
+        self.h.recompute()
     }
 
     /// Age at `now_ms` (Unix milliseconds); zero if the clock went backwards.
     pub fn age_at(&self, now_ms: u64) -> Duration {
-        Duration::from_millis(now_ms.saturating_sub(self.created_at_ms))
+        self.h.age_at(now_ms)
     }
 
     /// The strong ETag value (hash of the uncompressed payload).
     pub fn etag(&self) -> u64 {
-        self.etag
+        self.h.etag
     }
 
     /// The ETag formatted for an HTTP header: `"<16 hex digits>"`.
     pub fn etag_header(&self) -> String {
-        format!("\"{:016x}\"", self.etag)
+        format!("\"{:016x}\"", self.h.etag)
     }
 
     /// Content type recorded at store time.
     pub fn content_type(&self) -> &'a str {
-        self.content_type
+        let (a, b) = self.h.content_type;
+        std::str::from_utf8(&self.bytes[a..b]).unwrap_or_default()
     }
 
     /// Whether the payload is LZ4-compressed.
     pub fn is_compressed(&self) -> bool {
-        self.flags & FLAG_LZ4 != 0
+        self.h.is_compressed()
     }
 
     /// The tags stored with the entry.
     pub fn tags(&self) -> impl Iterator<Item = &'a str> + 'a {
-        let mut rest = self.tags;
-        (0..self.tag_count).filter_map(move |_| {
+        let mut rest = &self.bytes[self.h.tags.0..self.h.tags.1];
+        (0..self.h.tag_count).filter_map(move |_| {
             let len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
             let tag = rest.get(2..2 + len)?;
             rest = &rest[2 + len..];
             std::str::from_utf8(tag).ok()
         })
+    }
+
+    /// The stored payload bytes (compressed when [`is_compressed`](Self::is_compressed)).
+    fn raw_payload(&self) -> &'a [u8] {
+        &self.bytes[self.h.payload..]
     }
 
     /// The uncompressed payload bytes (borrowed unless compressed).
@@ -354,11 +473,11 @@ impl<'a> Envelope<'a> {
     /// [`CacheError::Decode`] if decompression fails or is not compiled in.
     pub fn payload(&self) -> Result<Cow<'a, [u8]>, CacheError> {
         if !self.is_compressed() {
-            return Ok(Cow::Borrowed(self.payload));
+            return Ok(Cow::Borrowed(self.raw_payload()));
         }
         #[cfg(feature = "compression")]
         {
-            lz4_flex::decompress_size_prepended(self.payload)
+            lz4_flex::decompress_size_prepended(self.raw_payload())
                 .map(Cow::Owned)
                 .map_err(|e| CacheError::Decode(format!("lz4: {e}")))
         }
@@ -375,7 +494,7 @@ impl<'a> Envelope<'a> {
     /// compiled in.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, CacheError> {
         let payload = self.payload()?;
-        match self.flags & CODEC_MASK {
+        match self.h.flags & CODEC_MASK {
             CODEC_JSON => {
                 serde_json::from_slice(&payload).map_err(|e| CacheError::Decode(e.to_string()))
             }

@@ -1,10 +1,24 @@
 //! Single-flight: concurrent misses on one key inside a process share one loader run.
 //!
-//! The first caller becomes the leader and loads; the others wait for the leader's encoded value
-//! (the envelope bytes) and decode it themselves, so `T` needs no `Clone`. If the leader fails,
-//! or is cancelled (its future dropped), the followers are told at once and each falls back to
-//! running its own loader: a waiter is never left hanging.
+//! The first caller becomes the leader and loads; the others wait for the flight to *land*.
+//!
+//! * **Freshness.** Before landing, the leader [seals](LeaderGuard::seal) the flight: it leaves
+//!   the map, so no caller can join it any more. Then the engine checks that no invalidation of
+//!   the entry's tags (or key, or namespace) happened since the leader read the versions before
+//!   its loader ran. Every follower joined before the seal, so an invalidation that returned
+//!   before a follower began is seen by that check; if there was one, the flight lands
+//!   [`Landing::Retry`] and the followers load again instead of receiving a value older than an
+//!   invalidation they must observe.
+//! * **Failures.** A leader's error is shared with the followers when the caller knows how
+//!   ([`Landing::Error`]); otherwise the flight lands [`Landing::Failed`] and the followers load
+//!   again *through a new flight*, so a failing loader still runs one at a time per key, never
+//!   once per waiting caller. A cancelled leader (its future dropped) lands `Failed` too: a
+//!   waiter is never left hanging.
+//!
+//! Followers decode the leader's encoded value (the envelope bytes) themselves, so values need
+//! no `Clone`.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,16 +26,36 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-#[derive(Debug, Clone)]
-pub(crate) enum FlightState {
-    Pending,
-    Done(Bytes),
+/// A leader's error, type-erased, for the followers of its flight.
+pub(crate) type Shared = Arc<dyn Any + Send + Sync>;
+
+/// How a flight ended, as seen by its followers.
+#[derive(Clone)]
+pub(crate) enum Landing {
+    /// The leader's encoded value, valid for every follower.
+    Value(Bytes),
+    /// The leader's error, shared.
+    Error(Shared),
+    /// The leader failed with an error it could not share, or was cancelled.
     Failed,
+    /// The leader's value may predate an invalidation a follower must see: load again.
+    Retry,
+}
+
+impl std::fmt::Debug for Landing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Landing::Value(_) => "Value",
+            Landing::Error(_) => "Error",
+            Landing::Failed => "Failed",
+            Landing::Retry => "Retry",
+        })
+    }
 }
 
 #[derive(Debug)]
 struct Flight {
-    tx: watch::Sender<FlightState>,
+    tx: watch::Sender<Option<Landing>>,
     waiters: AtomicUsize,
 }
 
@@ -36,26 +70,23 @@ pub(crate) enum Role<'a> {
 }
 
 pub(crate) struct Follower {
-    rx: watch::Receiver<FlightState>,
+    rx: watch::Receiver<Option<Landing>>,
     flight: Arc<Flight>,
 }
 
 impl Follower {
-    /// Waits for the leader; `None` if it failed or was cancelled.
-    pub(crate) async fn wait(mut self) -> Option<Bytes> {
-        let result = match self
-            .rx
-            .wait_for(|s| !matches!(s, FlightState::Pending))
-            .await
-        {
-            Ok(state) => match &*state {
-                FlightState::Done(bytes) => Some(bytes.clone()),
-                _ => None,
-            },
-            Err(_) => None,
-        };
+    /// Waits for the flight to land.
+    pub(crate) async fn wait(mut self) -> Landing {
+        match self.rx.wait_for(Option::is_some).await {
+            Ok(state) => state.clone().unwrap_or(Landing::Failed),
+            Err(_) => Landing::Failed,
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
         self.flight.waiters.fetch_sub(1, Ordering::Relaxed);
-        result
     }
 }
 
@@ -63,21 +94,16 @@ pub(crate) struct LeaderGuard<'a> {
     flights: &'a Flights,
     key: String,
     flight: Arc<Flight>,
-    done: bool,
+    sealed: bool,
+    landed: bool,
 }
 
 impl LeaderGuard<'_> {
-    /// Publishes the value to the followers and ends the flight.
-    pub(crate) fn complete(mut self, bytes: Bytes) {
-        self.finish(FlightState::Done(bytes));
-    }
-
-    fn finish(&mut self, state: FlightState) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        {
+    /// Removes the flight from the map (no caller can join it any more) and returns how many
+    /// followers wait on it.
+    pub(crate) fn seal(&mut self) -> usize {
+        if !self.sealed {
+            self.sealed = true;
             let mut map = self
                 .flights
                 .map
@@ -90,13 +116,27 @@ impl LeaderGuard<'_> {
                 map.remove(&self.key);
             }
         }
-        self.flight.tx.send_replace(state);
+        self.flight.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Seals the flight (if not yet) and tells the followers how it ended.
+    pub(crate) fn land(mut self, landing: Landing) {
+        self.finish(landing);
+    }
+
+    fn finish(&mut self, landing: Landing) {
+        if self.landed {
+            return;
+        }
+        self.landed = true;
+        self.seal();
+        self.flight.tx.send_replace(Some(landing));
     }
 }
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
-        self.finish(FlightState::Failed);
+        self.finish(Landing::Failed);
     }
 }
 
@@ -111,7 +151,7 @@ impl Flights {
                 flight: flight.clone(),
             });
         }
-        let (tx, _) = watch::channel(FlightState::Pending);
+        let (tx, _) = watch::channel(None);
         let flight = Arc::new(Flight {
             tx,
             waiters: AtomicUsize::new(0),
@@ -121,7 +161,8 @@ impl Flights {
             flights: self,
             key: key.to_owned(),
             flight,
-            done: false,
+            sealed: false,
+            landed: false,
         })
     }
 
@@ -148,30 +189,60 @@ impl Flights {
 mod tests {
     use super::*;
 
+    fn leader<'a>(flights: &'a Flights, key: &str) -> LeaderGuard<'a> {
+        match flights.join(key) {
+            Role::Leader(l) => l,
+            Role::Follower(_) => panic!("first caller must lead"),
+        }
+    }
+
+    fn follower(flights: &Flights, key: &str) -> Follower {
+        match flights.join(key) {
+            Role::Follower(f) => f,
+            Role::Leader(_) => panic!("second caller must follow"),
+        }
+    }
+
     #[tokio::test]
     async fn followers_receive_the_leaders_bytes() {
         let flights = Flights::default();
-        let Role::Leader(leader) = flights.join("k") else {
-            panic!("first caller must lead")
-        };
-        let Role::Follower(f) = flights.join("k") else {
-            panic!("second caller must follow")
-        };
+        let leader = leader(&flights, "k");
+        let f = follower(&flights, "k");
         assert_eq!(flights.waiters("k"), 1);
-        leader.complete(Bytes::from_static(b"v"));
-        assert_eq!(f.wait().await.as_deref(), Some(&b"v"[..]));
+        leader.land(Landing::Value(Bytes::from_static(b"v")));
+        assert!(matches!(f.wait().await, Landing::Value(b) if b == "v"));
         assert!(!flights.in_flight("k"));
     }
 
     #[tokio::test]
-    async fn dropped_leader_releases_followers_with_none() {
+    async fn dropped_leader_releases_followers_with_failed() {
         let flights = Flights::default();
-        let leader = flights.join("k");
-        let Role::Follower(f) = flights.join("k") else {
-            panic!("second caller must follow")
-        };
+        let leader = leader(&flights, "k");
+        let f = follower(&flights, "k");
         drop(leader);
-        assert_eq!(f.wait().await, None);
+        assert!(matches!(f.wait().await, Landing::Failed));
         assert!(matches!(flights.join("k"), Role::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn a_sealed_flight_takes_no_new_followers() {
+        let flights = Flights::default();
+        let mut first = leader(&flights, "k");
+        let f = follower(&flights, "k");
+        assert_eq!(first.seal(), 1);
+        // A caller arriving after the seal starts a new flight instead of joining the old one.
+        let second = leader(&flights, "k");
+        first.land(Landing::Retry);
+        assert!(matches!(f.wait().await, Landing::Retry));
+        drop(second);
+    }
+
+    #[tokio::test]
+    async fn dropped_followers_are_not_counted() {
+        let flights = Flights::default();
+        let mut leader = leader(&flights, "k");
+        let f = follower(&flights, "k");
+        drop(f);
+        assert_eq!(leader.seal(), 0);
     }
 }

@@ -27,7 +27,7 @@
 //! # Key format
 //!
 //! ```text
-//! {ns}:v{G}:{resource}[#v{R}]{:id}*[:user={user}][:q={hash32}]
+//! {ns}:v{G}:{resource}[#v{R}]{:id}*[:user={user}][:q={hash32}][:x={hash32}]
 //! ```
 //!
 //! | part | content |
@@ -39,8 +39,9 @@
 //! | `:{id}` | zero or more id segments, in call order, each passed through [`sanitize_segment`] |
 //! | `:user={user}` | the user scope: [`sanitize_segment`] of [`KeyBuilder::user`], or the first 32 lowercase hex characters of the SHA-256 of [`KeyBuilder::user_secret`] |
 //! | `:q={hash32}` | present only when at least one parameter remains: [`stable_hash_hex`] of [`canonical_query`] |
+//! | `:x={hash32}` | present only with [`KeyBuilder::exact_query`] (HTTP request keys): the raw query, only its parameter order canonicalised |
 //!
-//! Id segments never contain `:` or `=`, so `:user=`, `:q=` and `:h=` cannot be confused with ids
+//! Id segments never contain `:` or `=`, so `:user=`, `:q=`, `:x=` and `:h=` cannot be confused with ids
 //! and the format is unambiguous.
 //!
 //! ## Segments
@@ -308,6 +309,7 @@ impl KeySpace {
             user: None,
             params: Vec::new(),
             excluded: Vec::new(),
+            exact: None,
         }
     }
 
@@ -384,6 +386,8 @@ pub struct KeyBuilder<'a> {
     /// Raw (name, value) pairs with non-empty values, in order of appearance.
     params: Vec<(String, String)>,
     excluded: Vec<String>,
+    /// A raw query string taken exactly ([`KeyBuilder::exact_query`]).
+    exact: Option<String>,
 }
 
 impl KeyBuilder<'_> {
@@ -465,6 +469,33 @@ impl KeyBuilder<'_> {
         self
     }
 
+    /// Adds a raw URL query string **exactly**, for keys of HTTP requests whose handler may read
+    /// the query in any way: the only canonicalisation is a stable sort of the `&`-separated
+    /// pieces by their raw name (the part before the first `=`), so `b=2&a=1` and `a=1&b=2` share
+    /// a key while repeated names keep their order. Nothing is decoded or dropped: `page=`,
+    /// `page`, `%70age=` and an empty piece (`a=1&&b=2`) are each different from one another and
+    /// from no `page` at all, and `?` alone differs from no query. Pieces named with
+    /// [`exclude`](KeyBuilder::exclude) are removed (a query left empty by that counts as none).
+    /// Written into the key as `:x={hash32}`, the [`stable_hash_hex`] of `?` followed by the
+    /// sorted pieces joined with `&`.
+    ///
+    /// ```
+    /// use cache_core::key::KeySpace;
+    ///
+    /// let space = KeySpace::new("api", 1, 512)?;
+    /// let key = |q: Option<&str>| space.key("items").exact_query(q).exclude("cache_bypass").build();
+    /// assert_eq!(key(Some("b=2&a=1")), key(Some("a=1&b=2")));
+    /// assert_ne!(key(Some("page=")), key(None));
+    /// assert_ne!(key(Some("page=")), key(Some("page")));
+    /// assert_ne!(key(Some("tag=a&tag=b")), key(Some("tag=b&tag=a")));
+    /// assert_eq!(key(Some("cache_bypass=true")), key(None));
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn exact_query(mut self, raw: Option<&str>) -> Self {
+        self.exact = raw.map(str::to_owned);
+        self
+    }
+
     /// Drops every parameter with this name, whether added before or after (for example a
     /// `cache_bypass` flag).
     pub fn exclude(mut self, name: &str) -> Self {
@@ -535,6 +566,14 @@ impl KeyBuilder<'_> {
             key.push_str(":q=");
             key.push_str(&stable_hash_hex(query.as_bytes()));
         }
+        if let Some(exact) = self
+            .exact
+            .as_deref()
+            .and_then(|q| exact_canonical(q, excluded))
+        {
+            key.push_str(":x=");
+            key.push_str(&stable_hash_hex(exact.as_bytes()));
+        }
         if key.len() > space.max_len {
             let hash = stable_hash_hex(key.as_bytes());
             key.truncate(head_len);
@@ -544,6 +583,7 @@ impl KeyBuilder<'_> {
         CacheKey {
             full: key,
             resource: ResourceSpan::Range { start, end },
+            per_user: self.user.is_some(),
         }
     }
 
@@ -562,6 +602,8 @@ impl KeyBuilder<'_> {
 pub struct CacheKey {
     full: String,
     resource: ResourceSpan,
+    /// Built with a user scope ([`KeyBuilder::user`] / [`KeyBuilder::user_secret`]).
+    per_user: bool,
 }
 
 #[derive(Clone)]
@@ -573,6 +615,13 @@ enum ResourceSpan {
 }
 
 impl CacheKey {
+    /// Whether the key is scoped to a user (built with [`KeyBuilder::user`] or
+    /// [`KeyBuilder::user_secret`]): such an entry holds one user's data and is never sent to
+    /// other clients as shareable (`Cache-Control: private`).
+    pub fn is_per_user(&self) -> bool {
+        self.per_user
+    }
+
     /// The key string.
     pub fn as_str(&self) -> &str {
         &self.full
@@ -618,7 +667,12 @@ impl CacheKey {
             },
             None => ResourceSpan::Detached(resource.into()),
         };
-        CacheKey { full, resource }
+        let per_user = full.contains(":user=");
+        CacheKey {
+            full,
+            resource,
+            per_user,
+        }
     }
 }
 
@@ -764,6 +818,27 @@ fn push_escape(out: &mut String, b: u8) {
     out.push('%');
     out.push(char::from(HEX[usize::from(b >> 4)]));
     out.push(char::from(HEX[usize::from(b & 0xF)]));
+}
+
+/// The canonical form of an exact query (see [`KeyBuilder::exact_query`]); `None` when only
+/// excluded pieces were present.
+fn exact_canonical(raw: &str, excluded: &[String]) -> Option<String> {
+    let name = |piece: &str| piece.split('=').next().unwrap_or_default().to_owned();
+    let mut pieces: Vec<&str> = raw
+        .split('&')
+        .filter(|p| !excluded.iter().any(|e| *e == name(p)))
+        .collect();
+    if pieces.is_empty() || (pieces == [""] && !raw.is_empty()) {
+        return None;
+    }
+    pieces.sort_by(|a, b| {
+        let (na, nb) = (a.split('=').next(), b.split('=').next());
+        na.cmp(&nb)
+    });
+    let mut out = String::with_capacity(raw.len() + 1);
+    out.push('?');
+    out.push_str(&pieces.join("&"));
+    Some(out)
 }
 
 /// RFC 3986 percent-encoding keeping only unreserved characters.

@@ -306,24 +306,70 @@ where
         }
         S::split(unwrap(w)).map_err(wrap)
     };
-    match cache.fetch(&key, policy, loader).await {
+    let fmt = crate::cache::read::Serde::<S::Value, W>::new(cache.codec());
+    match cache
+        .read_through(&key, &policy, &fmt, loader, crate::cache::Inline)
+        .await
+    {
         Ok(fetched) => {
-            record_outcome(Outcome {
-                status: fetched.status,
-                key: key.as_str().to_owned(),
-                age: fetched.age,
-                ttl: fetched.ttl,
-            });
+            let mut outcome = Outcome::of(&key, &fetched);
+            // `run_wrapped` caches the value of a `Json<T>` handler: its payload is the body.
+            outcome.whole_response = true;
+            record_outcome(outcome);
             wrap(S::join(fetched.value))
         }
-        Err(w) => {
-            record_outcome(Outcome {
-                status: CacheStatus::Miss,
-                key: key.as_str().to_owned(),
-                age: Duration::ZERO,
-                ttl: Duration::ZERO,
-            });
-            w
+        Err(failed) => {
+            record_outcome(Outcome::failed(&key, failed.status));
+            failed.error
+        }
+    }
+}
+
+/// The body of a `#[cached]` handler that returns a finished HTTP response (an Axum
+/// `Response` / `impl IntoResponse`, an Actix `HttpResponse` / `impl Responder`): the adapter
+/// turns the handler's response into an [`Origin`](crate::http::Origin) and this caches it
+/// through the same engine and stored format as the response layers. `Ok` is a response to
+/// rebuild (stored, served from the cache, or shared), `Err` the handler's own response.
+#[cfg(feature = "http")]
+pub async fn run_http<P, Fut>(
+    cache: Option<&Cache>,
+    key: Option<CacheKey>,
+    policy: Policy,
+    body: Fut,
+) -> Result<crate::http::StoredResponse, P>
+where
+    Fut: Future<Output = crate::http::Origin<P>>,
+{
+    use crate::http::Origin;
+    let (Some(cache), Some(key)) = (cache, key) else {
+        return match body.await {
+            Origin::Store(r) | Origin::Share(r) => Ok(r),
+            Origin::Own { response, .. } => Err(response),
+        };
+    };
+    let policy = if current_bypass() {
+        policy.bypass(true)
+    } else {
+        policy
+    };
+    let fmt = crate::http::ResponseFormat::<P>::new();
+    let loader = || async move { body.await.into_result() };
+    match cache
+        .read_through(&key, &policy, &fmt, loader, crate::cache::Inline)
+        .await
+    {
+        Ok(fetched) => {
+            let mut outcome = Outcome::of(&key, &fetched);
+            outcome.whole_response = true;
+            record_outcome(outcome);
+            Ok(fetched.value)
+        }
+        Err(failed) => {
+            record_outcome(Outcome::failed(&key, failed.status));
+            match failed.error {
+                crate::http::Unstored::Share(r) => Ok(r),
+                crate::http::Unstored::Own { response, .. } => Err(response),
+            }
         }
     }
 }
@@ -361,6 +407,7 @@ pub fn defer_tags(pending: &mut PendingInvalidation, tags: Vec<String>) {
 
 /// The outcome of a `#[cached]` call, for `X-Cache-*` headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Outcome {
     /// `HIT`, `MISS`, `STALE`, `BYPASS` or `SKIP`.
     pub status: CacheStatus,
@@ -368,8 +415,43 @@ pub struct Outcome {
     pub key: String,
     /// Age of the served entry (zero when just loaded).
     pub age: Duration,
-    /// Remaining fresh lifetime.
+    /// Remaining fresh lifetime (zero when the value was not stored).
     pub ttl: Duration,
+    /// The entry is one user's (its key has a user scope).
+    pub per_user: bool,
+    /// The value is the whole response (a `#[cached]` handler returning `Json<T>` or a finished
+    /// response), so its `ETag` answers `If-None-Match`.
+    pub whole_response: bool,
+    /// Strong ETag of the stored payload, when known.
+    pub etag: Option<u64>,
+}
+
+impl Outcome {
+    /// The outcome of a value read through `key`.
+    pub fn of<T>(key: &CacheKey, fetched: &crate::Fetched<T>) -> Outcome {
+        Outcome {
+            status: fetched.status,
+            key: key.as_str().to_owned(),
+            age: fetched.age,
+            ttl: fetched.ttl,
+            per_user: key.is_per_user(),
+            whole_response: false,
+            etag: fetched.etag,
+        }
+    }
+
+    /// The outcome of a call whose value was not cached (the body's error, or `unless`).
+    pub fn failed(key: &CacheKey, status: CacheStatus) -> Outcome {
+        Outcome {
+            status,
+            key: key.as_str().to_owned(),
+            age: Duration::ZERO,
+            ttl: Duration::ZERO,
+            per_user: key.is_per_user(),
+            whole_response: false,
+            etag: None,
+        }
+    }
 }
 
 /// Per-request state shared between an HTTP adapter and the `#[cached]` functions it calls.
@@ -449,12 +531,8 @@ mod tests {
 
     #[tokio::test]
     async fn outcome_is_recorded_only_inside_a_context() {
-        record_outcome(Outcome {
-            status: CacheStatus::Hit,
-            key: "k".into(),
-            age: Duration::ZERO,
-            ttl: Duration::ZERO,
-        });
+        let k = Cache::memory().key("k").build();
+        record_outcome(Outcome::failed(&k, CacheStatus::Hit));
         assert_eq!(take_outcome(), None);
         let ctx = Arc::new(RequestContext::default());
         let cache = Cache::memory();

@@ -285,26 +285,21 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     let block = &item.block;
     let body = quote!(#private::typed::<#ret, _>(async #block));
     let call = match http_return {
-        // A finished Actix response: the body's value is turned into a `ResponseEntry` (or
-        // handed back unstored) by `cache-actix`, cached with the `Result` shape, and rebuilt.
+        // A finished Actix response: the handler's response is classified by `cache-actix`
+        // (stored, shared with concurrent identical requests, or handed back), cached through
+        // the same engine and stored format as the response layer, and rebuilt.
         Some(kind) => {
-            let (produce, respond): (TokenStream, TokenStream) = match kind {
-                signature::HttpReturn::Response => {
-                    (quote!(response_entry()), quote!(respond_response))
-                }
-                signature::HttpReturn::Responder => {
-                    (quote!(responder_entry(#req_v, )), quote!(respond))
-                }
+            let produce = match kind {
+                signature::HttpReturn::Response => quote!(response_origin(#body)),
+                signature::HttpReturn::Responder => quote!(responder_origin(#req_v, #body)),
             };
-            let (produce_fn, produce_args) = split_call(produce);
             quote_spanned! {ret_span=>
-                ::cache_actix::__private::#respond(
-                    #private::run::<::core::result::Result<#krate::http::ResponseEntry, _>, #private::ResultShape, _, _>(
+                ::cache_actix::__private::respond(
+                    #private::run_http(
                         #cache_v,
                         #draft_v,
                         #policy,
-                        ::cache_actix::__private::#produce_fn(#produce_args #body),
-                        #unless,
+                        ::cache_actix::__private::#produce,
                     )
                     .await,
                 )
@@ -388,15 +383,4 @@ fn list(names: &[Ident]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Splits `f(a, b, )` into `f` and `a, b, ` (the arguments before the body's).
-fn split_call(call: TokenStream) -> (TokenStream, TokenStream) {
-    let mut tokens = call.into_iter();
-    let name: TokenStream = tokens.next().into_iter().collect();
-    let args = match tokens.next() {
-        Some(proc_macro2::TokenTree::Group(g)) => g.stream(),
-        _ => TokenStream::new(),
-    };
-    (name, args)
 }

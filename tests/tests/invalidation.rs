@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::backend::{Backend, Put};
+use cache_core::backend::{Backend, Invalidation, Put};
 use cache_core::{CacheError, CacheStatus, Fragment, Policy};
 use common::Ctx;
 
@@ -253,21 +253,17 @@ impl Backend for Counting {
         self.note("get_many");
         self.inner.get_many(keys).await
     }
-    async fn tag_versions(&self, tags: &[&str]) -> Result<Vec<u64>, CacheError> {
-        self.note("tag_versions");
-        self.inner.tag_versions(tags).await
+    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError> {
+        self.note("versions");
+        self.inner.versions(ids).await
     }
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {
         self.note("put");
         self.inner.put(puts).await
     }
-    async fn delete(&self, keys: &[&str]) -> Result<u64, CacheError> {
-        self.note("delete");
-        self.inner.delete(keys).await
-    }
-    async fn invalidate_tags(&self, tags: &[&str], r: Duration) -> Result<u64, CacheError> {
-        self.note("invalidate_tags");
-        self.inner.invalidate_tags(tags, r).await
+    async fn invalidate(&self, inv: &Invalidation<'_>) -> Result<u64, CacheError> {
+        self.note("invalidate");
+        self.inner.invalidate(inv).await
     }
     async fn delete_pattern(&self, p: &str, b: usize) -> Result<u64, CacheError> {
         self.inner.delete_pattern(p, b).await
@@ -331,7 +327,7 @@ async fn fragments_use_one_round_trip_and_load_only_the_missing(ctx: Ctx) {
     assert_eq!(got[1], "loaded 1");
     assert!(got[0].starts_with("cached "));
     // One lookup round trip, one tag snapshot, one store round trip.
-    assert_eq!(counting.calls(), ["get_many", "tag_versions", "put"]);
+    assert_eq!(counting.calls(), ["get_many", "versions", "put"]);
     // Everything is cached now: a single round trip, the loader is not called.
     let again = cache
         .get_many_or_load(&frags, |_| async { Err::<Vec<String>, ()>(()) })

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use moka::sync::Cache as Moka;
 use moka::Expiry;
 
-use super::{Backend, BackendInfo, Put};
+use super::{Backend, BackendInfo, Invalidation, Put};
 use crate::error::CacheError;
 
 #[derive(Clone)]
@@ -37,23 +37,48 @@ impl Expiry<String, MemEntry> for PerEntryTtl {
     }
 }
 
+/// A version counter (mirrors the Redis key `{id}:v` and its expiry).
 #[derive(Default)]
-struct TagState {
-    version: u64,
-    /// When the bumped version may be forgotten (mirrors the Redis key's expiry).
-    version_expires: Option<Instant>,
-    /// Indexed keys and their expiry.
+struct Version {
+    value: u64,
+    /// When the bumped version may be forgotten.
+    expires: Option<Instant>,
+}
+
+impl Version {
+    fn current(&self, now: Instant) -> u64 {
+        match self.expires {
+            Some(at) if at <= now => 0,
+            _ => self.value,
+        }
+    }
+}
+
+/// A tag index: the keys carrying the tag and their expiry.
+#[derive(Default)]
+struct Index {
     members: HashMap<String, Instant>,
     /// Member count after the last prune; pruning runs when the index doubles.
     pruned_len: usize,
 }
 
-impl TagState {
-    fn current_version(&self, now: Instant) -> u64 {
-        match self.version_expires {
-            Some(at) if at <= now => 0,
-            _ => self.version,
-        }
+/// Versions and tag indexes, under one lock so that a guarded store and an invalidation are
+/// atomic with respect to each other (as the Lua scripts are on Redis).
+#[derive(Default)]
+struct Bookkeeping {
+    versions: HashMap<String, Version>,
+    indexes: HashMap<String, Index>,
+}
+
+impl Bookkeeping {
+    fn version(&self, id: &str, now: Instant) -> u64 {
+        self.versions.get(id).map_or(0, |v| v.current(now))
+    }
+
+    fn bump(&mut self, id: &str, now: Instant, retention: Duration) {
+        let v = self.versions.entry(id.to_owned()).or_default();
+        v.value = v.current(now) + 1;
+        v.expires = Some(now + retention);
     }
 }
 
@@ -80,7 +105,7 @@ impl TagState {
 /// ```
 pub struct MemoryBackend {
     entries: Moka<String, MemEntry>,
-    tags: Mutex<HashMap<String, TagState>>,
+    books: Mutex<Bookkeeping>,
     locks: Mutex<HashMap<String, (String, Instant)>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -115,7 +140,7 @@ impl MemoryBackend {
             .build();
         MemoryBackend {
             entries,
-            tags: Mutex::new(HashMap::new()),
+            books: Mutex::new(Bookkeeping::default()),
             locks: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -155,24 +180,20 @@ impl Backend for MemoryBackend {
         Ok(keys.iter().map(|k| self.read(k)).collect())
     }
 
-    async fn tag_versions(&self, tags: &[&str]) -> Result<Vec<u64>, CacheError> {
+    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError> {
         let now = Instant::now();
-        let map = lock(&self.tags);
-        Ok(tags
-            .iter()
-            .map(|t| map.get(*t).map_or(0, |s| s.current_version(now)))
-            .collect())
+        let books = lock(&self.books);
+        Ok(ids.iter().map(|id| books.version(id, now)).collect())
     }
 
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {
         let now = Instant::now();
         let mut out = Vec::with_capacity(puts.len());
-        let mut map = lock(&self.tags);
+        let mut books = lock(&self.books);
         for p in puts {
-            if let Some(expected) = p.guard {
-                let unchanged = p.tags.iter().enumerate().all(|(i, tag)| {
-                    let current = map.get(tag).map_or(0, |s| s.current_version(now));
-                    current == expected.get(i).copied().unwrap_or(0)
+            if let Some(guard) = &p.guard {
+                let unchanged = guard.ids.iter().enumerate().all(|(i, id)| {
+                    books.version(id, now) == guard.versions.get(i).copied().unwrap_or(0)
                 });
                 if !unchanged {
                     out.push(false);
@@ -188,50 +209,52 @@ impl Backend for MemoryBackend {
                 },
             );
             for tag in p.tags {
-                let state = map.entry(tag.clone()).or_default();
-                state.members.insert(p.key.to_owned(), now + ttl);
-                if state.members.len() > 2 * state.pruned_len.max(32) {
-                    state.members.retain(|_, expires| *expires > now);
-                    state.pruned_len = state.members.len();
+                let index = books.indexes.entry(tag.clone()).or_default();
+                index.members.insert(p.key.to_owned(), now + ttl);
+                if index.members.len() > 2 * index.pruned_len.max(32) {
+                    index.members.retain(|_, expires| *expires > now);
+                    index.pruned_len = index.members.len();
                 }
             }
             out.push(true);
         }
-        // Forget tags with neither live members nor a remembered version.
-        if map.len() > 1024 {
-            map.retain(|_, s| {
-                s.members.retain(|_, expires| *expires > now);
-                !s.members.is_empty() || s.version_expires.is_some_and(|at| at > now)
+        // Forget indexes without live members and versions past their retention.
+        if books.indexes.len() > 1024 {
+            books.indexes.retain(|_, index| {
+                index.members.retain(|_, expires| *expires > now);
+                !index.members.is_empty()
             });
+        }
+        if books.versions.len() > 1024 {
+            books
+                .versions
+                .retain(|_, v| v.expires.is_none_or(|at| at > now));
         }
         Ok(out)
     }
 
-    async fn delete(&self, keys: &[&str]) -> Result<u64, CacheError> {
-        Ok(keys
-            .iter()
-            .filter(|k| self.entries.remove(**k).is_some())
-            .count() as u64)
-    }
-
-    async fn invalidate_tags(
-        &self,
-        tags: &[&str],
-        version_retention: Duration,
-    ) -> Result<u64, CacheError> {
+    async fn invalidate(&self, inv: &Invalidation<'_>) -> Result<u64, CacheError> {
         let now = Instant::now();
-        let mut map = lock(&self.tags);
+        let mut books = lock(&self.books);
         let mut deleted = 0;
-        for tag in tags {
-            let state = map.entry((*tag).to_owned()).or_default();
-            state.version = state.current_version(now) + 1;
-            state.version_expires = Some(now + version_retention);
-            for (key, _) in state.members.drain() {
-                if self.entries.remove(&key).is_some() {
-                    deleted += 1;
+        for tag in inv.tags {
+            books.bump(tag, now, inv.retention);
+            if let Some(index) = books.indexes.remove(*tag) {
+                for key in index.members.into_keys() {
+                    if self.entries.remove(&key).is_some() {
+                        deleted += 1;
+                    }
                 }
             }
-            state.pruned_len = 0;
+        }
+        for (key, id) in inv.keys {
+            books.bump(id, now, inv.retention);
+            if self.entries.remove(*key).is_some() {
+                deleted += 1;
+            }
+        }
+        for id in inv.bump {
+            books.bump(id, now, inv.retention);
         }
         Ok(deleted)
     }

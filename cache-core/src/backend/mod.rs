@@ -12,14 +12,18 @@
 //! Backends see fully built keys; namespacing, deadlines, the circuit breaker, statistics and
 //! fail-open all live in the engine, so a custom backend only implements storage.
 //!
-//! # Tag bookkeeping (shared by both backends)
-//! A tag id (`{namespace}:t:{tag}`) owns two keys:
-//! * `{tag id}:k`: the index, a sorted set of entry keys scored by their expiry time (ms);
-//! * `{tag id}:v`: the version counter, incremented by every invalidation of the tag.
+//! # Versions, guards and invalidation (shared by both backends)
+//! A *version id* names a counter kept at `{id}:v`, incremented by every invalidation that
+//! concerns it. The engine uses three kinds, all namespaced:
+//! * a tag id (`{namespace}:t:{tag}`), which also owns an index `{id}:k`: a sorted set of the
+//!   entry keys carrying the tag, scored by their expiry time (ms);
+//! * a key id (`{namespace}:k:{entry key}`), bumped when that entry is deleted by key;
+//! * the namespace generation (`{namespace}:g`), bumped by pattern deletes and `clear`.
 //!
-//! A guarded [`Put`] carries the tag versions read before its loader ran and is stored only if
-//! they are unchanged, atomically with adding the key to each index. Invalidation increments the
-//! versions and deletes every indexed key in one atomic step. See [`crate::tags`] for the design.
+//! A guarded [`Put`] carries the versions of its ids read before its loader ran and is stored
+//! only if they are unchanged, atomically with adding the key to each tag index. An
+//! [`Invalidation`] bumps versions and deletes entries in one atomic step, so a fill that began
+//! before it can never be stored after it. See [`crate::tags`] for the design.
 
 use std::fmt;
 use std::time::Duration;
@@ -46,8 +50,31 @@ pub struct Put<'a> {
     pub ttl: Duration,
     /// Tag ids (already namespaced) the entry is indexed under.
     pub tags: &'a [String],
-    /// Expected version of each tag (same order as `tags`); `None` stores unconditionally.
-    pub guard: Option<&'a [u64]>,
+    /// The versions the entry depends on; `None` stores unconditionally.
+    pub guard: Option<Guard<'a>>,
+}
+
+/// The condition of a guarded [`Put`]: every version id still has the version read before the
+/// value was loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard<'a> {
+    /// Version ids (namespaced), in any order.
+    pub ids: &'a [String],
+    /// The expected version of each id, in the same order (`0`: never bumped).
+    pub versions: &'a [u64],
+}
+
+/// What one atomic invalidation does (see [`Backend::invalidate`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Invalidation<'a> {
+    /// Tag ids: bump each version, delete every entry in its index, delete the index.
+    pub tags: &'a [&'a str],
+    /// Entries to delete, each with its key id whose version is bumped: `(entry key, key id)`.
+    pub keys: &'a [(&'a str, &'a str)],
+    /// Version ids that are only bumped (the namespace generation).
+    pub bump: &'a [&'a str],
+    /// How long a bumped version is remembered (it must outlive any fill in flight).
+    pub retention: Duration,
 }
 
 /// Server-side facts for the stats endpoint.
@@ -85,24 +112,17 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Reads many entries in one round trip; the result has one slot per key, in order.
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, CacheError>;
 
-    /// Current versions of the given tag ids (`0` for a tag never invalidated).
-    async fn tag_versions(&self, tags: &[&str]) -> Result<Vec<u64>, CacheError>;
+    /// Current versions of the given version ids (`0` for an id never bumped), in one round
+    /// trip.
+    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError>;
 
     /// Stores entries in one round trip. Returns, per entry, whether it was stored (`false`:
-    /// its guard saw a changed tag version).
+    /// its guard saw a changed version).
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError>;
 
-    /// Deletes keys; returns how many existed.
-    async fn delete(&self, keys: &[&str]) -> Result<u64, CacheError>;
-
-    /// Atomically bumps the versions of the tag ids and deletes every entry indexed under them.
-    /// `version_retention` is how long a bumped version is remembered. Returns how many entries
-    /// were deleted.
-    async fn invalidate_tags(
-        &self,
-        tags: &[&str],
-        version_retention: Duration,
-    ) -> Result<u64, CacheError>;
+    /// Atomically bumps every version of `inv` and deletes the entries it names (the keys, and
+    /// every entry indexed under the tags). Returns how many entries were deleted.
+    async fn invalidate(&self, inv: &Invalidation<'_>) -> Result<u64, CacheError>;
 
     /// Deletes every key matching a Redis glob pattern, `batch` keys at a time, without blocking
     /// the server (Redis: `SCAN` + `UNLINK`, never `KEYS`). Returns how many were deleted.

@@ -9,15 +9,15 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
-use super::{index_key, version_key, Backend, BackendInfo, Put};
+use super::{index_key, version_key, Backend, BackendInfo, Invalidation, Put};
 use crate::error::CacheError;
 
 /// Stores entries and indexes them under their tags, each entry only if its guard holds.
 ///
-/// `ARGV[1]` = entry count; per entry `ARGV`: value, ttl ms, tag count, guard flag (`1`/`0`), then
-/// the expected version per tag when guarded. `KEYS` per entry: the entry key, then per tag its
-/// version key and its index key. Server time is used for index scores, so clock skew between
-/// application instances cannot prune live members.
+/// `ARGV[1]` = entry count; per entry `ARGV`: value, ttl ms, guard count `ng`, tag count `nt`,
+/// then the `ng` expected versions. `KEYS` per entry: the entry key, the `ng` version keys of its
+/// guard, then the `nt` index keys of its tags. Server time is used for index scores, so clock
+/// skew between application instances cannot prune live members.
 const PUT_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -27,21 +27,19 @@ for e = 1, tonumber(ARGV[1]) do
   local key = KEYS[ki]
   local val = ARGV[ai]
   local ttl = tonumber(ARGV[ai + 1])
-  local nt = tonumber(ARGV[ai + 2])
-  local guarded = ARGV[ai + 3] == '1'
+  local ng = tonumber(ARGV[ai + 2])
+  local nt = tonumber(ARGV[ai + 3])
   ai = ai + 4
   local ok = true
-  if guarded then
-    for j = 0, nt - 1 do
-      local cur = tonumber(redis.call('GET', KEYS[ki + 1 + 2 * j]) or '0')
-      if cur ~= tonumber(ARGV[ai + j]) then ok = false end
-    end
-    ai = ai + nt
+  for j = 0, ng - 1 do
+    local cur = tonumber(redis.call('GET', KEYS[ki + 1 + j]) or '0') or 0
+    if cur ~= tonumber(ARGV[ai + j]) then ok = false end
   end
+  ai = ai + ng
   if ok then
     redis.call('SET', key, val, 'PX', ttl)
     for j = 0, nt - 1 do
-      local idx = KEYS[ki + 2 + 2 * j]
+      local idx = KEYS[ki + 1 + ng + j]
       redis.call('ZADD', idx, now + ttl, key)
       redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. now)
       if redis.call('PTTL', idx) < ttl + 1000 then
@@ -52,23 +50,40 @@ for e = 1, tonumber(ARGV[1]) do
   else
     out[e] = 0
   end
-  ki = ki + 1 + 2 * nt
+  ki = ki + 1 + ng + nt
 end
 return out
 ";
 
-/// Bumps tag versions and unlinks every indexed entry, atomically.
-/// `KEYS` = (version key, index key) pairs; `ARGV[1]` = version retention in ms.
+/// Bumps versions and deletes entries, atomically.
+/// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`.
+/// `KEYS` = per tag (version key, index key), per key (entry key, version key), then the `nb`
+/// version keys to bump.
 const INVALIDATE_SCRIPT: &str = r"
+local ret = ARGV[1]
+local nt, nk, nb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local total = 0
-for i = 1, #KEYS, 2 do
+local i = 1
+for _ = 1, nt do
   redis.call('INCR', KEYS[i])
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ret)
   local members = redis.call('ZRANGE', KEYS[i + 1], 0, -1)
   for s = 1, #members, 1000 do
     total = total + redis.call('UNLINK', unpack(members, s, math.min(s + 999, #members)))
   end
   redis.call('DEL', KEYS[i + 1])
+  i = i + 2
+end
+for _ = 1, nk do
+  redis.call('INCR', KEYS[i + 1])
+  redis.call('PEXPIRE', KEYS[i + 1], ret)
+  total = total + redis.call('UNLINK', KEYS[i])
+  i = i + 2
+end
+for _ = 1, nb do
+  redis.call('INCR', KEYS[i])
+  redis.call('PEXPIRE', KEYS[i], ret)
+  i = i + 1
 end
 return total
 ";
@@ -212,11 +227,11 @@ impl Backend for RedisBackend {
         Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
     }
 
-    async fn tag_versions(&self, tags: &[&str]) -> Result<Vec<u64>, CacheError> {
-        if tags.is_empty() {
+    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError> {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = tags.iter().map(|t| version_key(t)).collect();
+        let keys: Vec<String> = ids.iter().map(|t| version_key(t)).collect();
         let mut conn = self.conn()?;
         let versions: Vec<Option<u64>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
@@ -231,9 +246,9 @@ impl Backend for RedisBackend {
             return Ok(Vec::new());
         }
         let mut conn = self.conn()?;
-        // Fast path: one untagged entry is a plain SET.
+        // Fast path: one unguarded, untagged entry is a plain SET.
         if let [p] = puts {
-            if p.tags.is_empty() {
+            if p.tags.is_empty() && p.guard.is_none() {
                 redis::cmd("SET")
                     .arg(p.key)
                     .arg(p.value)
@@ -248,52 +263,48 @@ impl Backend for RedisBackend {
         inv.arg(puts.len());
         for p in puts {
             inv.key(p.key);
+            let (ids, expected): (&[String], &[u64]) = match &p.guard {
+                Some(g) => (g.ids, g.versions),
+                None => (&[], &[]),
+            };
+            for id in ids {
+                inv.key(version_key(id));
+            }
             for tag in p.tags {
-                inv.key(version_key(tag)).key(index_key(tag));
+                inv.key(index_key(tag));
             }
             inv.arg(p.value)
                 .arg(ttl_ms(p.ttl))
-                .arg(p.tags.len())
-                .arg(if p.guard.is_some() { "1" } else { "0" });
-            if let Some(expected) = p.guard {
-                for v in expected.iter().take(p.tags.len()) {
-                    inv.arg(*v);
-                }
-                for _ in expected.len()..p.tags.len() {
-                    inv.arg(0u64);
-                }
+                .arg(ids.len())
+                .arg(p.tags.len());
+            for i in 0..ids.len() {
+                inv.arg(expected.get(i).copied().unwrap_or(0));
             }
         }
         let stored: Vec<i64> = inv.invoke_async(&mut conn).await?;
         Ok(stored.into_iter().map(|s| s == 1).collect())
     }
 
-    async fn delete(&self, keys: &[&str]) -> Result<u64, CacheError> {
-        if keys.is_empty() {
+    async fn invalidate(&self, inv: &Invalidation<'_>) -> Result<u64, CacheError> {
+        if inv.tags.is_empty() && inv.keys.is_empty() && inv.bump.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn()?;
-        Ok(redis::cmd("UNLINK")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await?)
-    }
-
-    async fn invalidate_tags(
-        &self,
-        tags: &[&str],
-        version_retention: Duration,
-    ) -> Result<u64, CacheError> {
-        if tags.is_empty() {
-            return Ok(0);
+        let mut call = INVALIDATE.prepare_invoke();
+        for tag in inv.tags {
+            call.key(version_key(tag)).key(index_key(tag));
         }
-        let mut inv = INVALIDATE.prepare_invoke();
-        for tag in tags {
-            inv.key(version_key(tag)).key(index_key(tag));
+        for (key, id) in inv.keys {
+            call.key(*key).key(version_key(id));
         }
-        inv.arg(ttl_ms(version_retention));
+        for id in inv.bump {
+            call.key(version_key(id));
+        }
+        call.arg(ttl_ms(inv.retention))
+            .arg(inv.tags.len())
+            .arg(inv.keys.len())
+            .arg(inv.bump.len());
         let mut conn = self.conn()?;
-        Ok(inv.invoke_async(&mut conn).await?)
+        Ok(call.invoke_async(&mut conn).await?)
     }
 
     async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {

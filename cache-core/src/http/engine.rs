@@ -1,9 +1,17 @@
-//! The whole-response cache as a framework-independent state machine: [`HttpCache`].
+//! The whole-response cache as framework-independent steps: [`HttpCache`].
 //!
-//! See [`HttpCache`].
+//! A cached route is a client of the same read-through engine as [`Cache::fetch`]: the handler
+//! is the loader. So a route gets everything a cached function gets: one handler run for any
+//! number of concurrent identical requests, fills guarded against invalidations made while the
+//! handler ran, stale-while-revalidate and stale-if-error windows, and the lease across
+//! instances.
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -14,8 +22,10 @@ use super::{
     StoredResponse,
 };
 use crate::__private::Outcome;
-use crate::codec::Envelope;
-use crate::{Cache, CacheKey, CacheStatus, Policy};
+use crate::cache::{Detached, Format, Inline};
+use crate::codec::{EnvelopeMeta, Header};
+use crate::flight::Shared;
+use crate::{Cache, CacheError, CacheKey, CacheStatus, Fetched, Policy};
 
 /// `X-Cache-Status`: `HIT`, `MISS`, `BYPASS`, `STALE` or `SKIP` (cache unavailable).
 pub const HEADER_STATUS: &str = "x-cache-status";
@@ -59,6 +69,9 @@ pub struct RoutePolicy {
     tags: Vec<String>,
     scope: RouteScope,
     resource: Option<String>,
+    stale_while_revalidate: Duration,
+    stale_if_error: Duration,
+    lease: bool,
 }
 
 impl RoutePolicy {
@@ -69,6 +82,9 @@ impl RoutePolicy {
             tags: Vec::new(),
             scope: RouteScope::Shared,
             resource: None,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            lease: false,
         }
     }
 
@@ -91,6 +107,27 @@ impl RoutePolicy {
         self
     }
 
+    /// After the TTL, answer with the stored response (`X-Cache-Status: STALE`) for this long
+    /// while one request refreshes it (in the background where the framework allows it).
+    pub fn stale_while_revalidate(mut self, window: Duration) -> RoutePolicy {
+        self.stale_while_revalidate = window;
+        self
+    }
+
+    /// After the TTL, answer with the stored response for this long when the handler fails
+    /// (answers 5xx).
+    pub fn stale_if_error(mut self, window: Duration) -> RoutePolicy {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// Take a cross-instance lease before running the handler on a miss, so only one instance
+    /// runs it (see [`Policy::lease`]).
+    pub fn lease(mut self, on: bool) -> RoutePolicy {
+        self.lease = on;
+        self
+    }
+
     fn resource_name(&self) -> &str {
         self.resource.as_deref().unwrap_or("http")
     }
@@ -102,22 +139,20 @@ impl RoutePolicy {
 /// stored the same way under Axum and Actix; the adapters only move bytes and headers between
 /// their framework's types and these:
 ///
-/// 1. [`HttpCache::plan`] reads the request (method, matched route, query, headers) and says what
-///    to do: [`Plan::Ignore`] (route not configured), [`Plan::Write`] (a write whose success
-///    invalidates tags), [`Plan::Pass`] (run the handler, maybe mark `BYPASS`), or
+/// 1. [`HttpCache::plan`] reads the request (method, matched route, path, query, headers) and
+///    says what to do: [`Plan::Ignore`] (route not configured), [`Plan::Write`] (a write whose
+///    success invalidates tags), [`Plan::Pass`] (run the handler, add some headers), or
 ///    [`Plan::Cache`] with a [`Lookup`].
-/// 2. [`Lookup::fetch`] reads the entry: a hit is a ready [`CachedResponse`] (with `304 Not
-///    Modified` for a matching `If-None-Match`, no body for `HEAD`, and every cache header); a
-///    miss is a [`Fill`].
-/// 3. The adapter runs the handler, asks [`Fill::wants_body`] whether the response may be
-///    stored, buffers at most [`HttpCache::max_body`] bytes of it, and calls [`Fill::store`].
-///    [`Fill::headers`] are the headers to add to the handler's response.
+/// 2. [`Lookup::fetch`] (or [`Lookup::fetch_detached`] when the handler can run in a background
+///    task) answers the request through the read-through engine. The adapter passes the handler
+///    as a closure that runs it and turns its response into an [`Origin`] with
+///    [`HttpCache::origin`]: a complete storable response, a complete response that may only be
+///    shared with concurrent identical requests (a 404), or the framework's own response.
+/// 3. The answer is a [`CachedResponse`] to send as it is, or the handler's own response with
+///    the [`Extra`] headers to add.
 ///
 /// A cache failure at any step turns into a pass-through (`X-Cache-Status: SKIP`), never an
 /// error.
-///
-/// The adapters' builders (`cache_axum::ResponseCacheLayer::builder`,
-/// `cache_actix::ResponseCache::builder`) fill one in.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct HttpCache {
@@ -128,6 +163,7 @@ pub struct HttpCache {
     expose_key: bool,
     max_body: usize,
     names: CacheHeaderNames,
+    head_from_get: bool,
 }
 
 /// The parts of a request the cache reads.
@@ -137,7 +173,7 @@ pub struct RequestInfo<'a, H: ?Sized> {
     pub method: &'a Method,
     /// The matched route template (`/trigs/{id}`), if the router matched one.
     pub route: Option<&'a str>,
-    /// The request path (`/trigs/42`), to fill `{name}` in tags.
+    /// The request path as received (`/trigs/42`): part of the key, and fills `{name}` in tags.
     pub path: &'a str,
     /// The raw query string, without `?`.
     pub query: Option<&'a str>,
@@ -145,55 +181,100 @@ pub struct RequestInfo<'a, H: ?Sized> {
     pub headers: &'a H,
 }
 
+/// Headers to add to a response the handler produced.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Set (replacing any value the response has).
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Set only when the response has no such header.
+    pub default: Vec<(HeaderName, HeaderValue)>,
+}
+
 /// What to do with a request (from [`HttpCache::plan`]).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Plan {
     /// Not a cached route: run the handler, return its response unchanged.
     Ignore,
     /// A write on a route configured with `invalidate_on_write`: run the handler, and when its
     /// status is 2xx call [`HttpCache::after_write`] with these tags.
     Write(Vec<String>),
-    /// Run the handler without the cache; when `mark` is set, add the header
-    /// [`HttpCache::bypass_header`] (`X-Cache-Status: BYPASS`) to its response.
-    Pass {
-        /// Whether the response is marked `BYPASS`.
-        mark: bool,
-    },
+    /// Run the handler without the cache and add these headers to its response (`BYPASS` when
+    /// the request was not cacheable because of credentials or `no-store`; `Cache-Control:
+    /// private` on per-user routes).
+    Pass(Extra),
     /// A cacheable request: [`Lookup::fetch`] it.
     Cache(Lookup),
 }
 
-/// A cacheable request, keyed, ready to be looked up.
+/// A cacheable request, keyed, ready to be answered.
 #[derive(Debug)]
 pub struct Lookup {
     key: CacheKey,
     scope: RouteScope,
-    refresh: bool,
     is_head: bool,
     if_none_match: Option<HeaderValue>,
-    ttl: Option<Duration>,
-    tags: Vec<String>,
+    policy: Policy,
 }
 
-/// A miss (or a refresh): run the handler, then maybe [`store`](Fill::store) its response.
+/// The handler's response to a cacheable request, classified by [`HttpCache::origin`].
 #[derive(Debug)]
-pub struct Fill {
-    key: CacheKey,
-    label: CacheStatus,
-    is_head: bool,
-    ttl: Option<Duration>,
-    tags: Vec<String>,
+#[non_exhaustive]
+pub enum Origin<P> {
+    /// Complete and storable.
+    Store(StoredResponse),
+    /// Complete and safe to hand to concurrent identical requests, but not storable (a status
+    /// that is not cacheable, such as 404 or 500).
+    Share(StoredResponse),
+    /// The framework's response, neither stored nor shared (streaming or over the body cap,
+    /// `Set-Cookie`, `Cache-Control: private/no-store`, or a `HEAD`).
+    Own {
+        /// Its status, to tell a failure (5xx, which a stale-if-error entry may replace) from an
+        /// answer.
+        status: u16,
+        /// The response.
+        response: P,
+    },
 }
 
-/// A response served from the cache, with every header to send.
+/// What the handler's response head says about caching it (from [`HttpCache::disposition`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// Read the body (up to [`HttpCache::max_body_len`]) and store it.
+    Store,
+    /// Read the body (up to the cap) and share it with concurrent identical requests only.
+    Share,
+    /// Pass the response through as it is.
+    Pass,
+}
+
+/// The answer to a cacheable request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Answer<P> {
+    /// A response built by the cache, to send as it is.
+    Cached(CachedResponse),
+    /// The handler's own response, with headers to add.
+    Origin {
+        /// The response.
+        response: P,
+        /// The headers to add.
+        extra: Extra,
+    },
+}
+
+/// A response built by the cache (from an entry, or from the handler's stored or shared
+/// response), with every header to send.
 #[derive(Debug, Clone)]
 pub struct CachedResponse {
     /// The status (the stored one, or 304).
     pub status: u16,
-    /// The stored headers followed by `Cache-Control` (when none was stored), `Age` and the
-    /// `X-Cache-*` headers.
+    /// The stored headers followed by `Cache-Control` (when none was stored), `Vary`, `Age` and
+    /// the `X-Cache-*` headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// The body (empty for `HEAD` and 304).
+    /// The body (empty for 304). For `HEAD` the whole body is kept so that the server sends its
+    /// length as `Content-Length`; servers never send a `HEAD` body.
     pub body: Bytes,
 }
 
@@ -203,7 +284,8 @@ fn value(s: &str) -> Option<HeaderValue> {
 
 impl HttpCache {
     /// A configuration with the defaults: no cached route, statuses `[200]`, bypass flag
-    /// `cache_bypass`, `X-Cache-Key` sent, bodies up to 1 MiB.
+    /// `cache_bypass`, `X-Cache-Key` sent, bodies up to 1 MiB, `HEAD` answered from the `GET`
+    /// entry.
     pub fn new(cache: Cache) -> HttpCache {
         HttpCache {
             cache,
@@ -213,6 +295,7 @@ impl HttpCache {
             expose_key: true,
             max_body: 1024 * 1024,
             names: CacheHeaderNames::default(),
+            head_from_get: true,
         }
     }
 
@@ -222,7 +305,8 @@ impl HttpCache {
         self
     }
 
-    /// Adds a request header whose value is part of every key.
+    /// Adds a request header whose value is part of every key; it is listed in the `Vary`
+    /// header of the route's responses.
     pub fn vary(mut self, header: HeaderName) -> Self {
         self.rules.vary.push(header);
         self
@@ -266,6 +350,15 @@ impl HttpCache {
     /// Largest body stored (default 1 MiB).
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// Whether a `HEAD` request is answered from the `GET` entry (default `true`). Turn it off
+    /// when the router does not answer `HEAD` like `GET` (Actix routes registered with
+    /// `web::get()` answer `HEAD` with 404), so that the cache never answers where the origin
+    /// would not.
+    pub fn head_from_get(mut self, on: bool) -> Self {
+        self.head_from_get = on;
         self
     }
 
@@ -330,13 +423,24 @@ impl HttpCache {
                         .map(|t| fill_tag(t, route, req.path))
                         .collect(),
                 ),
-                None if self.routes.contains_key(route) => Plan::Pass { mark: false },
+                None if self.routes.contains_key(route) => Plan::Pass(Extra::default()),
                 None => Plan::Ignore,
             };
         }
         let Some(policy) = self.routes.get(route) else {
             return Plan::Ignore;
         };
+        let per_user = policy.scope == RouteScope::PerUser;
+        let private = || Extra {
+            set: Vec::new(),
+            default: per_user
+                .then(|| (header::CACHE_CONTROL, HeaderValue::from_static("private")))
+                .into_iter()
+                .collect(),
+        };
+        if *req.method == Method::HEAD && !self.head_from_get {
+            return Plan::Pass(private());
+        }
         let decision = self.rules.decide(
             req.method,
             req.query,
@@ -344,21 +448,23 @@ impl HttpCache {
             policy.scope,
             bypass_allowed(),
         );
+        let bypassed = || {
+            let mut extra = private();
+            extra.set.push(self.bypass_header());
+            extra
+        };
         let user = match (decision, policy.scope) {
-            (Decision::Pass(reason), _) => {
-                return Plan::Pass {
-                    mark: reason != PassReason::Method,
-                }
-            }
+            (Decision::Pass(PassReason::Method), _) => return Plan::Pass(private()),
+            (Decision::Pass(_), _) => return Plan::Pass(bypassed()),
             (_, RouteScope::PerUser) => match user() {
                 Some(u) => Some(u),
-                None => return Plan::Pass { mark: true },
+                None => return Plan::Pass(bypassed()),
             },
             _ => None,
         };
         let view = RequestView {
             method: req.method,
-            route,
+            path: req.path,
             query: req.query,
             headers: req.headers,
         };
@@ -370,19 +476,45 @@ impl HttpCache {
             .values("if-none-match")
             .next()
             .and_then(|v| HeaderValue::from_bytes(v).ok());
+        let engine_policy = Policy::new()
+            .with_ttl(policy.ttl)
+            .tags(policy.tags.iter().map(|t| fill_tag(t, route, req.path)))
+            .stale_while_revalidate(policy.stale_while_revalidate)
+            .stale_if_error(policy.stale_if_error)
+            .lease(policy.lease)
+            .bypass(decision == Decision::Refresh);
         Plan::Cache(Lookup {
             key,
             scope: policy.scope,
-            refresh: decision == Decision::Refresh,
             is_head: *req.method == Method::HEAD,
             if_none_match,
-            ttl: policy.ttl,
-            tags: policy
-                .tags
-                .iter()
-                .map(|t| fill_tag(t, route, req.path))
-                .collect(),
+            policy: engine_policy,
         })
+    }
+
+    /// What to do with the handler's response, judged from its head: store it (storable status
+    /// and headers, and a `Content-Length`, if any, within [`max_body_len`](Self::max_body_len)),
+    /// share it with concurrent identical requests (complete, but a status that is not stored),
+    /// or pass it through (anything with `Set-Cookie`, `private`, `no-store`, ... or too long).
+    /// The body must still be read with the cap: a longer one passes through.
+    pub fn disposition<H: HeaderSource + ?Sized>(&self, status: u16, headers: &H) -> Disposition {
+        self.rules.disposition(status, headers, self.max_body)
+    }
+
+    /// The [`Origin`] of a complete response body read within the cap, for `disposition`
+    /// [`Store`](Disposition::Store) or [`Share`](Disposition::Share).
+    pub fn origin<H: HeaderSource + ?Sized, P>(
+        &self,
+        disposition: Disposition,
+        status: u16,
+        headers: &H,
+        body: Bytes,
+    ) -> Origin<P> {
+        let stored = StoredResponse::new(status, headers, body);
+        match disposition {
+            Disposition::Store => Origin::Store(stored),
+            _ => Origin::Share(stored),
+        }
     }
 
     /// Invalidates the tags of a [`Plan::Write`] after the handler succeeded. A failure is
@@ -390,10 +522,92 @@ impl HttpCache {
     /// entries still expire with their TTL.
     pub async fn after_write(&self, tags: &[String]) {
         match self.cache.invalidate_tags(tags).await {
-            Ok(_) | Err(crate::CacheError::Disabled) => {}
+            Ok(_) | Err(CacheError::Disabled) => {}
             Err(e) => {
                 tracing::warn!(name: "cache_invalidate_failed", tags = ?tags, error = %e, "invalidation after a write failed");
             }
+        }
+    }
+}
+
+/// What the engine stores for a route: the handler's response, encoded as a raw envelope and
+/// decoded without copying its body.
+pub(crate) struct ResponseFormat<P>(PhantomData<fn() -> P>);
+
+impl<P> ResponseFormat<P> {
+    pub(crate) fn new() -> Self {
+        ResponseFormat(PhantomData)
+    }
+}
+
+impl<P> Clone for ResponseFormat<P> {
+    fn clone(&self) -> Self {
+        ResponseFormat(PhantomData)
+    }
+}
+
+/// The loader error of a route: a response that is not stored.
+pub(crate) enum Unstored<P> {
+    Share(StoredResponse),
+    Own { status: u16, response: P },
+}
+
+impl<P> Format for ResponseFormat<P> {
+    type Value = StoredResponse;
+    type Error = Unstored<P>;
+
+    fn encode(
+        &self,
+        value: &StoredResponse,
+        meta: &EnvelopeMeta<'_>,
+    ) -> Result<Vec<u8>, CacheError> {
+        let content_type = value.content_type().unwrap_or("application/octet-stream");
+        Ok(crate::codec::encode_raw_with(
+            content_type,
+            meta,
+            value.body.len() + 256,
+            |buf| value.encode_into(buf),
+        ))
+    }
+
+    fn decode(&self, bytes: &Bytes, header: &Header) -> Result<StoredResponse, CacheError> {
+        if !header.is_raw() {
+            return Err(CacheError::Decode("not a stored response".into()));
+        }
+        if header.is_compressed() {
+            let payload = crate::codec::Envelope::with_header(bytes, *header).payload()?;
+            return StoredResponse::decode_shared(Bytes::from(payload.into_owned()));
+        }
+        StoredResponse::decode_shared(bytes.slice(header.payload_offset()..))
+    }
+
+    fn share(&self, error: &Unstored<P>) -> Option<Shared> {
+        match error {
+            Unstored::Share(resp) => Some(Arc::new(resp.clone())),
+            Unstored::Own { .. } => None,
+        }
+    }
+
+    fn unshare(&self, shared: &Shared) -> Option<Unstored<P>> {
+        let any: &(dyn Any + Send + Sync) = &**shared;
+        any.downcast_ref::<StoredResponse>()
+            .map(|r| Unstored::Share(r.clone()))
+    }
+
+    fn is_failure(&self, error: &Unstored<P>) -> bool {
+        match error {
+            Unstored::Share(r) => r.status >= 500,
+            Unstored::Own { status, .. } => *status >= 500,
+        }
+    }
+}
+
+impl<P> Origin<P> {
+    pub(crate) fn into_result(self) -> Result<StoredResponse, Unstored<P>> {
+        match self {
+            Origin::Store(r) => Ok(r),
+            Origin::Share(r) => Err(Unstored::Share(r)),
+            Origin::Own { status, response } => Err(Unstored::Own { status, response }),
         }
     }
 }
@@ -404,195 +618,299 @@ impl Lookup {
         &self.key
     }
 
-    /// Reads the entry: `Ok` with the response to send on a fresh hit, `Err` with the fill to
-    /// run otherwise (a miss, a refresh, an unreadable entry, or the cache unavailable, which is
-    /// labelled `SKIP` and not stored).
-    ///
-    /// # Errors
-    /// `Err` is not a failure: it is the [`Fill`] of a request the cache could not answer.
-    pub async fn fetch(self, http: &HttpCache) -> Result<CachedResponse, Fill> {
-        let mut available = true;
-        if !self.refresh {
-            match http.cache.try_get_raw(&self.key).await {
-                Ok(Some(bytes)) => {
-                    if let Some(resp) = self.hit(http, &bytes) {
-                        return Ok(resp);
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => available = false,
-            }
+    /// Answers the request: from the entry, or by running `handler` (once for any number of
+    /// concurrent identical requests in this process) and storing its response when it is
+    /// storable. A stale entry is refreshed inline by one request while the others are answered
+    /// `STALE`.
+    pub async fn fetch<P, F, Fut>(self, http: &HttpCache, handler: F) -> Answer<P>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Origin<P>>,
+    {
+        if self.is_head {
+            return self.head(http, handler).await;
         }
-        let label = match (available, self.refresh) {
-            (false, _) => CacheStatus::Skip,
-            (true, true) => CacheStatus::Bypass,
-            _ => CacheStatus::Miss,
-        };
-        http.cache.record_status(&self.key, label, 0);
-        Err(Fill {
-            key: self.key,
-            label,
-            is_head: self.is_head,
-            ttl: self.ttl,
-            tags: self.tags,
-        })
+        let fmt = ResponseFormat::<P>(PhantomData);
+        let loader = || async move { handler().await.into_result() };
+        let result = http
+            .cache
+            .read_through(&self.key, &self.policy, &fmt, loader, Inline)
+            .await;
+        self.answer(http, result)
     }
 
-    fn hit(&self, http: &HttpCache, bytes: &Bytes) -> Option<CachedResponse> {
-        let env = Envelope::parse(bytes).ok()?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let age = env.age_at(now);
-        if age >= env.ttl() {
-            return None;
+    /// Like [`fetch`](Self::fetch) with a handler that can run in a background task, so that a
+    /// stale entry is refreshed in the background and every request is answered `STALE` at once.
+    pub async fn fetch_detached<P, F, Fut>(self, http: &HttpCache, handler: F) -> Answer<P>
+    where
+        P: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Origin<P>> + Send + 'static,
+    {
+        if self.is_head {
+            return self.head(http, handler).await;
         }
-        let stored = StoredResponse::decode(&env.payload().ok()?).ok()?;
-        http.cache
-            .record_status(&self.key, CacheStatus::Hit, bytes.len());
-        let remaining = env.ttl().saturating_sub(age).as_secs();
-        let not_modified = match (&self.if_none_match, stored.etag()) {
-            (Some(inm), Some(etag)) => if_none_match(inm, etag),
-            _ => false,
+        let fmt = ResponseFormat::<P>(PhantomData);
+        let loader = move || async move { handler().await.into_result() };
+        let result = http
+            .cache
+            .read_through(&self.key, &self.policy, &fmt, loader, Detached)
+            .await;
+        self.answer(http, result)
+    }
+
+    fn answer<P>(
+        &self,
+        http: &HttpCache,
+        result: Result<Fetched<StoredResponse>, crate::cache::Failed<Unstored<P>>>,
+    ) -> Answer<P> {
+        match result {
+            Ok(fetched) => Answer::Cached(self.respond(http, fetched)),
+            Err(failed) => match failed.error {
+                Unstored::Share(resp) => {
+                    Answer::Cached(self.respond_unstored(http, resp, failed.status))
+                }
+                Unstored::Own { response, .. } => Answer::Origin {
+                    response,
+                    extra: self.extra(http, failed.status),
+                },
+            },
+        }
+    }
+
+    /// `HEAD`: answered from the `GET` entry when there is one (never refreshing it), else by
+    /// the handler, unstored.
+    async fn head<P, F, Fut>(self, http: &HttpCache, handler: F) -> Answer<P>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Origin<P>>,
+    {
+        let fmt = ResponseFormat::<P>(PhantomData);
+        let label = if self.policy.bypass {
+            CacheStatus::Bypass
+        } else {
+            match http.cache.peek(&self.key, &fmt).await {
+                Ok(Some(fetched)) => return Answer::Cached(self.respond(http, fetched)),
+                Ok(None) => CacheStatus::Miss,
+                Err(status) => status,
+            }
         };
+        match handler().await {
+            Origin::Store(r) | Origin::Share(r) => {
+                Answer::Cached(self.respond_unstored(http, r, label))
+            }
+            Origin::Own { response, .. } => Answer::Origin {
+                response,
+                extra: self.extra(http, label),
+            },
+        }
+    }
+
+    fn visibility(&self) -> &'static str {
+        if self.scope == RouteScope::PerUser {
+            "private"
+        } else {
+            "public"
+        }
+    }
+
+    /// A response from a stored (or storable) entry: the same headers on a miss as on a hit.
+    fn respond(&self, http: &HttpCache, fetched: Fetched<StoredResponse>) -> CachedResponse {
+        let from_cache = fetched.status.is_from_cache();
         let StoredResponse {
             status,
-            headers: stored_headers,
+            headers: stored,
             body,
-        } = stored;
-        let mut headers = Vec::with_capacity(stored_headers.len() + 6);
+        } = fetched.value;
+        let not_modified = from_cache
+            && match (&self.if_none_match, find(&stored, &header::ETAG)) {
+                (Some(inm), Some(etag)) => etag.to_str().is_ok_and(|e| if_none_match(inm, e)),
+                _ => false,
+            };
+        let mut headers = Vec::with_capacity(stored.len() + 8);
         let mut has_cache_control = false;
-        for (name, v) in stored_headers {
-            has_cache_control |= name == header::CACHE_CONTROL;
+        let mut vary: Option<HeaderValue> = None;
+        for (name, v) in stored {
+            if name == header::CACHE_CONTROL {
+                has_cache_control = true;
+            }
+            if name == header::VARY {
+                vary = Some(v);
+                continue;
+            }
             let keep = !not_modified
                 || matches!(
                     name.as_str(),
-                    "etag" | "cache-control" | "vary" | "expires" | "content-location" | "date"
+                    "etag" | "cache-control" | "expires" | "content-location" | "date"
                 );
             if keep {
                 headers.push((name, v));
             }
         }
         if !has_cache_control {
-            let visibility = if self.scope == RouteScope::PerUser {
-                "private"
+            let max_age = if fetched.status == CacheStatus::Stale {
+                0
             } else {
-                "public"
+                fetched.ttl.as_secs()
             };
             headers.extend(
-                value(&format!("{visibility}, max-age={remaining}"))
+                value(&format!("{}, max-age={max_age}", self.visibility()))
                     .map(|v| (header::CACHE_CONTROL, v)),
             );
         }
-        let age = age.as_secs().to_string();
-        headers.extend(value(&age).map(|v| (header::AGE, v)));
-        headers.push((
-            http.names.status.clone(),
-            HeaderValue::from_static(CacheStatus::Hit.as_str()),
-        ));
-        headers.extend(value(&age).map(|v| (http.names.age.clone(), v)));
-        headers.extend(value(&remaining.to_string()).map(|v| (http.names.ttl.clone(), v)));
+        headers.extend(http.vary_header(vary));
+        let status_label = fetched.status;
+        if from_cache {
+            let age = fetched.age.as_secs().to_string();
+            headers.extend(value(&age).map(|v| (header::AGE, v)));
+            headers.push(http.status_header(status_label));
+            headers.extend(value(&age).map(|v| (http.names.age.clone(), v)));
+            headers.extend(
+                value(&fetched.ttl.as_secs().to_string()).map(|v| (http.names.ttl.clone(), v)),
+            );
+        } else {
+            headers.push(http.status_header(status_label));
+        }
         if http.expose_key {
             headers.extend(value(self.key.as_str()).map(|v| (http.names.key.clone(), v)));
         }
-        Some(CachedResponse {
+        CachedResponse {
             status: if not_modified { 304 } else { status },
             headers,
-            body: if not_modified || self.is_head {
-                Bytes::new()
-            } else {
-                body
-            },
-        })
+            body: if not_modified { Bytes::new() } else { body },
+        }
+    }
+
+    /// A complete response that was not stored (a 404, a 500, a `HEAD`).
+    fn respond_unstored(
+        &self,
+        http: &HttpCache,
+        resp: StoredResponse,
+        label: CacheStatus,
+    ) -> CachedResponse {
+        let StoredResponse {
+            status,
+            headers: stored,
+            body,
+        } = resp;
+        let mut headers = Vec::with_capacity(stored.len() + 4);
+        let mut has_cache_control = false;
+        let mut vary: Option<HeaderValue> = None;
+        for (name, v) in stored {
+            if name == header::CACHE_CONTROL {
+                has_cache_control = true;
+            }
+            if name == header::VARY {
+                vary = Some(v);
+                continue;
+            }
+            headers.push((name, v));
+        }
+        if !has_cache_control && self.scope == RouteScope::PerUser {
+            headers.push((header::CACHE_CONTROL, HeaderValue::from_static("private")));
+        }
+        headers.extend(http.vary_header(vary));
+        headers.push(http.status_header(label));
+        if http.expose_key {
+            headers.extend(value(self.key.as_str()).map(|v| (http.names.key.clone(), v)));
+        }
+        CachedResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The headers for the handler's own response.
+    fn extra(&self, http: &HttpCache, label: CacheStatus) -> Extra {
+        let mut set = vec![http.status_header(label)];
+        if http.expose_key {
+            set.extend(value(self.key.as_str()).map(|v| (http.names.key.clone(), v)));
+        }
+        let default = (self.scope == RouteScope::PerUser)
+            .then(|| (header::CACHE_CONTROL, HeaderValue::from_static("private")))
+            .into_iter()
+            .collect();
+        Extra { set, default }
     }
 }
 
-impl Fill {
-    /// `MISS`, `BYPASS` (a permitted refresh) or `SKIP` (cache unavailable).
-    pub fn label(&self) -> CacheStatus {
-        self.label
-    }
-
-    /// The key.
-    pub fn key(&self) -> &CacheKey {
-        &self.key
-    }
-
-    /// The headers to add to the handler's response: `X-Cache-Status` and (if exposed)
-    /// `X-Cache-Key`.
-    pub fn headers(&self, http: &HttpCache) -> Vec<(HeaderName, HeaderValue)> {
-        let mut out = vec![(
-            http.names.status.clone(),
-            HeaderValue::from_static(self.label.as_str()),
-        )];
-        if http.expose_key {
-            out.extend(value(self.key.as_str()).map(|v| (http.names.key.clone(), v)));
-        }
-        out
-    }
-
-    /// Whether the handler's response may be stored, judged from its head: the cache is
-    /// available, the request is not `HEAD`, the status and headers are storable, and a
-    /// `Content-Length` (if any) is within [`HttpCache::max_body`]. The body must still be
-    /// buffered with that cap: a longer one streams through unstored.
-    pub fn wants_body<H: HeaderSource + ?Sized>(
+impl HttpRules {
+    /// What to do with a response, judged from its head (see [`HttpCache::disposition`]);
+    /// `max_body` caps a declared `Content-Length`.
+    pub fn disposition<H: HeaderSource + ?Sized>(
         &self,
-        http: &HttpCache,
         status: u16,
         headers: &H,
-    ) -> bool {
+        max_body: usize,
+    ) -> Disposition {
         let too_long = headers
             .str_values("content-length")
             .next()
             .and_then(|v| v.trim().parse::<usize>().ok())
-            .is_some_and(|n| n > http.max_body);
-        self.label != CacheStatus::Skip
-            && !self.is_head
-            && !too_long
-            && http.rules.storable(status, headers).is_ok()
-    }
-
-    /// Stores the response (call only when [`wants_body`](Self::wants_body) said so and the
-    /// whole body was read). Returns the `ETag` to add to the response when it has none. A
-    /// failed store is logged (`cache_store_error`), never returned.
-    pub async fn store<H: HeaderSource + ?Sized>(
-        self,
-        http: &HttpCache,
-        status: u16,
-        headers: &H,
-        body: Bytes,
-    ) -> Option<HeaderValue> {
-        let has_etag = headers.contains("etag");
-        let stored = StoredResponse::new(status, headers, body);
-        let content_type = headers
-            .str_values("content-type")
-            .next()
-            .unwrap_or("application/octet-stream");
-        let policy = Policy::new().with_ttl(self.ttl).tags(self.tags);
-        if let Err(e) = http
-            .cache
-            .set_raw(&self.key, &stored.encode(), content_type, policy)
-            .await
-        {
-            tracing::debug!(name: "cache_store_error", key = self.key.as_str(), error = %e, "response not stored");
+            .is_some_and(|n| n > max_body);
+        if too_long || self.storable_headers(headers).is_err() {
+            return Disposition::Pass;
         }
-        if has_etag {
-            return None;
+        if self.cacheable_statuses.contains(&status) {
+            Disposition::Store
+        } else {
+            Disposition::Share
         }
-        stored.etag().and_then(value)
     }
 }
 
+impl HttpCache {
+    fn status_header(&self, status: CacheStatus) -> (HeaderName, HeaderValue) {
+        (
+            self.names.status.clone(),
+            HeaderValue::from_static(status.as_str()),
+        )
+    }
+
+    /// `Vary`: the response's own value followed by the configured vary headers not in it.
+    fn vary_header(&self, existing: Option<HeaderValue>) -> Option<(HeaderName, HeaderValue)> {
+        if self.rules.vary.is_empty() {
+            return existing.map(|v| (header::VARY, v));
+        }
+        let mut names: Vec<String> = existing
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in &self.rules.vary {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())) {
+                names.push(name.as_str().to_owned());
+            }
+        }
+        value(&names.join(", ")).map(|v| (header::VARY, v))
+    }
+}
+
+fn find<'a>(
+    headers: &'a [(HeaderName, HeaderValue)],
+    name: &HeaderName,
+) -> Option<&'a HeaderValue> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
 /// The headers an adapter adds after a handler that made `#[cached]` calls: `X-Cache-Status`,
-/// `X-Cache-Key` (when `expose_key`), and for values served from the cache `X-Cache-Age`,
-/// `X-Cache-TTL`, `Age`, plus a `Cache-Control` (`private` when `per_user`, else `public`) when
-/// the response has none.
+/// `X-Cache-Key` (when `expose_key`), for values served from the cache `X-Cache-Age`,
+/// `X-Cache-TTL` and `Age`, and, when the response has no `Cache-Control`, one that never marks
+/// per-user data as shareable: `private` on **every** status when `per_user` (a `#[cached]` call
+/// keyed by user, or a request with an identified user), otherwise, for a successful (2xx)
+/// response built from a stored value, `public, max-age=<remaining TTL>` on a miss as on a hit.
 pub fn outcome_headers(
     names: &CacheHeaderNames,
     expose_key: bool,
     outcome: &Outcome,
     per_user: bool,
+    response_status: u16,
     has_cache_control: bool,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(6);
@@ -603,18 +921,54 @@ pub fn outcome_headers(
     if expose_key {
         out.extend(value(&outcome.key).map(|v| (names.key.clone(), v)));
     }
-    if matches!(outcome.status, CacheStatus::Hit | CacheStatus::Stale) {
+    if outcome.status.is_from_cache() {
         let age = outcome.age.as_secs().to_string();
         out.extend(value(&age).map(|v| (names.age.clone(), v)));
         out.extend(value(&outcome.ttl.as_secs().to_string()).map(|v| (names.ttl.clone(), v)));
         out.extend(value(&age).map(|v| (header::AGE, v)));
     }
-    if outcome.status.is_from_cache() && !has_cache_control {
-        let visibility = if per_user { "private" } else { "public" };
-        let cc = format!("{visibility}, max-age={}", outcome.ttl.as_secs());
-        out.extend(value(&cc).map(|v| (header::CACHE_CONTROL, v)));
+    if !has_cache_control {
+        let per_user = per_user || outcome.per_user;
+        let stored = outcome.status.is_from_cache() || outcome.ttl > Duration::ZERO;
+        if per_user {
+            let cc = if stored && (200..300).contains(&response_status) {
+                format!("private, max-age={}", outcome.ttl.as_secs())
+            } else {
+                "private".to_owned()
+            };
+            out.extend(value(&cc).map(|v| (header::CACHE_CONTROL, v)));
+        } else if stored && (200..300).contains(&response_status) {
+            let cc = format!("public, max-age={}", outcome.ttl.as_secs());
+            out.extend(value(&cc).map(|v| (header::CACHE_CONTROL, v)));
+        }
     }
     out
+}
+
+/// `ETag` and `304 Not Modified` for the response of a `#[cached]` handler whose value is the
+/// whole response (`outcome.whole_response`), as the response layer does: returns the `ETag` to
+/// add when the response has none (the stored payload's, `"<16 hex digits>"`), and whether the
+/// request's `If-None-Match` matches it (weak comparison), so that the adapter answers 304 with
+/// an empty body. Only a 200 built from a stored value gets either.
+pub fn outcome_validator(
+    outcome: &Outcome,
+    response_status: u16,
+    response_etag: Option<&HeaderValue>,
+    if_none_match_header: Option<&HeaderValue>,
+) -> (Option<HeaderValue>, bool) {
+    if !outcome.whole_response || response_status != 200 || outcome.status == CacheStatus::Skip {
+        return (None, false);
+    }
+    let added = match response_etag {
+        Some(_) => None,
+        None => outcome.etag.and_then(|e| value(&format!("\"{e:016x}\""))),
+    };
+    let etag = response_etag.or(added.as_ref());
+    let not_modified = match (if_none_match_header, etag.and_then(|e| e.to_str().ok())) {
+        (Some(inm), Some(etag)) => if_none_match(inm, etag),
+        _ => false,
+    };
+    (added, not_modified)
 }
 
 /// Replaces `{name}` in a tag template by the path parameter `name` of `route` in `path`

@@ -35,13 +35,13 @@ use crate::key::CacheKey;
 use crate::Cache;
 
 mod engine;
-mod entry;
 
 pub use engine::{
-    fill_tag, outcome_headers, CacheHeaderNames, CachedResponse, Fill, HttpCache, Lookup, Plan,
-    RequestInfo, RoutePolicy, HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
+    fill_tag, outcome_headers, outcome_validator, Answer, CacheHeaderNames, CachedResponse,
+    Disposition, Extra, HttpCache, Lookup, Origin, Plan, RequestInfo, RoutePolicy, HEADER_AGE,
+    HEADER_KEY, HEADER_STATUS, HEADER_TTL,
 };
-pub use entry::{EntryBody, ResponseEntry};
+pub(crate) use engine::{ResponseFormat, Unstored};
 
 /// Read access to a header map, so that the rules work on any framework's headers (Axum uses
 /// [`http::HeaderMap`]; Actix has its own map, wrapped by `cache-actix`).
@@ -80,6 +80,7 @@ impl HeaderSource for HeaderMap {
 
 /// Who may share a route's cached responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RouteScope {
     /// One entry for everyone; requests with credentials pass through.
     #[default]
@@ -92,6 +93,7 @@ pub enum RouteScope {
 
 /// What to do with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Look the response up, fill it on a miss.
     Lookup,
@@ -103,6 +105,7 @@ pub enum Decision {
 
 /// Why a request passes through the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PassReason {
     /// Not `GET` or `HEAD`.
     Method,
@@ -128,6 +131,7 @@ impl PassReason {
 
 /// Why a response is not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NotStorable {
     /// The status is not in the cacheable list.
     Status(u16),
@@ -282,6 +286,18 @@ impl HttpRules {
         if !self.cacheable_statuses.contains(&status) {
             return Err(NotStorable::Status(status));
         }
+        self.storable_headers(headers)
+    }
+
+    /// Whether the headers of a response allow storing it (every rule of
+    /// [`storable`](Self::storable) but the status).
+    ///
+    /// # Errors
+    /// The first rule that forbids storing it.
+    pub fn storable_headers<H: HeaderSource + ?Sized>(
+        &self,
+        headers: &H,
+    ) -> Result<(), NotStorable> {
         let cc = CacheControl::from_headers(headers);
         if cc.no_store {
             return Err(NotStorable::NoStore);
@@ -304,8 +320,10 @@ impl HttpRules {
         Ok(())
     }
 
-    /// The key of a request: `resource`, the method (`HEAD` shares `GET`'s entry), the matched
-    /// route template, the canonical query without the bypass flag, the values of the `vary`
+    /// The key of a request: `resource`, the method (`HEAD` shares `GET`'s entry), the request
+    /// **path** as received (so `/trigs/5` and `/trigs/6` never share an entry), the query taken
+    /// exactly ([`KeyBuilder::exact_query`](crate::key::KeyBuilder::exact_query): only the order
+    /// of parameters is canonicalised, and the bypass flag is left out), the values of the `vary`
     /// headers, and the user when the route is per-user.
     pub fn key<H: HeaderSource + ?Sized>(
         &self,
@@ -316,7 +334,7 @@ impl HttpRules {
     ) -> CacheKey {
         let RequestView {
             method,
-            route,
+            path,
             query,
             headers,
         } = request;
@@ -328,8 +346,8 @@ impl HttpRules {
         let mut key = cache
             .key(resource)
             .id(method)
-            .id(route)
-            .query(query.unwrap_or(""))
+            .id(path)
+            .exact_query(query)
             .exclude(&self.bypass_param);
         for name in &self.vary {
             let joined = headers
@@ -351,9 +369,9 @@ impl HttpRules {
 pub struct RequestView<'a, H: ?Sized = HeaderMap> {
     /// The method.
     pub method: &'a Method,
-    /// The matched route template, e.g. `/trigs/{id}` (not the raw path).
-    pub route: &'a str,
-    /// The raw query string, without `?`.
+    /// The request path as received (`/trigs/42`), not the route template.
+    pub path: &'a str,
+    /// The raw query string, without `?` (`None` when the URI has none).
     pub query: Option<&'a str>,
     /// The request headers.
     pub headers: &'a H,
@@ -458,10 +476,24 @@ impl StoredResponse {
             .and_then(|(_, v)| v.to_str().ok())
     }
 
+    /// The stored `Content-Type`, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == header::CONTENT_TYPE)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+
     /// Encodes the response as an envelope payload: `u16 status`, `u16 header count`, per header
     /// `u16 name length`, name, `u32 value length`, value, then the body (little-endian).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.body.len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends [`encode`](Self::encode)'s output to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.status.to_le_bytes());
         let count = self.headers.len().min(u16::MAX as usize);
         out.extend_from_slice(&(count as u16).to_le_bytes());
@@ -474,7 +506,6 @@ impl StoredResponse {
             out.extend_from_slice(v);
         }
         out.extend_from_slice(&self.body);
-        out
     }
 
     /// Decodes [`encode`](Self::encode)'s output.
@@ -482,27 +513,51 @@ impl StoredResponse {
     /// # Errors
     /// [`CacheError::Decode`] for truncated or invalid input (never a panic).
     pub fn decode(bytes: &[u8]) -> Result<StoredResponse, CacheError> {
+        Self::decode_shared(bytes::Bytes::copy_from_slice(bytes))
+    }
+
+    /// Decodes [`encode`](Self::encode)'s output without copying: the body and the header values
+    /// are slices of `bytes` (a cache hit serves the bytes Redis returned).
+    ///
+    /// # Errors
+    /// [`CacheError::Decode`] for truncated or invalid input (never a panic).
+    #[allow(clippy::needless_pass_by_value)] // the body and header values are slices of `bytes`
+    pub fn decode_shared(bytes: bytes::Bytes) -> Result<StoredResponse, CacheError> {
         let bad = || CacheError::Decode("invalid stored response".into());
-        let take = |at: &mut usize, n: usize| -> Result<&[u8], CacheError> {
-            let s = bytes.get(*at..*at + n).ok_or_else(bad)?;
-            *at += n;
-            Ok(s)
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<std::ops::Range<usize>, CacheError> {
+            let end = at
+                .checked_add(n)
+                .filter(|&e| e <= bytes.len())
+                .ok_or_else(bad)?;
+            let range = at..end;
+            at = end;
+            Ok(range)
         };
-        let mut at = 0;
-        let status = u16::from_le_bytes(take(&mut at, 2)?.try_into().map_err(|_| bad())?);
-        let count = u16::from_le_bytes(take(&mut at, 2)?.try_into().map_err(|_| bad())?);
-        let mut headers = Vec::with_capacity(count as usize);
+        let u16_at =
+            |r: std::ops::Range<usize>| u16::from_le_bytes([bytes[r.start], bytes[r.start + 1]]);
+        let status = u16_at(take(2)?);
+        let count = u16_at(take(2)?);
+        let mut headers = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
-            let nl = u16::from_le_bytes(take(&mut at, 2)?.try_into().map_err(|_| bad())?);
-            let name = HeaderName::from_bytes(take(&mut at, nl as usize)?).map_err(|_| bad())?;
-            let vl = u32::from_le_bytes(take(&mut at, 4)?.try_into().map_err(|_| bad())?);
-            let value = HeaderValue::from_bytes(take(&mut at, vl as usize)?).map_err(|_| bad())?;
+            let nl = u16_at(take(2)?);
+            let name = HeaderName::from_bytes(&bytes[take(usize::from(nl))?]).map_err(|_| bad())?;
+            let r = take(4)?;
+            let vl = u32::from_le_bytes([
+                bytes[r.start],
+                bytes[r.start + 1],
+                bytes[r.start + 2],
+                bytes[r.start + 3],
+            ]);
+            let v = take(vl as usize)?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(v)).map_err(|_| bad())?;
             headers.push((name, value));
         }
+        let body = bytes.slice(take(0)?.start..);
         Ok(StoredResponse {
             status,
             headers,
-            body: bytes::Bytes::copy_from_slice(&bytes[at..]),
+            body,
         })
     }
 }
@@ -723,11 +778,11 @@ mod tests {
             ..HttpRules::default()
         };
         let h = |lang: &'static str| headers(&[("accept-language", lang)]);
-        let route = "/trigs/{id}";
+        let route = "/trigs/42";
         let k = |method: &Method, query: Option<&str>, headers: &HeaderMap, u: Option<&str>| {
             let view = RequestView {
                 method,
-                route,
+                path: route,
                 query,
                 headers,
             };

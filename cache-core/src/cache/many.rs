@@ -1,0 +1,228 @@
+//! Fragments: many entries read in one round trip, the missing ones loaded together and stored
+//! in one round trip, each guarded like any fill (see [`crate::fragments`]).
+
+use std::future::Future;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+use tracing::warn;
+
+use super::store::FillIds;
+use super::Cache;
+use crate::backend::{Guard, Put};
+use crate::codec::{now_ms, Freshness, Header};
+use crate::fragments::Fragment;
+use crate::key::CacheKey;
+use crate::policy::CacheStatus;
+use crate::stats::{add, inc};
+
+/// A loaded fragment ready to store: index, ids, envelope, expected versions, header.
+type EncodedFragment<'a> = (usize, &'a FillIds, Vec<u8>, Vec<u64>, Header);
+
+impl Cache {
+    /// Reads many entries in one round trip; one slot per key, `None` for misses, errors and
+    /// entries past every window.
+    pub async fn get_many<T: DeserializeOwned>(&self, keys: &[CacheKey]) -> Vec<Option<T>> {
+        let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
+        for slot in self.get_many_raw(keys).await.into_iter().zip(keys) {
+            out.push(match slot {
+                (Some(bytes), key) => self.decode_servable(key, &bytes),
+                (None, key) => {
+                    self.inner.stats.record(key.resource(), |c| inc(&c.misses));
+                    None
+                }
+            });
+        }
+        out
+    }
+
+    /// Reads many fragments in one round trip, calls `loader` once with the indices of the
+    /// missing ones (it returns their values in that order), stores those in one round trip and
+    /// returns every value in fragment order. See [`crate::fragments`] for a worked example.
+    ///
+    /// Fragments are not single-flighted against each other; each store is guarded by the
+    /// versions of its key and tags read before the loader ran, like every fill.
+    ///
+    /// # Errors
+    /// The loader's error (nothing is stored then).
+    ///
+    /// # Panics
+    /// If the loader returns a different number of values than it was asked for.
+    pub async fn get_many_or_load<T, E, F, Fut>(
+        &self,
+        fragments: &[Fragment],
+        loader: F,
+    ) -> Result<Vec<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, E>>,
+    {
+        let keys: Vec<CacheKey> = fragments.iter().map(|f| f.key.clone()).collect();
+        let raw = self.get_many_raw(&keys).await;
+        let mut values: Vec<Option<T>> = Vec::with_capacity(fragments.len());
+        let mut missing = Vec::new();
+        for (i, (slot, key)) in raw.iter().zip(&keys).enumerate() {
+            let found = match slot {
+                Some(bytes) => self.decode_servable::<T>(key, bytes),
+                None => {
+                    if self.is_enabled() {
+                        self.inner.stats.record(key.resource(), |c| inc(&c.misses));
+                    }
+                    None
+                }
+            };
+            if found.is_none() {
+                missing.push(i);
+            }
+            values.push(found);
+        }
+        if missing.is_empty() {
+            return Ok(values.into_iter().flatten().collect());
+        }
+        // The versions every missing fragment depends on, read in one round trip.
+        let fills: Vec<FillIds> = missing
+            .iter()
+            .map(|&i| self.fill_ids(&keys[i], &fragments[i].policy))
+            .collect();
+        let mut all: Vec<String> = Vec::new();
+        for id in fills.iter().flat_map(|f| f.all()) {
+            if !all.contains(id) {
+                all.push(id.clone());
+            }
+        }
+        let versions = if self.is_enabled() {
+            self.read_versions(&all, &keys[missing[0]]).await
+        } else {
+            None
+        };
+        for &i in &missing {
+            self.inner
+                .stats
+                .record(keys[i].resource(), |c| inc(&c.loads));
+        }
+        let started = Instant::now();
+        let loaded = loader(missing.clone()).await?;
+        let recompute = started.elapsed();
+        assert_eq!(
+            loaded.len(),
+            missing.len(),
+            "get_many_or_load: the loader must return one value per missing index"
+        );
+        if let Some(versions) = versions {
+            let codec = self.inner.settings.codec;
+            let mut encoded: Vec<EncodedFragment<'_>> = Vec::new();
+            for ((&i, value), ids) in missing.iter().zip(&loaded).zip(&fills) {
+                let meta = self.envelope_meta(&fragments[i].policy, recompute);
+                let Ok(bytes) = codec.encode_envelope(value, &meta) else {
+                    continue;
+                };
+                if self.fits(&keys[i], bytes.len()).is_err() {
+                    continue;
+                }
+                let Ok(header) = Header::parse(&bytes) else {
+                    continue;
+                };
+                let expected: Vec<u64> = ids
+                    .all()
+                    .iter()
+                    .map(|id| all.iter().position(|x| x == id).map_or(0, |p| versions[p]))
+                    .collect();
+                encoded.push((i, ids, bytes, expected, header));
+            }
+            let puts: Vec<Put<'_>> = encoded
+                .iter()
+                .map(|(i, ids, bytes, expected, header)| Put {
+                    key: keys[*i].as_str(),
+                    value: bytes,
+                    ttl: self.keep_for(header),
+                    tags: ids.tags(),
+                    guard: Some(Guard {
+                        ids: ids.all(),
+                        versions: expected,
+                    }),
+                })
+                .collect();
+            let backend = &self.inner.backend;
+            match self.call(self.deadline(), || backend.put(&puts)).await {
+                Ok(stored) => {
+                    for ((i, _, bytes, _, _), ok) in encoded.iter().zip(stored) {
+                        let len = bytes.len() as u64;
+                        self.inner.stats.record(keys[*i].resource(), |c| {
+                            if ok {
+                                inc(&c.sets);
+                                add(&c.bytes_written, len);
+                            } else {
+                                inc(&c.rejected_fills);
+                            }
+                        });
+                    }
+                }
+                Err(e) => {
+                    self.inner
+                        .stats
+                        .record(keys[missing[0]].resource(), |c| inc(&c.errors));
+                    warn!(name: "cache_store_error", keys = missing.len(), error = %e, "could not store fragments");
+                }
+            }
+        }
+        let mut loaded = loaded.into_iter();
+        Ok(values
+            .into_iter()
+            .map(|v| match v {
+                Some(v) => v,
+                None => loaded
+                    .next()
+                    .unwrap_or_else(|| unreachable!("one loaded value per missing index")),
+            })
+            .collect())
+    }
+
+    pub(crate) async fn get_many_raw(&self, keys: &[CacheKey]) -> Vec<Option<Bytes>> {
+        if !self.is_enabled() || keys.is_empty() {
+            return vec![None; keys.len()];
+        }
+        let refs: Vec<&str> = keys.iter().map(CacheKey::as_str).collect();
+        let backend = &self.inner.backend;
+        match self.call(self.deadline(), || backend.get_many(&refs)).await {
+            Ok(found) if found.len() == keys.len() => found,
+            Ok(_) => vec![None; keys.len()],
+            Err(e) => {
+                self.record_error(keys[0].resource(), "get_many", keys[0].as_str(), &e);
+                vec![None; keys.len()]
+            }
+        }
+    }
+
+    /// Decodes an entry if it is fresh or inside its stale-while-revalidate window, counting the
+    /// outcome.
+    fn decode_servable<T: DeserializeOwned>(&self, key: &CacheKey, bytes: &Bytes) -> Option<T> {
+        let header = match Header::parse(bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                self.record_error(key.resource(), "decode", key.as_str(), &e);
+                return None;
+            }
+        };
+        let (freshness, age) = header.freshness(now_ms());
+        let status = match freshness {
+            Freshness::Fresh => CacheStatus::Hit,
+            Freshness::Stale => CacheStatus::Stale,
+            Freshness::IfError | Freshness::Expired => {
+                self.inner.stats.record(key.resource(), |c| inc(&c.misses));
+                return None;
+            }
+        };
+        match crate::codec::Envelope::with_header(bytes, header).decode() {
+            Ok(v) => {
+                self.count_served(key, status, bytes.len(), age);
+                Some(v)
+            }
+            Err(e) => {
+                self.record_error(key.resource(), "decode", key.as_str(), &e);
+                None
+            }
+        }
+    }
+}

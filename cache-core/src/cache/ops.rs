@@ -1,0 +1,235 @@
+//! Explicit operations: stores, deletes, invalidation, pattern deletes, counters. Unlike reads,
+//! these report backend failures: a lost write or invalidation must not pass silently.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::Cache;
+use crate::backend::{BackendInfo, Invalidation};
+use crate::error::CacheError;
+use crate::key::CacheKey;
+use crate::policy::Policy;
+use crate::stats::{add, inc, StatsSnapshot};
+use crate::tags::PendingInvalidation;
+
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Cache {
+    /// Stores a value unconditionally with the policy's TTL, windows and tags.
+    ///
+    /// # Errors
+    /// The backend failure, [`CacheError::TooLarge`], [`CacheError::Encode`] or
+    /// [`CacheError::Disabled`].
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &CacheKey,
+        value: &T,
+        policy: impl Into<Policy>,
+    ) -> Result<(), CacheError> {
+        if !self.is_enabled() {
+            return Err(CacheError::Disabled);
+        }
+        let policy = policy.into();
+        let meta = self.envelope_meta(&policy, Duration::ZERO);
+        let bytes = self.inner.settings.codec.encode_envelope(value, &meta)?;
+        let tags: Vec<String> = policy.tags.iter().map(|t| self.tag_id(t)).collect();
+        self.store(key, &bytes, &tags, None).await.map(|_| ())
+    }
+
+    /// Deletes one entry; `Ok(true)` if it existed. A fill of `key` that began before the delete
+    /// is not stored after it.
+    ///
+    /// # Errors
+    /// The backend failure, or [`CacheError::Disabled`].
+    pub async fn delete(&self, key: &CacheKey) -> Result<bool, CacheError> {
+        Ok(self.delete_many(std::slice::from_ref(key)).await? > 0)
+    }
+
+    /// Deletes entries by key, atomically; returns how many existed. A fill of one of these keys
+    /// that began before the delete is not stored after it.
+    ///
+    /// # Errors
+    /// The backend failure, or [`CacheError::Disabled`].
+    pub async fn delete_many(&self, keys: &[CacheKey]) -> Result<u64, CacheError> {
+        if !self.is_enabled() {
+            return Err(CacheError::Disabled);
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = keys.iter().map(|k| self.key_id(k)).collect();
+        let pairs: Vec<(&str, &str)> = keys
+            .iter()
+            .zip(&ids)
+            .map(|(k, id)| (k.as_str(), id.as_str()))
+            .collect();
+        let n = self
+            .invalidate(Invalidation {
+                tags: &[],
+                keys: &pairs,
+                bump: &[],
+                retention: self.inner.settings.tag_version_retention,
+            })
+            .await?;
+        for key in keys {
+            self.inner.stats.record(key.resource(), |c| inc(&c.deletes));
+        }
+        info!(name: "cache_invalidated", keys = ?pairs.iter().map(|p| p.0).collect::<Vec<_>>(), deleted = n, "cache keys deleted");
+        Ok(n)
+    }
+
+    /// Invalidates every entry carrying any of `tags`, atomically, at a cost proportional to the
+    /// number of entries carrying them (never to the size of the keyspace). A fill that began
+    /// before this call and finishes after it is not stored, and a read that begins after it
+    /// returns never receives a value loaded before it (not even from another caller's load in
+    /// flight).
+    ///
+    /// # Errors
+    /// Reported to the caller (an invalidation must not vanish silently): the backend failure,
+    /// [`CacheError::CircuitOpen`], or [`CacheError::Disabled`]. See [`crate::tags`] for what a
+    /// service should do then.
+    pub async fn invalidate_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<u64, CacheError> {
+        if !self.is_enabled() {
+            return Err(CacheError::Disabled);
+        }
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = tags.iter().map(|t| self.tag_id(t.as_ref())).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let n = self
+            .invalidate(Invalidation {
+                tags: &refs,
+                keys: &[],
+                bump: &[],
+                retention: self.inner.settings.tag_version_retention,
+            })
+            .await
+            .inspect_err(|e| warn!(name: "cache_invalidate_failed", tags = ?tags.iter().map(AsRef::as_ref).collect::<Vec<_>>(), error = %e, "tag invalidation failed"))?;
+        add(&self.inner.stats.total().invalidations, n);
+        info!(name: "cache_invalidated", tags = ?tags.iter().map(AsRef::as_ref).collect::<Vec<_>>(), deleted = n, "cache tags invalidated");
+        Ok(n)
+    }
+
+    /// One atomic invalidation on the backend, marked in this handle's epoch first.
+    async fn invalidate(&self, inv: Invalidation<'_>) -> Result<u64, CacheError> {
+        self.begin_invalidation();
+        let backend = &self.inner.backend;
+        self.call(
+            self.inner.settings.admin_timeout.max(self.deadline()),
+            || backend.invalidate(&inv),
+        )
+        .await
+    }
+
+    /// Bumps the namespace generation: every fill in flight in this namespace is then refused
+    /// at its store (pattern deletes cannot know which keys a fill in flight will write).
+    async fn bump_generation(&self) -> Result<(), CacheError> {
+        let id = self.inner.generation_id.as_str();
+        self.invalidate(Invalidation {
+            tags: &[],
+            keys: &[],
+            bump: &[id],
+            retention: self.inner.settings.tag_version_retention,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes every key of this namespace matching a Redis glob pattern (operators only),
+    /// with `SCAN` + `UNLINK` in batches, never `KEYS`. The pattern is relative to the keyspace
+    /// prefix `{namespace}:v{version}:`, so `trig:*` deletes every `trig` entry. Fills in flight
+    /// when it starts are not stored.
+    ///
+    /// # Errors
+    /// [`CacheError::InvalidArgument`] for patterns with whitespace or control characters, or the
+    /// backend failure.
+    pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
+        if !self.is_enabled() {
+            return Err(CacheError::Disabled);
+        }
+        let full = self
+            .inner
+            .keyspace
+            .pattern(pattern)
+            .map_err(CacheError::InvalidArgument)?;
+        self.bump_generation().await?;
+        let backend = &self.inner.backend;
+        let n = self
+            .call(self.inner.settings.admin_timeout, || {
+                backend.delete_pattern(&full, 500)
+            })
+            .await?;
+        add(&self.inner.stats.total().deletes, n);
+        info!(name: "cache_delete_pattern", pattern = %full, deleted = n, "cache pattern deleted");
+        Ok(n)
+    }
+
+    /// Deletes every entry of this namespace (all schema versions) and its tag indexes. Version
+    /// counters are kept, so fills in flight are still refused at their store.
+    ///
+    /// # Errors
+    /// The backend failure, or [`CacheError::Disabled`].
+    pub async fn clear(&self) -> Result<u64, CacheError> {
+        if !self.is_enabled() {
+            return Err(CacheError::Disabled);
+        }
+        self.bump_generation().await?;
+        let ns = escape_glob(self.inner.keyspace.namespace());
+        let backend = &self.inner.backend;
+        let mut n = 0;
+        for pattern in [format!("{ns}:v*"), format!("{ns}:t:*:k")] {
+            n += self
+                .call(self.inner.settings.admin_timeout, || {
+                    backend.delete_pattern(&pattern, 500)
+                })
+                .await?;
+        }
+        add(&self.inner.stats.total().deletes, n);
+        info!(name: "cache_delete_pattern", namespace = %self.inner.keyspace.namespace(), deleted = n, "cache namespace cleared");
+        Ok(n)
+    }
+
+    /// Collects tags and keys to invalidate after a database transaction commits; see
+    /// [`PendingInvalidation`].
+    pub fn defer(&self) -> PendingInvalidation {
+        PendingInvalidation::new(self.clone())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Resets every counter to zero.
+    pub fn reset_stats(&self) {
+        self.inner.stats.reset();
+    }
+
+    /// Server statistics from the backend (keys, memory, keyspace hits and misses, clients).
+    ///
+    /// # Errors
+    /// The backend failure.
+    pub async fn backend_info(&self) -> Result<BackendInfo, CacheError> {
+        let backend = &self.inner.backend;
+        self.call(
+            self.inner
+                .settings
+                .admin_timeout
+                .min(Duration::from_secs(5)),
+            || backend.info(),
+        )
+        .await
+    }
+}
