@@ -4,7 +4,7 @@
 //! Run with `cargo bench -p cache-tests --bench consistency`. Starts its own `redis-server` (or
 //! uses `REDIS_URL`). Four variants: Redis (four `Cache` instances on one server, each with its
 //! own connection and single-flight map) and memory (four instances on one `MemoryBackend`),
-//! each read-heavy (5% writes) and write-heavy (30% writes); 64 concurrent tasks over 48 ids.
+//! each read-heavy (5% writes) and write-heavy (30% writes); 64 concurrent tasks over 32 ids.
 //! The checker itself (database as oracle, read paths, loaders) is `support/consistency.rs`,
 //! shared with `tests/consistency.rs`.
 //!
@@ -29,7 +29,7 @@ use consistency::{Config, Method, Report};
 
 const COMMAND: &str = "cargo bench -p cache-tests --bench consistency";
 const TASKS: usize = 64;
-const IDS: u32 = 48;
+const IDS: u32 = 32;
 const CACHES: usize = 4;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
