@@ -63,13 +63,50 @@ pub(crate) trait Format {
     }
 }
 
-/// Values serialized with the cache's codec.
-pub(crate) struct Serde<T, E> {
+/// Values serialized with the cache's codec. `S` says whether a loader's error is shared with
+/// the callers waiting on it ([`Cloned`]) or not ([`Unshared`]: they load one at a time).
+pub(crate) struct Serde<T, E, S = Unshared> {
     codec: Codec,
-    _value: PhantomData<fn() -> (T, E)>,
+    _value: Types<T, E, S>,
 }
 
-impl<T, E> Clone for Serde<T, E> {
+/// The types a [`Serde`] format is for (it holds none of them).
+type Types<T, E, S> = PhantomData<fn() -> (T, E, S)>;
+
+/// Errors are not shared: callers waiting on a failed load load again, one flight at a time.
+#[derive(Debug)]
+pub(crate) enum Unshared {}
+
+/// Errors are cloned to the callers waiting on the failed load.
+#[derive(Debug)]
+pub(crate) enum Cloned {}
+
+/// How a [`Serde`] format shares errors.
+pub(crate) trait ShareErrors<E> {
+    fn share(error: &E) -> Option<Shared>;
+    fn unshare(shared: &Shared) -> Option<E>;
+}
+
+impl<E> ShareErrors<E> for Unshared {
+    fn share(_: &E) -> Option<Shared> {
+        None
+    }
+    fn unshare(_: &Shared) -> Option<E> {
+        None
+    }
+}
+
+impl<E: Clone + Send + Sync + 'static> ShareErrors<E> for Cloned {
+    fn share(error: &E) -> Option<Shared> {
+        Some(std::sync::Arc::new(error.clone()))
+    }
+    fn unshare(shared: &Shared) -> Option<E> {
+        let any: &(dyn std::any::Any + Send + Sync) = &**shared;
+        any.downcast_ref::<E>().cloned()
+    }
+}
+
+impl<T, E, S> Clone for Serde<T, E, S> {
     fn clone(&self) -> Self {
         Serde {
             codec: self.codec,
@@ -78,7 +115,7 @@ impl<T, E> Clone for Serde<T, E> {
     }
 }
 
-impl<T, E> Serde<T, E> {
+impl<T, E, S> Serde<T, E, S> {
     pub(crate) fn new(codec: Codec) -> Self {
         Serde {
             codec,
@@ -87,7 +124,7 @@ impl<T, E> Serde<T, E> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned, E> Format for Serde<T, E> {
+impl<T: Serialize + DeserializeOwned, E, S: ShareErrors<E>> Format for Serde<T, E, S> {
     type Value = T;
     type Error = E;
 
@@ -97,6 +134,14 @@ impl<T: Serialize + DeserializeOwned, E> Format for Serde<T, E> {
 
     fn decode(&self, bytes: &Bytes, header: &Header) -> Result<T, CacheError> {
         crate::codec::Envelope::with_header(bytes, *header).decode()
+    }
+
+    fn share(&self, error: &E) -> Option<Shared> {
+        S::share(error)
+    }
+
+    fn unshare(&self, shared: &Shared) -> Option<E> {
+        S::unshare(shared)
     }
 }
 
@@ -639,9 +684,11 @@ impl Cache {
     /// Like [`get_or_load`](Self::get_or_load) for fallible loaders: only `Ok` values are cached;
     /// errors are returned untouched (unless a stale-if-error window serves a stale value).
     ///
-    /// Concurrent misses share one loader run; when it fails, the callers that waited on it
-    /// load again one at a time (a failing database sees one query per key at a time, not one
-    /// per waiting caller), or get the stale-if-error value when there is one.
+    /// Concurrent misses share one loader run. When it fails, the callers that waited on it
+    /// cannot be handed its error (`E` need not be `Clone`): they load again **one at a time**
+    /// (a failing database sees one query per key at a time, never one per waiting caller), or
+    /// get the stale-if-error value when there is one. [`try_get_with`](Self::try_get_with)
+    /// hands them a clone of the error instead.
     ///
     /// # Errors
     /// The loader's error.
@@ -657,6 +704,52 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         self.fetch(key, policy, loader).await.map(|f| f.value)
+    }
+
+    /// Like [`try_get_or_load`](Self::try_get_or_load), and the callers waiting on a load that
+    /// fails get a clone of its error (or the stale-if-error value), so a failing loader runs
+    /// **once** for any number of concurrent callers (moka's `try_get_with`).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::time::Duration;
+    /// use cache_core::Cache;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let cache = Cache::memory();
+    /// let key = cache.key("trig").id(1).build();
+    /// let runs = AtomicUsize::new(0);
+    /// let load = || async {
+    ///     runs.fetch_add(1, Ordering::SeqCst);
+    ///     tokio::task::yield_now().await;
+    ///     Err::<String, String>("database down".into())
+    /// };
+    /// let ttl = Duration::from_secs(60);
+    /// let (a, b) = tokio::join!(cache.try_get_with(&key, ttl, load), cache.try_get_with(&key, ttl, load));
+    /// assert_eq!((a.unwrap_err(), b.unwrap_err()), ("database down".into(), "database down".into()));
+    /// assert_eq!(runs.load(Ordering::SeqCst), 1);
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// The loader's error, or a clone of the error of the load this call waited on.
+    pub async fn try_get_with<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        policy: impl Into<Policy>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let fmt = Serde::<T, E, Cloned>::new(self.inner.settings.codec);
+        self.read_through(key, &policy.into(), &fmt, loader, Inline)
+            .await
+            .map(|f| f.value)
+            .map_err(|f| f.error)
     }
 
     /// The full read-through: returns the value with its [`CacheStatus`], age and TTL.

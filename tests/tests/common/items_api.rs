@@ -168,8 +168,17 @@ impl Origin {
     }
 
     /// `GET /items`: `page` (a positive integer when present, else 400), repeated `tag` filters
-    /// (echoed in order), and the raw query echoed so that merged queries show.
+    /// (echoed in order), and the raw query echoed so that merged queries show. The echo reads
+    /// parameters by name, like any handler that does not look at the raw URI: the pieces are
+    /// stable-sorted by their raw name (the order of distinct names does not matter, repeated
+    /// names keep theirs), and nothing else is normalised (`a`, `a=`, `%41=1` and empty pieces
+    /// all stay visible). The cache may canonicalise exactly that (SPEC: "parameter order yes").
     pub fn list(&self, raw_query: Option<&str>) -> Out {
+        let echo = raw_query.map(|q| {
+            let mut pieces: Vec<&str> = q.split('&').collect();
+            pieces.sort_by_key(|p| p.split('=').next().unwrap_or_default().to_owned());
+            pieces.join("&")
+        });
         self.count_run();
         let mut page = 1usize;
         let mut tags: Vec<String> = Vec::new();
@@ -208,7 +217,7 @@ impl Origin {
         out(
             200,
             &json!({
-                "query": raw_query,
+                "query": echo,
                 "page": page,
                 "per_page": PER_PAGE,
                 "tags": tags,
