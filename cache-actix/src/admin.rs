@@ -46,7 +46,7 @@ impl AdminGuard {
         AdminGuard::custom(move |req| GuardOutcome::from(allowed(req)))
     }
 
-    /// Full control: [`GuardOutcome::Missing`] answers 401, [`GuardOutcome::Wrong`] 403.
+    /// Full control: [`GuardOutcome::Missing`] answers 401, [`GuardOutcome::Wrong`] (and any other outcome) 403.
     pub fn custom(
         check: impl Fn(&HttpRequest) -> GuardOutcome + Send + Sync + 'static,
     ) -> AdminGuard {
@@ -69,9 +69,8 @@ impl AdminGuard {
                     .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
                     .json(serde_json::json!({ "error": "authorization required" })),
             ),
-            GuardOutcome::Wrong => {
-                Some(HttpResponse::Forbidden().json(serde_json::json!({ "error": "forbidden" })))
-            }
+            // Wrong credentials (and any outcome added later): deny.
+            _ => Some(HttpResponse::Forbidden().json(serde_json::json!({ "error": "forbidden" }))),
         }
     }
 }

@@ -52,7 +52,7 @@ impl AdminGuard {
         AdminGuard::custom(move |parts| GuardOutcome::from(allowed(parts)))
     }
 
-    /// Full control: [`GuardOutcome::Missing`] answers 401, [`GuardOutcome::Wrong`] 403.
+    /// Full control: [`GuardOutcome::Missing`] answers 401, [`GuardOutcome::Wrong`] (and any other outcome) 403.
     pub fn custom(check: impl Fn(&Parts) -> GuardOutcome + Send + Sync + 'static) -> AdminGuard {
         AdminGuard {
             check: Arc::new(check),
@@ -115,7 +115,8 @@ async fn check_guard(State(guard): State<AdminGuard>, req: Request<Body>, next: 
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             resp
         }
-        GuardOutcome::Wrong => (
+        // Wrong credentials (and any outcome added later): deny.
+        _ => (
             StatusCode::FORBIDDEN,
             Json(serde_json::json!({ "error": "forbidden" })),
         )

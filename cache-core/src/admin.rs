@@ -163,6 +163,7 @@ pub async fn health(cache: &Cache) -> AdminReply {
 
 /// The result of an access check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GuardOutcome {
     /// Let the request through.
     Allowed,

@@ -23,6 +23,7 @@ pub(crate) enum Permit {
 /// Breaker state, as reported by health checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Calls go through.
     Closed,

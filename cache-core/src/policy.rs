@@ -129,6 +129,7 @@ impl From<&Policy> for Policy {
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
+#[non_exhaustive]
 pub enum CacheStatus {
     /// Served fresh from the cache.
     Hit,
