@@ -349,26 +349,35 @@
 //! ```
 //!
 //! ## `skip`
-//! Arguments left out of the default key (every argument is in it, except handles such as
-//! `&Cache`, `State<..>`, `web::Data<..>`, `&PgPool`).
+//! Arguments left out of the default key. Every argument is in it except handle extractors
+//! (`State<T>`, `Extension<T>`, `web::Data<T>`: a type whose last path segment is `State`,
+//! `Data` or `Extension` with generic arguments), the argument named by `cache = <argument>`,
+//! and those listed in `skip`. Nothing else is left out by its type: a database pool or a client
+//! must be skipped (it is not `Serialize`, and the compile error on it says so), and an
+//! `Arc<Filter>` is keyed by its `Filter`.
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 //! use cache_core::{cached, Cache};
 //!
 //! static LOADS: AtomicUsize = AtomicUsize::new(0);
 //!
-//! #[cached(ttl = "1m", skip = [trace_id], cache = cache)]
-//! async fn trig(cache: &Cache, id: u32, trace_id: String) -> String {
+//! /// A connection pool: not `Serialize`, and not part of what the function returns.
+//! struct PgPool;
+//!
+//! #[cached(ttl = "1m", skip = [db, trace_id], cache = cache)]
+//! async fn trig(cache: &Cache, db: &PgPool, id: u32, trace_id: String) -> String {
 //!     LOADS.fetch_add(1, SeqCst);
-//!     let _ = trace_id;
+//!     let _ = (db, trace_id);
 //!     format!("trig {id}")
 //! }
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let cache = Cache::memory();
-//! trig(&cache, 1, "a1".into()).await;
-//! trig(&cache, 1, "b2".into()).await;
+//! trig(&cache, &PgPool, 1, "a1".into()).await;
+//! trig(&cache, &PgPool, 1, "b2".into()).await;
 //! assert_eq!(LOADS.load(SeqCst), 1);
+//! trig(&cache, &PgPool, 2, "c3".into()).await; // `id` is in the key
+//! assert_eq!(LOADS.load(SeqCst), 2);
 //! # });
 //! ```
 //!
@@ -398,9 +407,10 @@
 //! ```
 //!
 //! ## Return types
-//! `Result<T, E>` caches `Ok` only, `Option<T>` caches `Some` only. `Json<T>` (axum's or
-//! actix-web's, any tuple struct `Json(pub T)`), alone or as the `Ok`/`Some` type, is cached
-//! as `T` and re-wrapped on a hit.
+//! `Result<T, E>` caches `Ok` only, `Option<T>` caches `Some` only, also behind a type alias
+//! (`type ApiResult<T> = Result<T, ApiError>`). `Json<T>` (axum's or actix-web's, any tuple
+//! struct `Json(pub T)`), alone or as the `Ok`/`Some` type, is cached as `T` and re-wrapped on
+//! a hit; it must be written out in the return type (behind an alias it is a compile error).
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 //! use cache_core::{cached, Cache};
@@ -425,6 +435,35 @@
 //! assert_eq!(trig(&cache, 1).await.ok().map(|j| j.0), Some(vec![1]));
 //! assert_eq!(trig(&cache, 1).await.ok().map(|j| j.0), Some(vec![1]));
 //! assert_eq!(LOADS.load(SeqCst), 3, "errors are not cached");
+//! # });
+//! ```
+//!
+//! Through a type alias:
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+//! use cache_core::{cached, Cache};
+//!
+//! #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+//! struct ApiError(u16);
+//!
+//! type ApiResult<T> = Result<T, ApiError>;
+//!
+//! static LOADS: AtomicUsize = AtomicUsize::new(0);
+//!
+//! #[cached(ttl = "1m", cache = cache)]
+//! async fn trig(cache: &Cache, id: u32) -> ApiResult<String> {
+//!     if LOADS.fetch_add(1, SeqCst) == 0 {
+//!         return Err(ApiError(503)); // the first call fails
+//!     }
+//!     Ok(format!("trig {id}"))
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cache = Cache::memory();
+//! assert_eq!(trig(&cache, 1).await, Err(ApiError(503)));
+//! assert_eq!(trig(&cache, 1).await.as_deref(), Ok("trig 1")); // the error was not cached
+//! assert_eq!(trig(&cache, 1).await.as_deref(), Ok("trig 1")); // `Ok` was
+//! assert_eq!(LOADS.load(SeqCst), 2);
 //! # });
 //! ```
 //!
@@ -619,6 +658,30 @@
 //! #[cache_core::cached(ttl = "1m", tags = ["trig:{trig_id}"])]
 //! async fn trig(id: u32) -> u32 {
 //!     id
+//! }
+//! ```
+//!
+//! A key argument that is not `Serialize` (reported on the argument; the message says to add
+//! it to `skip = [..]` if it does not change the result, or to name the key with `key = [..]`):
+//! ```compile_fail,E0277
+//! struct PgPool;
+//!
+//! #[cache_core::cached(ttl = "1m")]
+//! async fn trig(db: &PgPool, id: u32) -> u32 {
+//!     let _ = db;
+//!     id
+//! }
+//! ```
+//!
+//! A `Json<T>` behind a type alias (write `Result<Json<T>, E>` out, or return `T`):
+//! ```compile_fail,E0277
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct Trig { id: u32 }
+//! pub struct Json<T>(pub T);
+//! type JsonResult<T> = Result<Json<T>, u16>;
+//!
+//! #[cache_core::cached(ttl = "1m")]
+//! async fn trig(id: u32) -> JsonResult<Trig> {
+//!     Ok(Json(Trig { id }))
 //! }
 //! ```
 //!

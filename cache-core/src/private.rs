@@ -6,7 +6,7 @@
 //!
 //! Two parts:
 //! * the glue the macros call: [`resolve_cache`], [`KeyDraft`], [`run`], [`run_wrapped`], [`Shape`],
-//!   [`invalidate_after`], [`defer_tags`];
+//!   [`ShapeProbe`], [`invalidate_after`], [`defer_tags`];
 //! * the per-request context for HTTP adapters ([`RequestContext`]): a `tokio` task-local that
 //!   carries "bypass the cache" and the user scope into `#[cached]` functions, and carries the
 //!   outcome of the last `#[cached]` call back out (for `X-Cache-*` headers).
@@ -29,6 +29,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,11 +137,14 @@ impl<'a> KeyDraft<'a> {
 }
 
 /// Implemented by every type a `#[cached]` key argument may have (`Serialize`); the bound is
-/// checked on the argument's span.
+/// checked on the argument's span. Every argument is in the default key except `State<T>`,
+/// `Data<T>` and `Extension<T>` extractors, the argument named by `cache = <argument>`, and
+/// those listed in `skip`, so a database pool or a client that is not `Serialize` fails here.
 #[diagnostic::on_unimplemented(
     message = "`#[cached]` key arguments must implement `Serialize`: `{Self}` does not",
     label = "this argument is part of the cache key, so it must be `Serialize`",
-    note = "derive `serde::Serialize`, leave the argument out of the key (`skip = [name]`), or list the key arguments (`key = [a, b]`)"
+    note = "if this argument does not change the result (a database pool, a client, a handle), leave it out of the key: add its name to the `skip = [..]` option of `#[cached]`",
+    note = "if it does change the result, derive `serde::Serialize` for its type, or name the arguments that make the key: `key = [a, b]`"
 )]
 pub trait KeyPart: Serialize {}
 
@@ -148,9 +152,10 @@ impl<T: Serialize + ?Sized> KeyPart for T {}
 
 // ----------------------------------------------------------------------------- return shapes
 
-/// How a return type is cached. The macro picks the shape from the return type's last path
-/// segment: `Result<..>` ([`ResultShape`]), `Option<..>` ([`OptionShape`]), anything else
-/// ([`PlainShape`]).
+/// How a return type is cached: `Result<..>` ([`ResultShape`]), `Option<..>` ([`OptionShape`]),
+/// anything else ([`PlainShape`]). `#[cached]` picks it from the return type itself with
+/// [`ShapeProbe`] (so type aliases work); `#[invalidates]` from the written return type's last
+/// path segment.
 pub trait Shape<R> {
     /// The cached part of the return value.
     type Value;
@@ -228,12 +233,100 @@ impl<T> Shape<Option<T>> for OptionShape {
     }
 }
 
+/// The return type `R` of a `#[cached]` function, probed for its shape by autoref
+/// specialization: the macro calls `ShapeProbe::<R>::new().__cache_core_shape()` with
+/// [`KnownShape`] and [`PlainFallback`] in scope. Method lookup tries the probe by value first,
+/// where only [`KnownShape`] (implemented for `ShapeProbe<Result<T, E>>` and
+/// `ShapeProbe<Option<T>>`) can match, then by reference, where [`PlainFallback`] (implemented
+/// for every `&ShapeProbe<R>`) does. The shape is thus that of the type, not of its name:
+/// `type ApiResult<T> = Result<T, ApiError>` is a `Result`. `R` must be known at the call (it
+/// is the written return type).
+///
+/// ```
+/// use cache_core::__private::{KnownShape as _, PlainFallback as _, ShapeProbe, ShapeToken};
+/// use cache_core::__private::{OptionShape, PlainShape, ResultShape};
+///
+/// type ApiResult<T> = Result<T, String>;
+/// type Maybe<T> = Option<T>;
+/// let _: ShapeToken<ResultShape> = ShapeProbe::<ApiResult<u32>>::new().__cache_core_shape();
+/// let _: ShapeToken<OptionShape> = ShapeProbe::<Maybe<u32>>::new().__cache_core_shape();
+/// let _: ShapeToken<PlainShape> = ShapeProbe::<Vec<u32>>::new().__cache_core_shape();
+/// ```
+pub struct ShapeProbe<R>(PhantomData<fn() -> R>);
+
+impl<R> ShapeProbe<R> {
+    /// The probe for `R`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> ShapeProbe<R> {
+        ShapeProbe(PhantomData)
+    }
+}
+
+impl<R> fmt::Debug for ShapeProbe<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShapeProbe")
+    }
+}
+
+/// A zero-sized value whose type names the shape `S` a [`ShapeProbe`] found; passed to [`run`]
+/// and [`run_wrapped`], which infer `S` from it.
+pub struct ShapeToken<S>(PhantomData<fn() -> S>);
+
+impl<S> ShapeToken<S> {
+    /// The token for `S` (for callers that know the shape, such as the Actix response path).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> ShapeToken<S> {
+        ShapeToken(PhantomData)
+    }
+}
+
+impl<S> fmt::Debug for ShapeToken<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShapeToken")
+    }
+}
+
+/// The by-value half of [`ShapeProbe`]: `Result` and `Option` return types.
+pub trait KnownShape {
+    /// [`ResultShape`] or [`OptionShape`].
+    type Shape;
+    /// The token of [`KnownShape::Shape`].
+    fn __cache_core_shape(self) -> ShapeToken<Self::Shape>;
+}
+
+impl<T, E> KnownShape for ShapeProbe<Result<T, E>> {
+    type Shape = ResultShape;
+    fn __cache_core_shape(self) -> ShapeToken<ResultShape> {
+        ShapeToken::new()
+    }
+}
+
+impl<T> KnownShape for ShapeProbe<Option<T>> {
+    type Shape = OptionShape;
+    fn __cache_core_shape(self) -> ShapeToken<OptionShape> {
+        ShapeToken::new()
+    }
+}
+
+/// The autoref'd half of [`ShapeProbe`]: every other return type is cached whole.
+pub trait PlainFallback {
+    /// The token of [`PlainShape`].
+    fn __cache_core_shape(self) -> ShapeToken<PlainShape>;
+}
+
+impl<R> PlainFallback for &ShapeProbe<R> {
+    fn __cache_core_shape(self) -> ShapeToken<PlainShape> {
+        ShapeToken::new()
+    }
+}
+
 /// Implemented by every type a `#[cached]` function may cache ([`run`] requires it; the macro
 /// gives the call the return type's span so that a missing bound is reported there).
 #[diagnostic::on_unimplemented(
     message = "`#[cached]` values must implement `Serialize` and `DeserializeOwned`: `{Self}` does not",
     label = "the cached value `{Self}` must be `Serialize + DeserializeOwned`",
-    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`"
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`",
+    note = "a `Json<T>` is cached as `T` only where the return type writes it out (`Json<T>`, `Result<Json<T>, E>`, `Option<Json<T>>`); behind a type alias it is not seen, so write the `Json<..>` return type out, or return `T`"
 )]
 pub trait Cacheable: Serialize + DeserializeOwned {}
 
@@ -251,13 +344,15 @@ pub fn typed<R, F: Future<Output = R>>(f: F) -> F {
 ///
 /// Without a cache or key, `body` runs uncached. `unless(&r) == true` returns `r` without
 /// storing it. The bypass flag of the current [`RequestContext`] is honoured, and the outcome is
-/// recorded in it. Cache errors never surface: the engine falls through to the loader.
+/// recorded in it. Cache errors never surface: the engine falls through to the loader. `shape`
+/// only names the [`Shape`] (from a [`ShapeProbe`]).
 pub async fn run<R, S, Fut, U>(
     cache: Option<&Cache>,
     key: Option<CacheKey>,
     policy: Policy,
     body: Fut,
     unless: U,
+    shape: ShapeToken<S>,
 ) -> R
 where
     S: Shape<R>,
@@ -265,13 +360,26 @@ where
     Fut: Future<Output = R>,
     U: FnOnce(&R) -> bool,
 {
-    run_wrapped::<R, R, S, Fut, U, _, _>(cache, key, policy, body, unless, |r| r, |r| r).await
+    let parts = Wrapping {
+        unwrap: |r| r,
+        wrap: |r| r,
+        whole_response: false,
+    };
+    read_through::<R, R, S, Fut, U, _, _>(cache, key, policy, body, unless, parts, shape).await
+}
+
+/// How `W` is cached as `R` (see [`run_wrapped`]), and whether the value is a whole response.
+struct Wrapping<I, O> {
+    unwrap: I,
+    wrap: O,
+    whole_response: bool,
 }
 
 /// [`run`] for a return type `W` that is cached in another form `R`: the macro uses it for
 /// `Json<T>` returns (`W = Json<T>`, `R = T`; `Result<Json<T>, E>` gives `R = Result<T, E>`).
 /// `unwrap` turns the body's value into `R` before the shape splits it; `wrap` turns a cached
-/// (or not cached) `R` back into `W`. `unless` sees the value as written (`&W`).
+/// (or not cached) `R` back into `W`. `unless` sees the value as written (`&W`). `_shape` only
+/// names the [`Shape`] of `R`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_wrapped<W, R, S, Fut, U, I, O>(
     cache: Option<&Cache>,
@@ -281,6 +389,33 @@ pub async fn run_wrapped<W, R, S, Fut, U, I, O>(
     unless: U,
     unwrap: I,
     wrap: O,
+    shape: ShapeToken<S>,
+) -> W
+where
+    S: Shape<R>,
+    S::Value: Cacheable,
+    Fut: Future<Output = W>,
+    U: FnOnce(&W) -> bool,
+    I: FnOnce(W) -> R,
+    O: Fn(R) -> W,
+{
+    // The value of a `Json<T>` handler: its payload is the response body.
+    let parts = Wrapping {
+        unwrap,
+        wrap,
+        whole_response: true,
+    };
+    read_through(cache, key, policy, body, unless, parts, shape).await
+}
+
+async fn read_through<W, R, S, Fut, U, I, O>(
+    cache: Option<&Cache>,
+    key: Option<CacheKey>,
+    policy: Policy,
+    body: Fut,
+    unless: U,
+    parts: Wrapping<I, O>,
+    _shape: ShapeToken<S>,
 ) -> W
 where
     S: Shape<R>,
@@ -298,6 +433,11 @@ where
     } else {
         policy
     };
+    let Wrapping {
+        unwrap,
+        wrap,
+        whole_response,
+    } = parts;
     let wrap = &wrap;
     let loader = || async move {
         let w = body.await;
@@ -313,8 +453,7 @@ where
     {
         Ok(fetched) => {
             let mut outcome = Outcome::of(&key, &fetched);
-            // `run_wrapped` caches the value of a `Json<T>` handler: its payload is the body.
-            outcome.whole_response = true;
+            outcome.whole_response = whole_response;
             record_outcome(outcome);
             wrap(S::join(fetched.value))
         }
@@ -394,6 +533,18 @@ pub async fn invalidate_after(cache: Option<&Cache>, tags: Vec<String>) {
             tracing::warn!(name: "cache_invalidate_after_failed", tags = ?tags, error = %e, "invalidation after write failed; entries expire with their TTL");
         }
     }
+}
+
+/// Whether an `#[invalidates]` function succeeded (`Ok`, or any value of a plain shape), by
+/// the shape of its return type (`shape` comes from the same probe as `#[cached]`'s, so a
+/// `Result` behind a type alias counts only `Ok`).
+pub fn succeeded<R, S: Shape<R>>(r: &R, _shape: &ShapeToken<S>) -> bool {
+    S::succeeded(r)
+}
+
+/// The success value of an `#[invalidates]` function, for `{result}` tags.
+pub fn success_value<'r, R, S: Shape<R>>(r: &'r R, _shape: &ShapeToken<S>) -> Option<&'r S::Value> {
+    S::value(r)
 }
 
 /// Adds `tags` to a deferred invalidation (the `defer = <expr>` option).
@@ -544,6 +695,7 @@ mod tests {
                 Policy::ttl(Duration::from_secs(60)),
                 async { 7 },
                 |_| false,
+                ShapeToken::new(),
             )
         };
         with_request_context(ctx.clone(), run_once()).await;
@@ -574,6 +726,7 @@ mod tests {
                     Policy::new(),
                     async { 1 },
                     |_| false,
+                    ShapeToken::new(),
                 ),
             )
             .await;

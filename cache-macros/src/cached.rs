@@ -133,10 +133,10 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     let o = parse_options(args, &mut errors);
     let args = signature::args(item);
     let all: Vec<Ident> = args.iter().flat_map(|a| a.bindings.clone()).collect();
-    let derefs: Vec<Ident> = args
+    let derefs: Vec<(Ident, usize)> = args
         .iter()
-        .filter(|a| a.deref)
-        .flat_map(|a| a.bindings.clone())
+        .filter(|a| a.derefs > 0)
+        .flat_map(|a| a.bindings.iter().map(|b| (b.clone(), a.derefs)))
         .collect();
     let fn_name = &item.sig.ident;
     let http_return = match &item.sig.output {
@@ -210,7 +210,11 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
             quote!(#(#draft_v.id(#ids);)*)
         }
         Some(KeySpec::List(ids)) => params(ids, &derefs, &draft_v),
-        None => params(&default_key(&args, &o.skip), &derefs, &draft_v),
+        None => params(
+            &default_key(&args, &o.skip, o.cache.as_ref()),
+            &derefs,
+            &draft_v,
+        ),
     };
     let user = o.user.as_ref().map(|u| quote!(#draft_v.user(&(#u));));
     let version = o.version.map(|v| quote!(#draft_v.version(#v);));
@@ -260,20 +264,22 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         None => quote!(let #cache_v = #private::default_cache();),
     };
     let signature::Return {
-        shape,
+        probe,
         ty: ret,
         wrap,
+        ..
     } = signature::shape(item, &krate);
     let ret_span = match &item.sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => item.sig.ident.span(),
     };
     // The callee carries the return type's span: a value that is not `Serialize +
-    // DeserializeOwned` is reported on the return type.
+    // DeserializeOwned` is reported on the return type. The shape is inferred from the probe's
+    // token (the shape of the return type itself, also behind a type alias).
     let (run_fn, wrap_args) = match &wrap {
-        None => (quote!(#private::run::<#ret, #shape, _, _>), quote!()),
+        None => (quote!(#private::run::<#ret, _, _, _>), quote!()),
         Some((unwrap, wrap)) => (
-            quote!(#private::run_wrapped::<#ret, _, #shape, _, _, _, _>),
+            quote!(#private::run_wrapped::<#ret, _, _, _, _, _, _>),
             quote!(, #unwrap, #wrap),
         ),
     };
@@ -306,7 +312,7 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
             }
         }
         None => quote_spanned! {ret_span=>
-            #run_fn(#cache_v, #draft_v, #policy, #body, #unless #wrap_args).await
+            #run_fn(#cache_v, #draft_v, #policy, #body, #unless #wrap_args, #probe).await
         },
     };
     let ItemFn {
@@ -334,15 +340,32 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     })
 }
 
-/// The default key: every name bound by an argument that is not a handle (see
-/// [`signature::is_handle`]) and not listed in `skip`.
-fn default_key(args: &[Arg], skip: &[Ident]) -> Vec<Ident> {
+/// The default key: every name bound by an argument, except
+/// * the bindings of a framework handle extractor (`State<T>`, `Data<T>`, `Extension<T>`; see
+///   [`signature::is_handle`]),
+/// * the argument that the `cache = <expr>` option names, when `<expr>` is exactly a bare
+///   argument name (`cache = cache`),
+/// * the names listed in `skip`.
+///
+/// Any other argument is in the key, whatever its type; one that is not `Serialize` fails on the
+/// `KeyPart` bound, whose message says to `skip` it or to list the key with `key = [..]`.
+fn default_key(args: &[Arg], skip: &[Ident], cache: Option<&Expr>) -> Vec<Ident> {
+    let cache_arg = cache.and_then(bare_ident);
     args.iter()
         .filter(|a| !a.handle)
         .flat_map(|a| a.bindings.iter())
-        .filter(|b| !skip.contains(b))
+        .filter(|b| !skip.contains(b) && Some(*b) != cache_arg)
         .cloned()
         .collect()
+}
+
+/// The name of `expr` when it is a bare identifier (`cache`), not a path, field or reference.
+fn bare_ident(expr: &Expr) -> Option<&Ident> {
+    match expr {
+        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => p.path.get_ident(),
+        Expr::Group(g) => bare_ident(&g.expr),
+        _ => None,
+    }
 }
 
 /// `tokens` with every span set to `span`.
@@ -362,14 +385,15 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
-fn params(ids: &[Ident], derefs: &[Ident], draft: &Ident) -> TokenStream {
+/// The key steps for `ids`: each a hashed parameter named after the argument, encoding the
+/// argument itself, or the value inside it for an argument listed in `derefs` (dereferenced
+/// that many times: an extractor wrapper or an `Arc`/`Rc`, see `signature::key_derefs`).
+fn params(ids: &[Ident], derefs: &[(Ident, usize)], draft: &Ident) -> TokenStream {
     let steps = ids.iter().map(|id| {
         let name = id.to_string();
-        if derefs.contains(id) {
-            quote_spanned!(id.span()=> #draft.param(#name, &*#id);)
-        } else {
-            quote_spanned!(id.span()=> #draft.param(#name, &#id);)
-        }
+        let n = derefs.iter().find(|(d, _)| d == id).map_or(0, |(_, n)| *n);
+        let stars = (0..n).map(|_| quote_spanned!(id.span()=> *));
+        quote_spanned!(id.span()=> #draft.param(#name, &#(#stars)*#id);)
     });
     quote!(#(#steps)*)
 }

@@ -93,7 +93,20 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     let private = quote!(#krate::__private);
     let out_v = Ident::new("__cache_core_out", Span::mixed_site());
     let owner_v = Ident::new("__cache_core_owner", Span::mixed_site());
-    let signature::Return { shape, ty: ret, .. } = signature::shape(item, &krate);
+    let signature::Return {
+        shape,
+        probe,
+        ty: ret,
+        ..
+    } = signature::shape(item, &krate);
+    // The shape of the return type itself (also behind a type alias); a return type with
+    // `impl Trait` cannot be probed, its shape comes from its name.
+    let shape_v = Ident::new("__cache_core_shape", Span::mixed_site());
+    let token = if signature::has_impl_trait(&item.sig.output) {
+        quote!(#private::ShapeToken::<#shape>::new())
+    } else {
+        probe
+    };
     let cache_select = match &cache {
         Some(expr) => quote! {
             let #owner_v = #expr;
@@ -119,9 +132,7 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         quote!()
     } else {
         quote! {
-            if let #private::Some(#result_v) =
-                <#shape as #private::Shape<#ret>>::value(&#out_v)
-            {
+            if let #private::Some(#result_v) = #private::success_value(&#out_v, &#shape_v) {
                 #(#tags_v.push(#after_body);)*
             }
         }
@@ -139,7 +150,8 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
             let #mutability #tags_v: #private::Vec<#private::String> = #private::Vec::from([#(#before),*]);
             #cache_select
             let #out_v = #private::typed::<#ret, _>(async #block).await;
-            if <#shape as #private::Shape<#ret>>::succeeded(&#out_v) {
+            let #shape_v = #token;
+            if #private::succeeded(&#out_v, &#shape_v) {
                 #from_result
                 #after
             }

@@ -40,17 +40,26 @@
 //! | `stale_if_error` | `stale_if_error = "10m"` | serve stale when the body fails |
 //! | `lease` | `lease = true` | cross-instance lease before running the body |
 //! | `cache` | `cache = &self.cache` | which cache: a `Cache`, `&Cache`, `Arc<Cache>` or an `Option` of those (`None`: uncached); default: `cache_core::default_cache()` |
-//! | `skip` | `skip = [db]` | arguments left out of the default key |
+//! | `skip` | `skip = [db]` | arguments left out of the default key (a database pool, a client, a request id) |
 //! | `crate` | `crate = "my_app::cache_core"` | path of `cache_core` when it is re-exported |
 //!
 //! ## The key
 //!
 //! `namespace:v1:{resource}[#v{version}][:{key template}][:user=..][:q=hash]`. Without `key`,
-//! every argument is a hashed parameter named after it, except
-//! * arguments listed in `skip`,
-//! * **handles**: arguments whose type, after removing references, is a path ending in `State`,
-//!   `Data`, `Arc` or `Cache`, or in `…Pool`, `…Db`, `…Client`, `…State`, `…Conn`,
-//!   `…Connection` (`State<App>`, `web::Data<Pool>`, `&PgPool`, `Arc<AppState>`, `&RedisClient`).
+//! **every argument is a hashed parameter named after it**, except
+//! * **handle extractors**: an argument whose type, after removing references, is a path whose
+//!   last segment is `State`, `Data` or `Extension` with generic arguments (axum's `State<T>` and
+//!   `Extension<T>`, actix-web's `web::Data<T>`), with every name its pattern binds;
+//! * the argument named by the `cache = <argument>` option, when the expression is exactly a
+//!   bare argument name (`cache = cache`; not `cache = &app.cache`);
+//! * arguments listed in `skip`.
+//!
+//! Nothing else is left out because of its type: a database pool, a client or an `Arc<..>` is
+//! part of the key, so two calls that differ in it never share an entry. An argument that is not
+//! `Serialize` is a compile error on it that says to add it to `skip = [..]` when it does not
+//! change the result (`#[cached(skip = [db])] async fn trig(db: &PgPool, id: i64)`), or to name
+//! the key arguments with `key = [..]`. An `Extension<T>` that carries the caller (the current
+//! user) is left out too: scope such entries with `user = ..`, or key by the user's id.
 //!
 //! A `self` receiver is never part of the key: two instances share entries unless their
 //! `resource`, `key` or `cache` differ. Parameters are encoded with `serde_json`, so they must
@@ -59,11 +68,14 @@
 //! `Path(id): Path<i64>` is keyed as `id`; `State(app): State<App>` is a handle. An argument
 //! bound to a single name whose type is an extractor wrapper (last segment `Path`, `Query`,
 //! `Json` or `Form` with one generic argument, e.g. actix-web's `path: web::Path<(u32, String)>`,
-//! which is not `Serialize`) is keyed by the value it derefs to (`&*path`).
+//! which is not `Serialize`) or a shared pointer (`Arc<T>`, `Rc<T>`, not `Serialize` without
+//! serde's `rc` feature), also behind references, is keyed by the value inside (`&*path`,
+//! `&**filter` for `filter: &Arc<Filter>`).
 //!
 //! ## Return types
 //!
-//! Chosen by the last segment of the written return type:
+//! Chosen by the return type itself, also behind a type alias
+//! (`type ApiResult<T> = Result<T, ApiError>`, `io::Result<T>`):
 //! * `Result<T, E>`: `Ok(T)` is cached; `Err(E)` is returned and not cached (with
 //!   `stale_if_error`, a stale `Ok` may be served instead of the error);
 //! * `Option<T>`: `Some(T)` is cached; **`None` is not cached**, so the body runs again next time;
@@ -72,7 +84,10 @@
 //! A `Json<T>` (the tuple struct `Json(pub T)` of axum and actix-web, which is not
 //! `Deserialize`), alone or as the `Ok` / `Some` type, is cached as `T` and re-wrapped on a hit:
 //! `-> Json<Vec<Trig>>`, `-> Result<web::Json<Trig>, actix_web::Error>`,
-//! `-> Option<Json<Trig>>`. `unless` still sees the type as written.
+//! `-> Option<Json<Trig>>`. `unless` still sees the type as written. The `Json` is recognised by
+//! its name where the return type writes it out: behind a type alias
+//! (`type JsonResult<T> = Result<Json<T>, E>`) it would be the cached value, and the compile error
+//! on the return type says to write the `Json<..>` out.
 //!
 //! Actix handlers may return a finished response: `-> HttpResponse` or `-> impl Responder`
 //! (the crate `cache-actix` must be a dependency). The whole response (status, headers except
@@ -138,7 +153,8 @@
 //!
 //! Mistakes are compile errors on the offending token, each naming the rule and the fix: a
 //! non-`async` function, an unknown or repeated option, a malformed duration, a `{name}` that is
-//! not an argument. The function is emitted unchanged next to the errors, so no follow-up errors
+//! not an argument, a key argument that is not `Serialize` (on the argument: `skip` it or list
+//! the key), a cached value that is not `Serialize + DeserializeOwned` (on the return type). The function is emitted unchanged next to the errors, so no follow-up errors
 //! appear.
 
 use proc_macro::TokenStream;

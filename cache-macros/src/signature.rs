@@ -1,5 +1,6 @@
 //! What the macros need from the annotated function: its bound argument names, which arguments
-//! are handles (not part of the key), the shape of its return type, and `{name}` templates.
+//! are framework handle extractors (not part of the default key), how a key argument is
+//! encoded, the shape of its return type, and `{name}` templates.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
@@ -8,13 +9,13 @@ use syn::{FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments, Ret
 
 use crate::options::Errors;
 
-/// One typed argument: the names its pattern binds, whether its type looks like a handle, and
-/// whether it is an extractor wrapper bound to one name (`path: web::Path<(u32, String)>`), keyed
-/// by the value it derefs to (see [`is_wrapper`]).
+/// One typed argument: the names its pattern binds, whether it is a handle extractor (see
+/// [`is_handle`]), and how many times its value is dereferenced before it is encoded as a key
+/// part (see [`key_derefs`]; only for an argument bound to one name).
 pub(crate) struct Arg {
     pub(crate) bindings: Vec<Ident>,
     pub(crate) handle: bool,
-    pub(crate) deref: bool,
+    pub(crate) derefs: usize,
 }
 
 /// The typed arguments of `f` (a `self` receiver is never part of a key).
@@ -29,8 +30,10 @@ pub(crate) fn args(f: &ItemFn) -> Vec<Arg> {
                 Some(Arg {
                     bindings,
                     handle: is_handle(&t.ty),
-                    deref: matches!(&*t.pat, Pat::Ident(p) if p.subpat.is_none())
-                        && is_wrapper(&t.ty),
+                    derefs: match &*t.pat {
+                        Pat::Ident(p) if p.subpat.is_none() => key_derefs(&t.ty),
+                        _ => 0,
+                    },
                 })
             }
             FnArg::Receiver(_) => None,
@@ -58,22 +61,40 @@ fn bind(pat: &Pat, out: &mut Vec<Ident>) {
     }
 }
 
-/// The handle rule: an argument is left out of the default key when its type, after removing
-/// references, is a path whose last segment is `State`, `Data`, `Arc` or `Cache`, or ends with
-/// `Pool`, `Db`, `Client`, `State`, `Conn` or `Connection`.
+/// The handle rule: an argument is a framework handle extractor, left out of the default key,
+/// when its type, after removing references, is a path whose last segment is `State`, `Data` or
+/// `Extension` with generic arguments: axum's `State<T>` and `Extension<T>`, actix-web's
+/// `web::Data<T>`. Nothing else is a handle by its type: a pool, a client or an `Arc<T>` is part
+/// of the key unless `skip` (or the `cache = <argument>` option) names it.
 pub(crate) fn is_handle(ty: &Type) -> bool {
-    match ty {
+    match strip(ty) {
         Type::Reference(r) => is_handle(&r.elem),
-        Type::Paren(p) => is_handle(&p.elem),
-        Type::Group(g) => is_handle(&g.elem),
-        Type::Path(p) => p.path.segments.last().is_some_and(|seg| {
-            let s = seg.ident.to_string();
-            matches!(s.as_str(), "State" | "Data" | "Arc" | "Cache")
-                || ["Pool", "Db", "Client", "State", "Conn", "Connection"]
-                    .iter()
-                    .any(|suffix| s.ends_with(suffix))
+        Type::Path(p) => p.qself.is_none() && p.path.segments.last().is_some_and(|seg| {
+            matches!(
+                seg.ident.to_string().as_str(),
+                "State" | "Data" | "Extension"
+            ) && matches!(&seg.arguments, PathArguments::AngleBracketed(a) if !a.args.is_empty())
         }),
         _ => false,
+    }
+}
+
+/// How many `*` the key step puts before an argument bound to one name: for an extractor
+/// wrapper ([`is_wrapper`]) or a shared pointer (`Arc<T>`, `Rc<T>`, which are not `Serialize`
+/// without serde's `rc` feature), one per reference around it plus one, so that the key encodes
+/// the value inside (`filter: Arc<Filter>` is keyed as the `Filter`); 0 for any other type,
+/// encoded as it is.
+fn key_derefs(ty: &Type) -> usize {
+    let mut refs = 0;
+    let mut ty = strip(ty);
+    while let Type::Reference(r) = ty {
+        refs += 1;
+        ty = strip(&r.elem);
+    }
+    if is_wrapper(ty) || is_shared(ty) {
+        refs + 1
+    } else {
+        0
     }
 }
 
@@ -82,22 +103,37 @@ pub(crate) fn is_handle(ty: &Type) -> bool {
 /// extractors of axum and actix-web deref to the extracted value, which is `Serialize` where the
 /// wrapper (actix-web's `Path`, whose field is private) is not.
 fn is_wrapper(ty: &Type) -> bool {
+    one_arg_path(ty, &["Path", "Query", "Json", "Form"])
+}
+
+/// A shared pointer to one value: last path segment `Arc` or `Rc` with one generic argument.
+fn is_shared(ty: &Type) -> bool {
+    one_arg_path(ty, &["Arc", "Rc"])
+}
+
+/// Whether `ty` is a path whose last segment is one of `names` with one generic argument.
+fn one_arg_path(ty: &Type, names: &[&str]) -> bool {
     let Type::Path(p) = strip(ty) else {
         return false;
     };
     p.qself.is_none()
         && p.path.segments.last().is_some_and(|seg| {
-            matches!(
-                seg.ident.to_string().as_str(),
-                "Path" | "Query" | "Json" | "Form"
-            ) && matches!(&seg.arguments, PathArguments::AngleBracketed(a) if a.args.len() == 1)
+            names.iter().any(|n| seg.ident == n)
+                && matches!(&seg.arguments, PathArguments::AngleBracketed(a) if a.args.len() == 1)
         })
 }
 
 /// How a function's return value is cached.
 pub(crate) struct Return {
-    /// The `__private::Shape` implementor, spanned at the return type.
+    /// The `__private::Shape` implementor chosen by the return type's last path segment
+    /// (`Result`, `Option`, anything else), spanned at the return type. `#[invalidates]` uses it;
+    /// `#[cached]` uses [`Return::probe`], which also sees through type aliases.
     pub(crate) shape: TokenStream,
+    /// An expression of type `__private::ShapeToken<S>`, where `S` is the shape of the return
+    /// type itself (not of its name): autoref specialization on `__private::ShapeProbe`, so
+    /// `type ApiResult<T> = Result<T, ApiError>` is cached as a `Result`. Spanned at the
+    /// return type.
+    pub(crate) probe: TokenStream,
     /// The written return type, with every `impl Trait` replaced by `_` (so it can be named in
     /// a turbofish).
     pub(crate) ty: TokenStream,
@@ -106,14 +142,18 @@ pub(crate) struct Return {
     pub(crate) wrap: Option<(TokenStream, TokenStream)>,
 }
 
-/// How the return value is cached: the shape comes from the return type's last path segment
-/// (`Result`, `Option`, anything else); a `Json<T>` (tuple struct `Json(pub T)` of axum and
-/// actix-web), alone or as the `Ok`/`Some` type, is cached as `T` and re-wrapped.
+/// How the return value is cached: the shape is that of the return type (`Result<T, E>`,
+/// `Option<T>`, anything else), also behind a type alias (see [`Return::probe`]); a `Json<T>`
+/// (tuple struct `Json(pub T)` of axum and actix-web), alone or as the `Ok`/`Some` type of a
+/// written `Result`/`Option`, is cached as `T` and re-wrapped. A `Json<T>` behind an alias is
+/// not seen: its `Json` is then the cached value, which is not `Deserialize`, and the
+/// `Cacheable` error says to write the `Json<..>` out.
 pub(crate) fn shape(f: &ItemFn, krate: &TokenStream) -> Return {
     let ty = match &f.sig.output {
         ReturnType::Default => {
             return Return {
                 shape: quote!(#krate::__private::PlainShape),
+                probe: probe(&quote!(()), f.sig.ident.span(), krate),
                 ty: quote!(()),
                 wrap: None,
             }
@@ -141,8 +181,24 @@ pub(crate) fn shape(f: &ItemFn, krate: &TokenStream) -> Return {
     };
     Return {
         shape: quote_spanned!(span=> #krate::__private::#shape),
+        probe: probe(&quote!(#written), span, krate),
         ty: quote!(#written),
         wrap,
+    }
+}
+
+/// The shape token of `ty` (see [`Return::probe`]). The method is found by value on
+/// `ShapeProbe<Result<..>>` / `ShapeProbe<Option<..>>` (`KnownShape`) before autoref reaches the
+/// `PlainShape` fallback on `&ShapeProbe<R>` (`PlainFallback`). The shape of a `Json<T>` return,
+/// cached as `T`, is that of the written type too (`Result<Json<T>, E>` and `Result<T, E>` are
+/// both `Result`s).
+fn probe(ty: &TokenStream, span: Span, krate: &TokenStream) -> TokenStream {
+    quote_spanned! {span=>
+        {
+            #[allow(unused_imports)]
+            use #krate::__private::{KnownShape as _, PlainFallback as _};
+            #krate::__private::ShapeProbe::<#ty>::new().__cache_core_shape()
+        }
     }
 }
 
@@ -231,6 +287,20 @@ pub(crate) fn uncacheable(ty: &Type) -> Option<&Type> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Whether a return type contains an `impl Trait` (its type cannot be named, so its shape can
+/// only be read from its name).
+pub(crate) fn has_impl_trait(output: &ReturnType) -> bool {
+    match output {
+        ReturnType::Default => false,
+        ReturnType::Type(_, ty) => {
+            quote!(#ty).to_string() != {
+                let t = infer_impl(ty);
+                quote!(#t).to_string()
+            }
+        }
     }
 }
 

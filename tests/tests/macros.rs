@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cache_core::__private::{with_request_context, RequestContext};
@@ -178,6 +178,88 @@ async fn none_and_unless_are_not_cached(ctx: Ctx) {
     assert_eq!(count(&loads), 3);
 }
 
+// ------------------------------------------------------------------ return shapes through aliases
+
+/// An API error that is `Serialize + Deserialize`: cached as a plain value, `Err` would be
+/// stored and served to every later caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ApiError {
+    status: u16,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+type Maybe<T> = Option<T>;
+
+fn expected_trig(id: u32) -> Trig {
+    Trig {
+        id,
+        name: format!("aliased {id}"),
+    }
+}
+
+#[cached(ttl = "1m", cache = cache, skip = [loads, up])]
+async fn aliased_result(
+    cache: &Cache,
+    loads: &AtomicUsize,
+    up: &AtomicBool,
+    id: u32,
+) -> ApiResult<Trig> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    if !up.load(Ordering::SeqCst) {
+        return Err(ApiError { status: 503 });
+    }
+    Ok(expected_trig(id))
+}
+
+#[cached(ttl = "1m", cache = cache, skip = [loads, up])]
+async fn aliased_option(
+    cache: &Cache,
+    loads: &AtomicUsize,
+    up: &AtomicBool,
+    id: u32,
+) -> Maybe<Trig> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    up.load(Ordering::SeqCst).then(|| expected_trig(id))
+}
+
+async fn result_alias_caches_ok_only(ctx: Ctx) {
+    let cache = ctx.cache();
+    let (loads, up) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let (v, outcome) = observed(aliased_result(&cache, &loads, &up, 1)).await;
+    assert_eq!(v, Err(ApiError { status: 503 }));
+    assert_eq!(outcome.unwrap().status, CacheStatus::Miss);
+    up.store(true, Ordering::SeqCst);
+    assert_eq!(
+        aliased_result(&cache, &loads, &up, 1).await,
+        Ok(expected_trig(1)),
+        "the `Err` was not cached: the body ran again"
+    );
+    assert_eq!(count(&loads), 2);
+    up.store(false, Ordering::SeqCst);
+    let (v, outcome) = observed(aliased_result(&cache, &loads, &up, 1)).await;
+    assert_eq!(v, Ok(expected_trig(1)), "the `Ok` was cached");
+    assert_eq!(outcome.unwrap().status, CacheStatus::Hit);
+    assert_eq!(count(&loads), 2);
+}
+
+async fn option_alias_caches_some_only(ctx: Ctx) {
+    let cache = ctx.cache();
+    let (loads, up) = (AtomicUsize::new(0), AtomicBool::new(false));
+    assert_eq!(aliased_option(&cache, &loads, &up, 1).await, None);
+    up.store(true, Ordering::SeqCst);
+    assert_eq!(
+        aliased_option(&cache, &loads, &up, 1).await,
+        Some(expected_trig(1)),
+        "`None` was not cached: the body ran again"
+    );
+    assert_eq!(count(&loads), 2);
+    up.store(false, Ordering::SeqCst);
+    let (v, outcome) = observed(aliased_option(&cache, &loads, &up, 1)).await;
+    assert_eq!(v, Some(expected_trig(1)), "`Some` was cached");
+    assert_eq!(outcome.unwrap().status, CacheStatus::Hit);
+    assert_eq!(count(&loads), 2);
+}
+
 // ------------------------------------------------------------------ #[invalidates]
 
 #[cached(resource = "trig", ttl = "1h", tags = ["trig:{trig_id}", "trigs:list"], cache = cache, skip = [loads])]
@@ -199,6 +281,35 @@ async fn add_log_in_tx(trig_id: u32, pending: &mut PendingInvalidation) -> Resul
     assert!(pending.is_empty(), "tags are added after the body");
     let _ = trig_id;
     Ok(())
+}
+
+#[invalidates("trig:{trig_id}", cache = cache)]
+async fn add_log_aliased(cache: &Cache, trig_id: u32, fail: bool) -> ApiResult<u32> {
+    if fail {
+        return Err(ApiError { status: 409 });
+    }
+    Ok(trig_id)
+}
+
+/// Regression: `#[invalidates]` read the shape from the return type's name, so an `Err` of a
+/// `Result` behind a type alias counted as success and invalidated.
+async fn invalidates_through_a_result_alias_only_on_ok(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    assert_eq!(trig_page(&cache, &loads, 9, 1).await, vec![9, 1]);
+    assert_eq!(
+        add_log_aliased(&cache, 9, true).await,
+        Err(ApiError { status: 409 })
+    );
+    assert_eq!(trig_page(&cache, &loads, 9, 1).await, vec![9, 1]);
+    assert_eq!(
+        count(&loads),
+        1,
+        "a failed write behind an alias invalidates nothing"
+    );
+    assert_eq!(add_log_aliased(&cache, 9, false).await, Ok(9));
+    assert_eq!(trig_page(&cache, &loads, 9, 1).await, vec![9, 1]);
+    assert_eq!(count(&loads), 2, "a successful one does");
 }
 
 async fn invalidates_only_on_success(ctx: Ctx) {
@@ -293,6 +404,170 @@ async fn key_templates_lists_and_handler_patterns(ctx: Ctx) {
     assert_eq!(count(&app.loads), 1, "`request_id` is not in `key = [q]`");
 }
 
+// ------------------------------------------------------------------ what is in the default key
+
+/// Serializable arguments whose types the old name-based handle rule left out of the key
+/// (`Arc<..>`, a name ending in `State`): two calls that differ only in them must not share an
+/// entry.
+#[derive(Debug, Serialize)]
+struct Filter {
+    tag: String,
+    min: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+enum ViewState {
+    Open,
+    Archived,
+}
+
+fn expected_filtered(id: u32, filter: &Filter, region: &str, view: ViewState) -> Vec<String> {
+    (filter.min..filter.min + 2)
+        .map(|n| format!("{id}/{region}/{view:?}/{}-{n}", filter.tag))
+        .collect()
+}
+
+#[cached(ttl = "1m", cache = cache, skip = [loads])]
+async fn filtered(
+    cache: &Cache,
+    loads: &AtomicUsize,
+    id: u32,
+    filter: Arc<Filter>,
+    region: &Arc<str>,
+    view: ViewState,
+) -> Vec<String> {
+    loads.fetch_add(1, Ordering::SeqCst);
+    expected_filtered(id, &filter, region, view)
+}
+
+async fn arc_and_state_named_arguments_are_in_the_key(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    let (a, b) = (
+        Arc::new(Filter {
+            tag: "a".into(),
+            min: 1,
+        }),
+        Arc::new(Filter {
+            tag: "b".into(),
+            min: 5,
+        }),
+    );
+    let (eu, us): (Arc<str>, Arc<str>) = ("eu".into(), "us".into());
+    let open = ViewState::Open;
+    let calls = [
+        (a.clone(), eu.clone(), open),
+        (b.clone(), eu.clone(), open),
+        (a.clone(), us.clone(), open),
+        (a.clone(), eu.clone(), ViewState::Archived),
+    ];
+    for round in 0..2 {
+        for (filter, region, view) in &calls {
+            assert_eq!(
+                filtered(&cache, &loads, 7, filter.clone(), region, *view).await,
+                expected_filtered(7, filter, region, *view),
+                "round {round}: {filter:?} {region} {view:?}"
+            );
+        }
+    }
+    assert_eq!(
+        count(&loads),
+        calls.len(),
+        "one entry per distinct argument set"
+    );
+    // `Arc<Filter>` is keyed by the `Filter` inside: an equal filter in another `Arc` hits.
+    let same_as_a = Arc::new(Filter {
+        tag: "a".into(),
+        min: 1,
+    });
+    let (v, outcome) = observed(filtered(&cache, &loads, 7, same_as_a, &eu, open)).await;
+    assert_eq!(v, expected_filtered(7, &a, &eu, open));
+    assert_eq!(outcome.unwrap().status, CacheStatus::Hit);
+}
+
+/// Stand-ins for axum's `Extension<T>` and actix-web's `web::Data<T>` (`State` is above).
+struct Extension<T>(T);
+struct Data<T>(T);
+
+/// A handle that is not `Serialize`.
+struct Handle(&'static str);
+
+/// Serializable, so with a name-based or missing rule a different value would be another key.
+#[derive(Serialize)]
+struct Session(u32);
+
+#[cached(resource = "handles", ttl = "1m", cache = store, skip = [trace, loads])]
+#[allow(clippy::too_many_arguments)]
+async fn with_handles(
+    State(state): State<Handle>,
+    data: Data<&Handle>,
+    Extension(session): Extension<Session>,
+    ext: &Extension<Handle>,
+    store: Option<&Cache>,
+    loads: &AtomicUsize,
+    trace: String,
+    id: u32,
+) -> String {
+    loads.fetch_add(1, Ordering::SeqCst);
+    format!(
+        "{id} {} {} {} {} {trace}",
+        state.0, data.0 .0, session.0, ext.0 .0
+    )
+}
+
+async fn handles_cache_argument_and_skip_are_left_out(ctx: Ctx) {
+    let (one, two) = (ctx.cache(), ctx.cache()); // two instances on the same storage
+    let loads = AtomicUsize::new(0);
+    let (h1, h2) = (Handle("h1"), Handle("h2"));
+    let (v, first) = observed(with_handles(
+        State(Handle("s1")),
+        Data(&h1),
+        Extension(Session(1)),
+        &Extension(Handle("e1")),
+        Some(&one),
+        &loads,
+        "t1".into(),
+        7,
+    ))
+    .await;
+    assert_eq!(v, "7 s1 h1 1 e1 t1");
+    let first = first.unwrap();
+    assert_eq!(first.status, CacheStatus::Miss);
+    assert!(first.key.contains(":handles:q="), "{}", first.key);
+    let (v, second) = observed(with_handles(
+        State(Handle("s2")),
+        Data(&h2),
+        Extension(Session(2)),
+        &Extension(Handle("e2")),
+        Some(&two),
+        &loads,
+        "t2".into(),
+        7,
+    ))
+    .await;
+    let second = second.unwrap();
+    assert_eq!(
+        (v.as_str(), second.status, &second.key),
+        ("7 s1 h1 1 e1 t1", CacheStatus::Hit, &first.key),
+        "handles, the cache argument and `skip`ped arguments do not change the key"
+    );
+    assert_eq!(count(&loads), 1);
+    let (v, third) = observed(with_handles(
+        State(Handle("s2")),
+        Data(&h2),
+        Extension(Session(2)),
+        &Extension(Handle("e2")),
+        Some(&two),
+        &loads,
+        "t2".into(),
+        8,
+    ))
+    .await;
+    assert_eq!(v, "8 s2 h2 2 e2 t2");
+    assert_ne!(third.unwrap().key, first.key, "`id` is in the key");
+    assert_eq!(count(&loads), 2);
+}
+
 // ------------------------------------------------------------------ cache selection
 
 #[cached(ttl = "1m", cache = which, skip = [which, loads])]
@@ -351,10 +626,15 @@ on_both_backends!(
     result_errors_are_not_cached,
     none_and_unless_are_not_cached,
     invalidates_only_on_success,
+    invalidates_through_a_result_alias_only_on_ok,
     per_user_entries_are_not_shared,
     key_templates_lists_and_handler_patterns,
     cache_expression_selects_the_instance,
     bypass_and_outcome_from_the_request_context,
+    arc_and_state_named_arguments_are_in_the_key,
+    handles_cache_argument_and_skip_are_left_out,
+    result_alias_caches_ok_only,
+    option_alias_caches_some_only,
 );
 
 // ------------------------------------------------------------------ process-wide default

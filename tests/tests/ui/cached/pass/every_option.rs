@@ -24,7 +24,7 @@ struct PgPool;
     stale_if_error = "10m",
     lease = true,
     cache = cache,
-    skip = [user_id],
+    skip = [user_id, _pool],
     crate = "cache_core",
 )]
 async fn every_option(
