@@ -300,6 +300,7 @@ impl Header {
     }
 
     /// Offset of the payload in the envelope bytes.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn payload_offset(&self) -> usize {
         self.payload
     }
@@ -340,6 +341,7 @@ impl Header {
     }
 
     /// Whether the payload holds raw bytes (an HTTP response) rather than a serialized value.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn is_raw(&self) -> bool {
         self.flags & CODEC_MASK == CODEC_RAW
     }

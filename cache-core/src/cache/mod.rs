@@ -32,7 +32,9 @@ mod ops;
 pub(crate) mod read;
 mod store;
 
-pub(crate) use read::{Detached, Failed, Format, Inline};
+pub(crate) use read::Inline;
+#[cfg(feature = "http")]
+pub(crate) use read::{Detached, Failed, Format};
 
 /// A cheaply cloneable handle to a cache (an `Arc` inside).
 ///
