@@ -117,11 +117,12 @@ impl Codec {
         let mut buf = Vec::with_capacity(256);
         let header_len = write_header(&mut buf, self.id(), meta, self.content_type());
         match self {
-            Codec::Json => serde_json::to_writer(&mut buf, value)
-                .map_err(|e| CacheError::Encode(e.to_string()))?,
+            Codec::Json => {
+                serde_json::to_writer(&mut buf, value).map_err(|e| CacheError::Encode(e.into()))?
+            }
             #[cfg(feature = "msgpack")]
             Codec::MessagePack => rmp_serde::encode::write_named(&mut buf, value)
-                .map_err(|e| CacheError::Encode(e.to_string()))?,
+                .map_err(|e| CacheError::Encode(e.into()))?,
         }
         finish(&mut buf, header_len, meta.compress_above);
         Ok(buf)
@@ -257,7 +258,7 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
 impl Header {
     /// Parses the header of an envelope.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Header, CacheError> {
-        let bad = |why: &str| CacheError::Decode(format!("invalid envelope: {why}"));
+        let bad = |why: &str| CacheError::Decode(format!("invalid envelope: {why}").into());
         if bytes.len() < FIXED_HEADER + 3 || bytes[0] != MAGIC {
             return Err(bad("missing magic byte"));
         }
@@ -481,7 +482,7 @@ impl<'a> Envelope<'a> {
         {
             lz4_flex::decompress_size_prepended(self.raw_payload())
                 .map(Cow::Owned)
-                .map_err(|e| CacheError::Decode(format!("lz4: {e}")))
+                .map_err(|e| CacheError::Decode(e.into()))
         }
         #[cfg(not(feature = "compression"))]
         Err(CacheError::Decode(
@@ -498,18 +499,18 @@ impl<'a> Envelope<'a> {
         let payload = self.payload()?;
         match self.h.flags & CODEC_MASK {
             CODEC_JSON => {
-                serde_json::from_slice(&payload).map_err(|e| CacheError::Decode(e.to_string()))
+                serde_json::from_slice(&payload).map_err(|e| CacheError::Decode(e.into()))
             }
             #[cfg(feature = "msgpack")]
             CODEC_MSGPACK => {
-                rmp_serde::from_slice(&payload).map_err(|e| CacheError::Decode(e.to_string()))
+                rmp_serde::from_slice(&payload).map_err(|e| CacheError::Decode(e.into()))
             }
             CODEC_RAW => Err(CacheError::Decode(
                 "entry holds raw bytes; read it with Envelope::payload".into(),
             )),
-            other => Err(CacheError::Decode(format!(
-                "codec {other} is not compiled in"
-            ))),
+            other => Err(CacheError::Decode(
+                format!("codec {other} is not compiled in").into(),
+            )),
         }
     }
 }
@@ -581,10 +582,13 @@ mod tests {
     }
 
     #[test]
-    fn decoding_into_the_wrong_type_is_an_error() {
+    fn decoding_into_the_wrong_type_is_an_error_that_keeps_its_source() {
         let bytes = Codec::Json.encode_envelope(&"text", &meta(&[])).unwrap();
         let env = Envelope::parse(&bytes).unwrap();
-        assert!(matches!(env.decode::<Item>(), Err(CacheError::Decode(_))));
+        let err = env.decode::<Item>().unwrap_err();
+        assert!(matches!(err, CacheError::Decode(_)));
+        let source = std::error::Error::source(&err).expect("the serde error is the source");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
     }
 
     #[test]

@@ -10,6 +10,9 @@
 
 use std::time::Duration;
 
+/// The cause of an encode, decode or custom backend error, kept as the error's `source()`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a cache operation did not complete.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -26,15 +29,16 @@ pub enum CacheError {
     /// Redis returned an error or the connection failed.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
-    /// A custom backend reported an error.
+    /// A custom backend reported an error (its cause is the `source()`).
     #[error("cache backend error: {0}")]
-    Backend(String),
-    /// The value could not be serialized.
+    Backend(#[source] BoxError),
+    /// The value could not be serialized (the serializer's error is the `source()`).
     #[error("could not encode value for the cache: {0}")]
-    Encode(String),
-    /// A stored value could not be read back (corrupt, or written by an incompatible version).
+    Encode(#[source] BoxError),
+    /// A stored value could not be read back: corrupt, written by an incompatible version, or
+    /// not of the requested type (the deserializer's error is the `source()`).
     #[error("could not decode cached value: {0}")]
-    Decode(String),
+    Decode(#[source] BoxError),
     /// The encoded value is larger than the configured maximum entry size; it was not stored.
     #[error("value of {size} bytes exceeds the maximum entry size of {max} bytes; not cached")]
     TooLarge {
