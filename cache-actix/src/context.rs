@@ -41,10 +41,19 @@ impl fmt::Debug for ContextConfig {
 }
 
 /// Sets up, for every request, what `#[cached]` handlers need (the bypass flag and the user
-/// scope) and, after the handler, writes `X-Cache-Status`, `X-Cache-Key`, and on hits
-/// `X-Cache-Age`, `X-Cache-TTL`, `Age` and a `Cache-Control` (when the handler set none) from
-/// the outcome of the last `#[cached]` call the handler made. The same builder as
-/// `cache_axum::CacheContextLayer`.
+/// scope) and, after the handler, writes from the outcome of the last `#[cached]` call the
+/// handler made:
+///
+/// * `X-Cache-Status`, `X-Cache-Key`, and on hits `X-Cache-Age`, `X-Cache-TTL` and `Age`;
+/// * when the handler set no `Cache-Control`: `private` on **every** status when the value is
+///   one user's (a `#[cached(user = ..)]` key, or a request with an identified user), else
+///   `public, max-age=<remaining TTL>` on a 2xx built from a stored value, the same on a miss as
+///   on a hit (never `public` on a 404 or a 500);
+/// * for a handler whose cached value is the response (`Json<T>`, a finished response): an
+///   `ETag`, and `304 Not Modified` with an empty body when the request's `If-None-Match`
+///   matches it (see [`cache_core::http::outcome_validator`]).
+///
+/// The same builder as `cache_axum::CacheContextLayer`.
 ///
 /// ```
 /// use actix_web::{web, App, HttpResponse};

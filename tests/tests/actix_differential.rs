@@ -224,7 +224,7 @@ macro_rules! uncached_copy {
 
 // ------------------------------------------------------------------ differential
 
-// FAILS before issue 11 fix: `/items/5` and `/items/6` share one entry (the layer keys by route
+// Regression (issue 11; failed before the fix): `/items/5` and `/items/6` share one entry (the layer keys by route
 // template); `?page=` (and `?a` / `?a=` / `?%41=1`...) served the entry of another query; HEAD
 // hits answer `Content-Length: 0`.
 async fn the_cached_copy_answers_every_request_like_the_origin(ctx: Ctx) {
@@ -267,7 +267,7 @@ async fn disagreements<C: Target, U: Target>(
     out
 }
 
-// FAILS before issue 11 fix: the layer keys by route template, so `/items/6` is served the
+// Regression (issue 11; failed before the fix): the layer keys by route template, so `/items/6` is served the
 // entry of `/items/5`.
 async fn distinct_paths_of_one_route_are_distinct_entries(ctx: Ctx) {
     let cached = cached_copy!(ctx.cache());
@@ -282,7 +282,7 @@ async fn distinct_paths_of_one_route_are_distinct_entries(ctx: Ctx) {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-// FAILS before issue 11 fix: queries that differ share an entry (empty values and valueless
+// Regression (issue 11; failed before the fix): queries that differ share an entry (empty values and valueless
 // flags are dropped from the key, names are decoded): `?page=` is served the cached 200 of
 // `/items` instead of the origin's 400.
 async fn queries_the_origin_tells_apart_are_not_merged(ctx: Ctx) {
@@ -310,7 +310,7 @@ async fn queries_the_origin_tells_apart_are_not_merged(ctx: Ctx) {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-// FAILS before issue 11 fix: a HEAD answered from the cache carries `Content-Length: 0`.
+// Regression (issue 11; failed before the fix): a HEAD answered from the cache carries `Content-Length: 0`.
 async fn head_hits_carry_the_length_of_the_get_body(ctx: Ctx) {
     let cached = cached_copy!(ctx.cache());
     let uncached = uncached_copy!();
@@ -345,7 +345,7 @@ async fn head_hits_carry_the_length_of_the_get_body(ctx: Ctx) {
 
 // ------------------------------------------------------------------ privacy
 
-// FAILS before issue 11 fix: a per-user MISS, and a per-user 404, carry no `Cache-Control:
+// Regression (issue 11; failed before the fix): a per-user MISS, and a per-user 404, carry no `Cache-Control:
 // private` (only hits do).
 async fn per_user_answers_are_private_on_miss_hit_and_404(ctx: Ctx) {
     let cached = cached_copy!(ctx.cache());
@@ -387,7 +387,7 @@ async fn per_user_answers_are_private_on_miss_hit_and_404(ctx: Ctx) {
     );
 }
 
-// FAILS before issue 11 fix: a shared route's MISS carries no `Cache-Control`, its HIT carries
+// Regression (issue 11; failed before the fix): a shared route's MISS carries no `Cache-Control`, its HIT carries
 // `public, max-age=N`.
 async fn a_shared_route_sends_the_same_cache_control_on_miss_and_hit(ctx: Ctx) {
     let cached = cached_copy!(ctx.cache());
@@ -414,7 +414,7 @@ async fn a_shared_route_sends_the_same_cache_control_on_miss_and_hit(ctx: Ctx) {
 
 // ------------------------------------------------------------------ stampede
 
-// FAILS before issue 11 fix: the layer has no single-flight, every cold request runs the
+// Regression (issue 11; failed before the fix): the layer has no single-flight, every cold request runs the
 // handler (up to 1,000 runs).
 async fn a_cold_stampede_runs_the_handler_once(ctx: Ctx) {
     const N: usize = 1000;

@@ -71,13 +71,13 @@ async fn check(ctx: Ctx, write_percent: u32) {
     assert_eq!(report.stale_reads, 0, "stale reads: {summary}");
 }
 
-// FAILS before issue 11 fix: stale value handed over by single-flight (a read that starts after
+// Regression (issue 11; failed before the fix): stale value handed over by single-flight (a read that starts after
 // an invalidation returned joins an older in-flight load and gets its pre-write value).
 async fn randomized_reads_never_see_an_invalidated_version_read_heavy(ctx: Ctx) {
     check(ctx, 5).await;
 }
 
-// FAILS before issue 11 fix: stale value handed over by single-flight.
+// Regression (issue 11; failed before the fix): stale value handed over by single-flight.
 async fn randomized_reads_never_see_an_invalidated_version_write_heavy(ctx: Ctx) {
     check(ctx, 30).await;
 }
@@ -92,7 +92,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-// FAILS before issue 11 fix: stale value handed over by single-flight. The leader's value was
+// Regression (issue 11; failed before the fix): stale value handed over by single-flight. The leader's value was
 // read before the write; the store is rejected by the tag guard, but the in-process flight still
 // hands it to the read that joined after the invalidation returned.
 async fn a_read_started_after_an_invalidation_never_gets_the_older_in_flight_value(ctx: Ctx) {
@@ -173,7 +173,7 @@ async fn a_read_started_after_an_invalidation_never_gets_the_older_in_flight_val
     );
 }
 
-// FAILS before issue 11 fix: failing loader under concurrency (when the leader fails, every
+// Regression (issue 11; failed before the fix): failing loader under concurrency (when the leader fails, every
 // waiting caller runs its own loader at once).
 /// A failing loader under concurrency. `try_get_or_load` cannot hand its (non-`Clone`) error to
 /// the waiting callers, so they load again one flight at a time: never two loaders at once on

@@ -4,7 +4,12 @@
 //! keyed, bypassed and stored the same way under either framework. It applies the parts of
 //! RFC 9111 that concern a server-side shared cache:
 //!
-//! * only `GET` and `HEAD` are looked up or stored (`HEAD` is answered from the `GET` entry);
+//! * two requests share an entry only when every handler would answer them alike: the key holds
+//!   the method (`HEAD` shares `GET`'s), the request **path**, the query taken exactly (only the
+//!   order of parameters is canonicalised: `?page=`, `?page` and no `page` are three entries),
+//!   the configured vary headers and, on per-user routes, the user;
+//! * only `GET` and `HEAD` are looked up or stored (`HEAD` is answered from the `GET` entry,
+//!   unless [`HttpCache::head_from_get`] is off);
 //! * a request carrying `Authorization` or a session cookie passes through a shared route
 //!   (per-user routes put the user in the key; public routes ignore credentials);
 //! * `Cache-Control: no-cache` or `Pragma: no-cache` (or the bypass query flag) skips the lookup
