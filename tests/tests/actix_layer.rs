@@ -34,6 +34,22 @@ impl Calls {
     }
 }
 
+/// The origin of `/greeting`: the body depends on `Accept-Language`.
+async fn greeting(req: HttpRequest) -> String {
+    greeting_for(
+        req.headers()
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+fn greeting_for(lang: Option<&str>) -> String {
+    match lang {
+        Some(l) if l.starts_with("fr") => "bonjour".to_owned(),
+        _ => "hello".to_owned(),
+    }
+}
+
 async fn app(
     cache: Cache,
     calls: Calls,
@@ -101,6 +117,7 @@ async fn app(
             )
             .route("/special/{kind}", RoutePolicy::ttl(HOUR))
             .route("/me", RoutePolicy::ttl(HOUR).scope(RouteScope::PerUser))
+            .route("/greeting", RoutePolicy::ttl(HOUR))
             .max_body(4096)
             .user(|req| {
                 req.headers()
@@ -123,6 +140,7 @@ async fn app(
             .route("/special/{kind}", web::get().to(special))
             .route("/me", web::get().to(me))
             .route("/uncached", web::get().to(|| async { "plain" }))
+            .route("/greeting", web::get().to(greeting))
             .route(
                 "/fail/{id}",
                 web::post().to(|| async { HttpResponse::InternalServerError().finish() }),
@@ -467,7 +485,33 @@ async fn header_names_are_configurable_and_age_grows_while_ttl_shrinks(ctx: Ctx)
     assert_eq!(later.h("age"), later.h("cdn-age"));
 }
 
+async fn vary_headers_are_in_the_key_and_listed_in_vary(ctx: Ctx) {
+    let app = app(ctx.cache(), Calls::default(), |b| {
+        b.vary(axum::http::header::ACCEPT_LANGUAGE)
+    })
+    .await;
+    for (lang, status) in [("en", "MISS"), ("fr", "MISS"), ("en", "HIT"), ("fr", "HIT")] {
+        let req = TestRequest::get()
+            .uri("/greeting")
+            .insert_header(("accept-language", lang))
+            .to_request();
+        let r = send(&app, req).await;
+        assert_eq!(
+            r.body,
+            greeting_for(Some(lang)),
+            "the origin's answer for {lang}"
+        );
+        assert_eq!(r.h("x-cache-status"), status, "{lang}");
+        assert!(
+            r.h("vary").to_ascii_lowercase().contains("accept-language"),
+            "{status} lists the vary header: {:?}",
+            r.h("vary")
+        );
+    }
+}
+
 on_both_backends_actix!(
+    vary_headers_are_in_the_key_and_listed_in_vary,
     successful_writes_invalidate_configured_tags,
     header_names_are_configurable_and_age_grows_while_ttl_shrinks,
     miss_then_hit_with_the_same_response,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Path;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -103,6 +103,7 @@ fn app(
             )
             .route("/special/{kind}", RoutePolicy::ttl(HOUR))
             .route("/me", RoutePolicy::ttl(HOUR).scope(RouteScope::PerUser))
+            .route("/greeting", RoutePolicy::ttl(HOUR))
             .max_body(4096)
             .user(|parts| {
                 parts
@@ -118,11 +119,24 @@ fn app(
         .route("/special/{kind}", get(special))
         .route("/me", get(me))
         .route("/uncached", get(|| async { "plain" }))
+        .route("/greeting", get(greeting))
         .route(
             "/fail/{id}",
             axum::routing::post(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
         )
         .layer(layer)
+}
+
+/// The origin of `/greeting`: the body depends on `Accept-Language`.
+async fn greeting(headers: HeaderMap) -> String {
+    greeting_for(headers.get("accept-language").and_then(|v| v.to_str().ok()))
+}
+
+fn greeting_for(lang: Option<&str>) -> String {
+    match lang {
+        Some(l) if l.starts_with("fr") => "bonjour".to_owned(),
+        _ => "hello".to_owned(),
+    }
 }
 
 struct Reply {
@@ -452,7 +466,32 @@ async fn header_names_are_configurable_and_age_grows_while_ttl_shrinks(ctx: Ctx)
     assert_eq!(later.h("age"), later.h("cdn-age"));
 }
 
+async fn vary_headers_are_in_the_key_and_listed_in_vary(ctx: Ctx) {
+    let app = app(ctx.cache(), Calls::default(), |b| {
+        b.vary(header::ACCEPT_LANGUAGE)
+    });
+    for (lang, status) in [("en", "MISS"), ("fr", "MISS"), ("en", "HIT"), ("fr", "HIT")] {
+        let req = Request::get("/greeting")
+            .header("accept-language", lang)
+            .body(Body::empty())
+            .unwrap();
+        let r = send(&app, req).await;
+        assert_eq!(
+            r.body,
+            greeting_for(Some(lang)),
+            "the origin's answer for {lang}"
+        );
+        assert_eq!(r.h("x-cache-status"), status, "{lang}");
+        assert!(
+            r.h("vary").to_ascii_lowercase().contains("accept-language"),
+            "{status} lists the vary header: {:?}",
+            r.h("vary")
+        );
+    }
+}
+
 on_both_backends!(
+    vary_headers_are_in_the_key_and_listed_in_vary,
     successful_writes_invalidate_configured_tags,
     header_names_are_configurable_and_age_grows_while_ttl_shrinks,
     miss_then_hit_with_the_same_response,

@@ -991,7 +991,38 @@ pub fn fill_tag(template: &str, route: &str, path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::fill_tag;
+    use super::*;
+
+    /// A hit sends the stored bytes as the body: the decoded body and header values are slices
+    /// of the bytes the backend returned, not copies.
+    #[test]
+    fn a_hit_body_is_a_slice_of_the_entry_bytes_not_a_copy() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("x-served-by", HeaderValue::from_static("handler"));
+        let body = Bytes::from(vec![b'x'; 4096]);
+        let stored = StoredResponse::new(200, &headers, body);
+        let fmt = ResponseFormat::<()>::new();
+        let policy = Policy::new();
+        let meta = EnvelopeMeta {
+            ttl: Duration::from_secs(60),
+            tags: policy.tags_ref(),
+            ..EnvelopeMeta::default()
+        };
+        let entry = Bytes::from(fmt.encode(&stored, &meta).unwrap());
+        let header = Header::parse(&entry).unwrap();
+        let decoded = fmt.decode(&entry, &header).unwrap();
+        assert_eq!(decoded, stored, "the stored response round-trips");
+        let range = entry.as_ptr() as usize..entry.as_ptr() as usize + entry.len();
+        assert!(range.contains(&(decoded.body.as_ptr() as usize)), "body is borrowed");
+        let served_by = decoded
+            .headers
+            .iter()
+            .find(|(n, _)| n == "x-served-by")
+            .map(|(_, v)| v.as_bytes().as_ptr() as usize)
+            .unwrap();
+        assert!(range.contains(&served_by), "header values are borrowed");
+    }
 
     #[test]
     fn tags_are_filled_from_path_parameters() {
