@@ -71,7 +71,10 @@ struct Dashboard {
 
 // The origin's answers.
 fn inbox_of(who: &str) -> Vec<String> {
-    vec![format!("hello {who}"), format!("{who}, your trig was logged")]
+    vec![
+        format!("hello {who}"),
+        format!("{who}, your trig was logged"),
+    ]
 }
 fn trig_of(db: &Db, id: u32) -> Trig {
     Trig {
@@ -183,9 +186,8 @@ impl Reply {
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("{e}: body {:?}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: body {:?}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -235,9 +237,7 @@ fn cache_control(value: &str) -> (String, Option<u64>) {
     (kind, max_age)
 }
 
-async fn a_per_user_cached_handler_is_private_on_miss_hit_and_404_without_a_user_closure(
-    ctx: Ctx,
-) {
+async fn a_per_user_cached_handler_is_private_on_miss_hit_and_404_without_a_user_closure(ctx: Ctx) {
     let app = state(&ctx);
     let svc = service!(app);
     for (n, label) in [(1, "MISS"), (2, "HIT")] {
@@ -252,7 +252,11 @@ async fn a_per_user_cached_handler_is_private_on_miss_hit_and_404_without_a_user
     }
     assert_eq!(app.db.loads("inbox"), 1);
     let bob = get_(&svc, "/inbox/bob").await;
-    assert_eq!(bob.json::<Vec<String>>(), inbox_of("bob"), "users never share");
+    assert_eq!(
+        bob.json::<Vec<String>>(),
+        inbox_of("bob"),
+        "users never share"
+    );
     assert!(bob.h("cache-control").starts_with("private"));
     let nobody = get_(&svc, "/inbox/nobody").await;
     assert_eq!(nobody.status, StatusCode::NOT_FOUND);
@@ -350,13 +354,20 @@ async fn if_none_match_with_the_etag_of_a_cached_json_handler_answers_304_on_a_h
     let miss = get_(&svc, "/trigs/1").await;
     let etag = miss.h("etag").to_owned();
     assert_eq!(miss.label(), "MISS");
-    assert!(etag.starts_with('"') && etag.len() > 2, "MISS etag {etag:?}");
+    assert!(
+        etag.starts_with('"') && etag.len() > 2,
+        "MISS etag {etag:?}"
+    );
     assert_eq!(miss.json::<Trig>(), trig_of(&app.db, 1));
     let hit = get_(&svc, "/trigs/1").await;
     assert_eq!((hit.label(), hit.h("etag")), ("HIT", etag.as_str()));
     assert_eq!(hit.body, miss.body);
 
-    for inm in [etag.clone(), format!("W/{etag}"), format!("\"other\", {etag}")] {
+    for inm in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"other\", {etag}"),
+    ] {
         let nm = get_if_none_match(&svc, "/trigs/1", &inm).await;
         assert_eq!(
             (nm.status, nm.label(), nm.body.len()),

@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use cache_axum::{ResponseCacheLayer, RoutePolicy};
-use cache_core::http::{HttpRules, RequestView};
 use cache_core::backend::{Backend, BackendInfo, Invalidation, Put};
+use cache_core::http::{HttpRules, RequestView};
 use cache_core::{cached, Cache, CacheError, CacheKey};
 use common::Ctx;
 use http_body_util::BodyExt;
@@ -100,11 +100,7 @@ impl Origin {
         let v = self.read_version().await;
         let mode = *self.mode.lock().unwrap();
         match mode {
-            Mode::Ok => (
-                [("content-type", "application/json")],
-                item_body(id, v),
-            )
-                .into_response(),
+            Mode::Ok => ([("content-type", "application/json")], item_body(id, v)).into_response(),
             Mode::Fail => (StatusCode::INTERNAL_SERVER_ERROR, "database down").into_response(),
             Mode::Missing => (StatusCode::NOT_FOUND, format!("no item {id}")).into_response(),
         }
@@ -130,13 +126,11 @@ fn app(cache: Cache, origin: Arc<Origin>, policy: RoutePolicy) -> Router {
     Router::new()
         .route(
             "/items/{id}",
-            get(
-                |State(o): State<Arc<Origin>>, Path(id): Path<u32>| async move { o.get(id).await },
-            )
-            .put(|State(o): State<Arc<Origin>>| async move {
-                o.write();
-                "written"
-            }),
+            get(|State(o): State<Arc<Origin>>, Path(id): Path<u32>| async move { o.get(id).await })
+                .put(|State(o): State<Arc<Origin>>| async move {
+                    o.write();
+                    "written"
+                }),
         )
         .with_state(origin)
         .layer(layer)
@@ -226,7 +220,10 @@ async fn poll_until_not_hit(router: &Router, uri: &str, hit_body: &str) -> Reply
             return r;
         }
         assert_eq!(r.body, hit_body, "a hit serves the stored body");
-        assert!(Instant::now() < deadline, "the entry never went past its TTL");
+        assert!(
+            Instant::now() < deadline,
+            "the entry never went past its TTL"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -311,7 +308,10 @@ async fn a_request_after_a_write_never_gets_the_older_in_flight_response(ctx: Ct
          (joined the handler run in flight: {joined}; x-cache-status {})",
         second.h("x-cache-status")
     );
-    assert!(joined, "harness: the second GET must have joined the run in flight");
+    assert!(
+        joined,
+        "harness: the second GET must have joined the run in flight"
+    );
     let hit = get_(&router, "/items/1").await;
     assert_eq!(hit.seen(), (200, "HIT", item_body(1, 2).as_str()));
 }
@@ -375,7 +375,10 @@ async fn stale_while_revalidate_answers_stale_at_once_while_one_background_refre
     let policy = RoutePolicy::ttl(SHORT).stale_while_revalidate(MINUTE);
     let router = app(cache.clone(), origin.clone(), policy);
     let v1 = item_body(1, 1);
-    assert_eq!(get_(&router, "/items/1").await.seen(), (200, "MISS", v1.as_str()));
+    assert_eq!(
+        get_(&router, "/items/1").await.seen(),
+        (200, "MISS", v1.as_str())
+    );
 
     // The database moves on (no invalidation); the refresh will be held once it reads.
     origin.write();
@@ -389,14 +392,21 @@ async fn stale_while_revalidate_answers_stale_at_once_while_one_background_refre
     signal(&origin.read, "the background refresh ran the handler").await;
     for n in 0..5 {
         let r = get_at_once(&router, "/items/1", "a request during the refresh").await;
-        assert_eq!(r.seen(), (200, "STALE", v1.as_str()), "request {n} during the refresh");
+        assert_eq!(
+            r.seen(),
+            (200, "STALE", v1.as_str()),
+            "request {n} during the refresh"
+        );
     }
     assert_eq!(origin.runs(), 2, "one refresh for every stale request");
 
     origin.release.notify_one();
     let deadline = Instant::now() + WAIT;
     while cache.stats().resources.get("item").map_or(0, |r| r.sets) < 2 {
-        assert!(Instant::now() < deadline, "the refresh never stored its response");
+        assert!(
+            Instant::now() < deadline,
+            "the refresh never stored its response"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let hit = get_(&router, "/items/1").await;
@@ -489,7 +499,10 @@ async fn a_request_that_read_the_entry_stale_does_not_refresh_it_again_once_refr
     let policy = RoutePolicy::ttl(SHORT).stale_while_revalidate(MINUTE);
     let router = app(cache.clone(), origin.clone(), policy);
     let v1 = item_body(1, 1);
-    assert_eq!(get_(&router, "/items/1").await.seen(), (200, "MISS", v1.as_str()));
+    assert_eq!(
+        get_(&router, "/items/1").await.seen(),
+        (200, "MISS", v1.as_str())
+    );
     origin.write();
     // Wait out the TTL with HEAD requests: they are answered from the entry and never refresh.
     let deadline = Instant::now() + WAIT;
@@ -500,7 +513,10 @@ async fn a_request_that_read_the_entry_stale_does_not_refresh_it_again_once_refr
             break;
         }
         assert_eq!(r.h("x-cache-status"), "HIT");
-        assert!(Instant::now() < deadline, "the entry never went past its TTL");
+        assert!(
+            Instant::now() < deadline,
+            "the entry never went past its TTL"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(origin.runs(), 1);
@@ -514,7 +530,10 @@ async fn a_request_that_read_the_entry_stale_does_not_refresh_it_again_once_refr
     assert_eq!(a.seen(), (200, "STALE", v1.as_str()));
     let deadline = Instant::now() + WAIT;
     while cache.stats().resources.get("item").map_or(0, |r| r.sets) < 2 {
-        assert!(Instant::now() < deadline, "A's refresh never stored its response");
+        assert!(
+            Instant::now() < deadline,
+            "A's refresh never stored its response"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(20)).await; // A's refresh lands (seals its flight)
@@ -525,7 +544,11 @@ async fn a_request_that_read_the_entry_stale_does_not_refresh_it_again_once_refr
     // B goes on with what it read.
     backend.resume.notify_one();
     let b = tokio::time::timeout(WAIT, b).await.unwrap().unwrap();
-    assert_eq!(b.seen(), (200, "STALE", v1.as_str()), "B read the entry stale");
+    assert_eq!(
+        b.seen(),
+        (200, "STALE", v1.as_str()),
+        "B read the entry stale"
+    );
     // A refresh started by B now would run the handler again for an entry refreshed already.
     // Nothing signals that it did not happen: give it time to.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -542,7 +565,10 @@ async fn stale_if_error_serves_the_stored_200_on_a_5xx_but_not_on_a_404(ctx: Ctx
     let policy = RoutePolicy::ttl(SHORT).stale_if_error(MINUTE);
     let router = app(cache, origin.clone(), policy);
     let v1 = item_body(1, 1);
-    assert_eq!(get_(&router, "/items/1").await.seen(), (200, "MISS", v1.as_str()));
+    assert_eq!(
+        get_(&router, "/items/1").await.seen(),
+        (200, "MISS", v1.as_str())
+    );
 
     origin.set_mode(Mode::Fail);
     let failed = poll_until_not_hit(&router, "/items/1", &v1).await;

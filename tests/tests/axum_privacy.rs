@@ -75,7 +75,10 @@ struct Dashboard {
 
 // The origin's answers.
 fn inbox_of(who: &str) -> Vec<String> {
-    vec![format!("hello {who}"), format!("{who}, your trig was logged")]
+    vec![
+        format!("hello {who}"),
+        format!("{who}, your trig was logged"),
+    ]
 }
 fn trig_of(db: &Db, id: u32) -> Trig {
     Trig {
@@ -182,9 +185,8 @@ impl Reply {
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("{e}: body {:?}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: body {:?}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -192,7 +194,13 @@ async fn send(router: &Router, req: Request<Body>) -> Reply {
     let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     Reply {
         status,
         headers,
@@ -223,9 +231,7 @@ fn cache_control(value: &str) -> (String, Option<u64>) {
     (kind, max_age)
 }
 
-async fn a_per_user_cached_handler_is_private_on_miss_hit_and_404_without_a_user_closure(
-    ctx: Ctx,
-) {
+async fn a_per_user_cached_handler_is_private_on_miss_hit_and_404_without_a_user_closure(ctx: Ctx) {
     let app = app(&ctx);
     let r = router(&app);
     for (n, label) in [(1, "MISS"), (2, "HIT")] {
@@ -240,7 +246,11 @@ async fn a_per_user_cached_handler_is_private_on_miss_hit_and_404_without_a_user
     }
     assert_eq!(app.db.loads("inbox"), 1);
     let bob = get_(&r, "/inbox/bob").await;
-    assert_eq!(bob.json::<Vec<String>>(), inbox_of("bob"), "users never share");
+    assert_eq!(
+        bob.json::<Vec<String>>(),
+        inbox_of("bob"),
+        "users never share"
+    );
     assert!(bob.h("cache-control").starts_with("private"));
     let nobody = get_(&r, "/inbox/nobody").await;
     assert_eq!(nobody.status, StatusCode::NOT_FOUND);
@@ -295,10 +305,7 @@ async fn a_404_after_a_shared_cached_helper_hit_is_not_public(ctx: Ctx) {
     assert_eq!(app.db.loads("known_ids"), 1);
     // The same handler's 200 after the helper's hit is built from a stored value: public.
     let found = get_(&r, "/checked/3").await;
-    assert_eq!(
-        (found.status, found.label()),
-        (StatusCode::OK, "HIT")
-    );
+    assert_eq!((found.status, found.label()), (StatusCode::OK, "HIT"));
     assert_eq!(found.json::<Trig>(), trig_of(&app.db, 3));
     assert!(
         found.h("cache-control").starts_with("public, max-age="),
@@ -341,13 +348,20 @@ async fn if_none_match_with_the_etag_of_a_cached_json_handler_answers_304_on_a_h
     let miss = get_(&r, "/trigs/1").await;
     let etag = miss.h("etag").to_owned();
     assert_eq!(miss.label(), "MISS");
-    assert!(etag.starts_with('"') && etag.len() > 2, "MISS etag {etag:?}");
+    assert!(
+        etag.starts_with('"') && etag.len() > 2,
+        "MISS etag {etag:?}"
+    );
     assert_eq!(miss.json::<Trig>(), trig_of(&app.db, 1));
     let hit = get_(&r, "/trigs/1").await;
     assert_eq!((hit.label(), hit.h("etag")), ("HIT", etag.as_str()));
     assert_eq!(hit.body, miss.body);
 
-    for inm in [etag.clone(), format!("W/{etag}"), format!("\"other\", {etag}")] {
+    for inm in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"other\", {etag}"),
+    ] {
         let nm = get_if_none_match(&r, "/trigs/1", &inm).await;
         assert_eq!(
             (nm.status, nm.label(), nm.body.len()),
@@ -357,7 +371,10 @@ async fn if_none_match_with_the_etag_of_a_cached_json_handler_answers_304_on_a_h
         assert_eq!(nm.h("etag"), etag);
     }
     let other = get_if_none_match(&r, "/trigs/1", "\"0000000000000000\"").await;
-    assert_eq!((other.status, other.body.clone()), (StatusCode::OK, miss.body.clone()));
+    assert_eq!(
+        (other.status, other.body.clone()),
+        (StatusCode::OK, miss.body.clone())
+    );
     assert_eq!(app.db.loads("trig"), 1);
 
     // The trig changes: the old ETag no longer matches, the new body is sent.

@@ -95,14 +95,23 @@ async fn floats_come_back_bit_for_bit(ctx: &Ctx, codec: Codec) {
         .await
         .unwrap();
     assert_eq!(miss.status, CacheStatus::Miss);
-    assert_eq!(bits(&miss.value), want, "{codec:?}: the loader's value on a miss");
+    assert_eq!(
+        bits(&miss.value),
+        want,
+        "{codec:?}: the loader's value on a miss"
+    );
 
     let hit = cache
         .fetch(&key, HOUR, || async { Err::<Reading, ()>(()) })
         .await
         .unwrap();
     assert_eq!(hit.status, CacheStatus::Hit);
-    assert_eq!(bits(&hit.value), want, "{codec:?}: fetch hit {:?}", hit.value);
+    assert_eq!(
+        bits(&hit.value),
+        want,
+        "{codec:?}: fetch hit {:?}",
+        hit.value
+    );
 
     let via_get_or_load: Reading = cache
         .get_or_load(&key, HOUR, || async { unreachable!("a hit") })
@@ -156,7 +165,10 @@ async fn a_waiting_caller_gets_the_loaders_bits(ctx: &Ctx, codec: Codec) {
     let joined = tokio::time::timeout(WAIT, follower).await.unwrap().unwrap();
     let want = bits(&reading("Scafell Pike"));
     assert_eq!(bits(&led), want);
-    assert_eq!(joined.station, "Scafell Pike", "the follower got the leader's value");
+    assert_eq!(
+        joined.station, "Scafell Pike",
+        "the follower got the leader's value"
+    );
     assert_eq!(bits(&joined), want, "{codec:?}: joined {joined:?}");
 }
 
@@ -233,7 +245,11 @@ async fn json_handler_body_is_byte_identical(ctx: &Ctx, codec: Codec) {
     assert_eq!((status, label.as_str()), (StatusCode::OK, "MISS"));
     let (status, label, hit) = body_of(&router, "/cached/3").await;
     assert_eq!((status, label.as_str()), (StatusCode::OK, "HIT"));
-    assert_eq!(app.loads.load(Ordering::SeqCst), 2, "plain + one cached load");
+    assert_eq!(
+        app.loads.load(Ordering::SeqCst),
+        2,
+        "plain + one cached load"
+    );
     assert_eq!(
         String::from_utf8_lossy(&miss),
         String::from_utf8_lossy(&origin),

@@ -100,7 +100,10 @@ async fn a_fill_that_began_before(ctx: &Ctx, how: Invalidation) {
     invalidate(&cache, &key, how).await;
     release.notify_one();
     let led = tokio::time::timeout(WAIT, fill).await.unwrap().unwrap();
-    assert_eq!(led, 1, "the loader read v1 before the write: its caller gets v1");
+    assert_eq!(
+        led, 1,
+        "the loader read v1 before the write: its caller gets v1"
+    );
 
     assert_eq!(
         cache.get::<u64>(&key).await,
@@ -157,18 +160,24 @@ async fn a_read_that_began_after(ctx: &Ctx, how: Invalidation) {
                 .await
         })
     };
-    until("the second read joined the load in flight or loaded", || {
-        cache.waiting_on(&key) >= 1
-            || second_loads.load(Ordering::SeqCst) > 0
-            || second.is_finished()
-    })
+    until(
+        "the second read joined the load in flight or loaded",
+        || {
+            cache.waiting_on(&key) >= 1
+                || second_loads.load(Ordering::SeqCst) > 0
+                || second.is_finished()
+        },
+    )
     .await;
     let joined = cache.waiting_on(&key) >= 1;
 
     release.notify_one();
     let led = tokio::time::timeout(WAIT, fill).await.unwrap().unwrap();
     let got = tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
-    assert_eq!(led, 1, "the first read began before the write: v1 is its answer");
+    assert_eq!(
+        led, 1,
+        "the first read began before the write: v1 is its answer"
+    );
     assert_eq!(
         got, 2,
         "a read that began after the {how:?} returned got v{got} (joined the load in flight: \
@@ -309,7 +318,11 @@ async fn a_fragment_fill_stores_only_the_fragments_not_invalidated_while_it_load
     f.cache.invalidate_tags(&["frag:1"]).await.unwrap();
     release.notify_one();
     let led = tokio::time::timeout(WAIT, fill).await.unwrap().unwrap();
-    assert_eq!(led, [1, 1, 1, 1], "the fill read every fragment before the writes");
+    assert_eq!(
+        led,
+        [1, 1, 1, 1],
+        "the fill read every fragment before the writes"
+    );
 
     assert_eq!(
         f.cache.get_many::<u64>(&f.keys()).await,
@@ -318,7 +331,11 @@ async fn a_fragment_fill_stores_only_the_fragments_not_invalidated_while_it_load
          others must"
     );
     let (asked, got) = f.read().await;
-    assert_eq!(asked, [0, 1], "only the invalidated fragments are loaded again");
+    assert_eq!(
+        asked,
+        [0, 1],
+        "only the invalidated fragments are loaded again"
+    );
     assert_eq!(got, [2, 2, 1, 1], "the database's values");
 }
 

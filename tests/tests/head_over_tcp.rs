@@ -197,11 +197,14 @@ mod actix_head {
         let server = {
             let runs = runs.clone();
             HttpServer::new(move || {
-                App::new().wrap(layer.clone()).app_data(runs.clone()).service(
-                    web::resource("/items/{id}")
-                        .route(web::get().to(get_item))
-                        .route(web::head().to(get_item)),
-                )
+                App::new()
+                    .wrap(layer.clone())
+                    .app_data(runs.clone())
+                    .service(
+                        web::resource("/items/{id}")
+                            .route(web::get().to(get_item))
+                            .route(web::head().to(get_item)),
+                    )
             })
             .workers(1)
             .disable_signals()
