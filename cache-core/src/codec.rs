@@ -300,6 +300,11 @@ impl Header {
         })
     }
 
+    /// Creation time, Unix milliseconds: with the key, identifies one stored value.
+    pub(crate) fn created_at_ms(&self) -> u64 {
+        self.created_at_ms
+    }
+
     /// Offset of the payload in the envelope bytes.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn payload_offset(&self) -> usize {

@@ -630,9 +630,15 @@ impl RequestContext {
         }
     }
 
-    /// Records an outcome (replacing an earlier one).
-    pub fn record(&self, outcome: Outcome) {
-        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    /// Records an outcome, replacing an earlier one; but once any `#[cached]` call of the request
+    /// was per-user, the outcome stays per-user (a shared helper called after a per-user one
+    /// must not make one user's data `public`).
+    pub fn record(&self, mut outcome: Outcome) {
+        let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(earlier) = slot.as_ref() {
+            outcome.per_user |= earlier.per_user;
+        }
+        *slot = Some(outcome);
     }
 
     /// Takes the recorded outcome.

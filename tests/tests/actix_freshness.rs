@@ -556,7 +556,7 @@ impl Backend for PausingGet {
     }
 }
 
-// FAILS: a request that read the entry stale, and joins after another request's refresh of it
+// Regression (found by this suite, fixed): a request that read the entry stale, and joins after another request's refresh of it
 // landed, leads a new flight and runs the handler again inline (it waits for the handler instead
 // of being answered at once, and the entry is refreshed twice): the inline refresh path of
 // `Cache::read_through` (cache-core/src/cache/read.rs, `Lookup::Serve` arm) calls `lead` without

@@ -483,7 +483,7 @@ impl Backend for PausingGet {
     }
 }
 
-// FAILS: a stale request whose background refresh task starts after another refresh of the
+// Regression (found by this suite, fixed): a stale request whose background refresh task starts after another refresh of the
 // entry landed runs the handler again (a second refresh of a fresh entry): `Detached::spawn`
 // (cache-core/src/cache/read.rs) becomes the leader of a new flight and calls `lead` without
 // checking the entry again.

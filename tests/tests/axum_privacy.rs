@@ -314,7 +314,7 @@ async fn a_404_after_a_shared_cached_helper_hit_is_not_public(ctx: Ctx) {
     );
 }
 
-// FAILS: per-user data is sent `public, max-age=...` when a shared `#[cached]` helper runs after
+// Regression (found by this suite, fixed): per-user data is sent `public, max-age=...` when a shared `#[cached]` helper runs after
 // the per-user one: `RequestContext::record` (cache-core/src/private.rs) keeps only the last
 // call's outcome, so its `per_user` is lost, and `outcome_headers`
 // (cache-core/src/http/engine.rs) marks the response public, though it documents that per-user

@@ -147,13 +147,15 @@ impl<T: Serialize + DeserializeOwned, E, S: ShareErrors<E>> Format for Serde<T, 
 
 /// How a refresh of a still-servable entry is run.
 pub(crate) trait RefreshMode<Fm, F> {
-    /// Spawns the refresh and returns `None`, or hands the loader back to run inline.
+    /// Spawns the refresh of the entry `seen` and returns `None`, or hands the loader back to
+    /// run inline.
     fn spawn(
         self,
         cache: &Cache,
         key: &CacheKey,
         policy: &Policy,
         fmt: &Fm,
+        seen: Header,
         loader: F,
     ) -> Option<F>;
 }
@@ -163,7 +165,7 @@ pub(crate) trait RefreshMode<Fm, F> {
 pub(crate) struct Inline;
 
 impl<Fm, F> RefreshMode<Fm, F> for Inline {
-    fn spawn(self, _: &Cache, _: &CacheKey, _: &Policy, _: &Fm, loader: F) -> Option<F> {
+    fn spawn(self, _: &Cache, _: &CacheKey, _: &Policy, _: &Fm, _: Header, loader: F) -> Option<F> {
         Some(loader)
     }
 }
@@ -186,6 +188,7 @@ where
         key: &CacheKey,
         policy: &Policy,
         fmt: &Fm,
+        seen: Header,
         loader: F,
     ) -> Option<F> {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -196,6 +199,11 @@ where
             let Role::Leader(leader) = cache.inner.flights.join(key.as_str()) else {
                 return; // a refresh is already running
             };
+            if cache.replaced_since(&key, &seen).await.is_some() {
+                // Another refresh landed after this caller read the entry.
+                leader.land(Landing::Retry);
+                return;
+            }
             let _ = cache.lead(&key, &policy, &fmt, loader, leader).await;
         });
         None
@@ -300,7 +308,7 @@ impl Cache {
                     if !refresh {
                         return Ok(served(value));
                     }
-                    let Some(loader) = mode.spawn(self, key, policy, fmt, loader) else {
+                    let Some(loader) = mode.spawn(self, key, policy, fmt, header, loader) else {
                         return Ok(served(value));
                     };
                     // Inline refresh: the single-flight leader refreshes, the rest are served
@@ -308,6 +316,16 @@ impl Cache {
                     let Role::Leader(leader) = self.inner.flights.join(key.as_str()) else {
                         return Ok(served(value));
                     };
+                    // Another refresh may have landed since this caller read the entry.
+                    if let Some((bytes, header)) = self.replaced_since(key, &header).await {
+                        leader.land(Landing::Retry);
+                        if let Ok(value) = fmt.decode(&bytes, &header) {
+                            let age = header.age_at(now_ms());
+                            self.count_served(key, CacheStatus::Hit, bytes.len(), age);
+                            return Ok(Fetched::served(value, CacheStatus::Hit, age, &header));
+                        }
+                        return Ok(served(value));
+                    }
                     return match self.lead(key, policy, fmt, loader, leader).await {
                         Ok(fetched) => Ok(fetched),
                         // An early refresh failed: the value is still fresh.
@@ -345,7 +363,30 @@ impl Cache {
             }
         };
         self.inner.stats.record(resource, |c| inc(&c.misses));
+        let mut fallback = fallback;
+        let mut retry = false;
         loop {
+            if retry {
+                // The flight this caller waited on could not hand it a value: a newer fill may
+                // have stored one meanwhile.
+                match self.lookup(key, policy).await {
+                    Lookup::Serve {
+                        bytes,
+                        header,
+                        status,
+                        age,
+                        ..
+                    } => {
+                        if let Ok(value) = fmt.decode(&bytes, &header) {
+                            self.count_served(key, status, bytes.len(), age);
+                            return Ok(Fetched::served(value, status, age, &header));
+                        }
+                    }
+                    Lookup::Miss { fallback: Some(f) } => fallback = Some(f),
+                    Lookup::Miss { fallback: None } | Lookup::Unavailable => {}
+                }
+            }
+            retry = true;
             match self.inner.flights.join(key.as_str()) {
                 Role::Leader(leader) => {
                     let loaded = self.lead(key, policy, fmt, loader, leader).await;
@@ -420,6 +461,20 @@ impl Cache {
         let mut fetched = Fetched::served(value, CacheStatus::Stale, age, header);
         fetched.ttl = Duration::ZERO;
         Some(fetched)
+    }
+
+    /// The entry under `key` if it is fresh and is not the one `seen` was read from (another
+    /// refresh replaced it).
+    async fn replaced_since(&self, key: &CacheKey, seen: &Header) -> Option<(Bytes, Header)> {
+        let backend = &self.inner.backend;
+        let bytes = self
+            .call(self.deadline(), || backend.get(key.as_str()))
+            .await
+            .ok()??;
+        let header = Header::parse(&bytes).ok()?;
+        let replaced = header.created_at_ms() != seen.created_at_ms()
+            && header.freshness(now_ms()).0 == Freshness::Fresh;
+        replaced.then_some((bytes, header))
     }
 
     /// One `GET`, the envelope parsed once, classified by [`Header::freshness`].

@@ -1014,7 +1014,10 @@ mod tests {
         let decoded = fmt.decode(&entry, &header).unwrap();
         assert_eq!(decoded, stored, "the stored response round-trips");
         let range = entry.as_ptr() as usize..entry.as_ptr() as usize + entry.len();
-        assert!(range.contains(&(decoded.body.as_ptr() as usize)), "body is borrowed");
+        assert!(
+            range.contains(&(decoded.body.as_ptr() as usize)),
+            "body is borrowed"
+        );
         let served_by = decoded
             .headers
             .iter()
