@@ -38,6 +38,7 @@
 //! | builder methods | `route`, `vary`, `cacheable_statuses`, `bypass_param`, `bypass_allowed`, `user`, `expose_key`, `header_names`, `invalidate_on_write`, `max_body`, `metrics` | the same (closures take `&http::request::Parts` / `&HttpRequest`) |
 //! | route policy | `RoutePolicy::ttl(..).tag("trig:{id}").scope(..).resource(..)` | the same type (re-exported from `cache_core::http`) |
 //! | `#[cached]` handlers | `CacheContextLayer` (bypass, user, `X-Cache-*` out) | `CacheContextLayer`, same builder |
+//! | `#[cached]` whole-response handlers | `-> Response`, `-> impl IntoResponse` | `-> HttpResponse`, `-> impl Responder` (a hidden `HttpRequest` argument is added) |
 //! | `#[cached]` / `#[invalidates]` extractors | `Path`, `Query`, `Json`, `State` | `web::Path`, `web::Query`, `web::Json`, `web::Data` |
 //! | headers | `X-Cache-Status` (`HIT`/`MISS`/`BYPASS`/`STALE`/`SKIP`), `X-Cache-Key`, `X-Cache-Age`, `X-Cache-TTL`, `Age`, `Cache-Control`, `ETag` | the same |
 //! | bypass | `Cache-Control: no-cache`, `Pragma: no-cache`, `?cache_bypass=1`, restricted by `bypass_allowed` | the same |

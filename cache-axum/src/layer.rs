@@ -13,19 +13,17 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::MatchedPath;
-use bytes::{Bytes, BytesMut};
 use cache_core::http::{
     Answer, CacheHeaderNames, CachedResponse, Disposition, Extra, HttpCache, Origin, Plan,
     RequestInfo, RoutePolicy,
 };
 use cache_core::metrics::CacheMetrics;
 use cache_core::Cache;
-use futures_util::StreamExt;
 use http::request::Parts;
-use http::{HeaderName, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{HeaderName, Request, Response};
 use tower::{Layer, Service};
 
+use crate::glue;
 use crate::metrics::record_response;
 
 type UserFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -257,14 +255,7 @@ fn add_extra(headers: &mut http::HeaderMap, extra: Extra) {
 }
 
 fn cached_response(hit: CachedResponse) -> Response<Body> {
-    let mut resp = Response::new(Body::from(hit.body));
-    *resp.status_mut() = StatusCode::from_u16(hit.status).unwrap_or(StatusCode::OK);
-    let headers = resp.headers_mut();
-    headers.reserve(hit.headers.len());
-    for (name, value) in hit.headers {
-        headers.append(name, value);
-    }
-    resp
+    glue::response(hit.status, hit.headers, hit.body)
 }
 
 async fn handle<S>(
@@ -347,37 +338,12 @@ async fn origin(http: &HttpCache, resp: Response<Body>) -> Origin<Response<Body>
             response: resp,
         };
     }
-    let (rparts, mut rbody) = resp.into_parts();
-    let max = http.max_body_len();
-    let mut buf = BytesMut::new();
-    while let Some(frame) = rbody.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                    if buf.len() > max {
-                        let head = buf.freeze();
-                        let stream =
-                            futures_util::stream::once(
-                                async move { Ok::<Bytes, axum::Error>(head) },
-                            )
-                            .chain(rbody.into_data_stream());
-                        return Origin::Own {
-                            status,
-                            response: Response::from_parts(rparts, Body::from_stream(stream)),
-                        };
-                    }
-                }
-            }
-            Err(e) => {
-                let head = buf.freeze();
-                let stream = futures_util::stream::iter([Ok(head), Err(e)]);
-                return Origin::Own {
-                    status,
-                    response: Response::from_parts(rparts, Body::from_stream(stream)),
-                };
-            }
-        }
+    let (rparts, rbody) = resp.into_parts();
+    match glue::read_capped(rbody, http.max_body_len()).await {
+        Ok(bytes) => http.origin(disposition, status, &rparts.headers, bytes),
+        Err(replay) => Origin::Own {
+            status,
+            response: Response::from_parts(rparts, replay),
+        },
     }
-    http.origin(disposition, status, &rparts.headers, buf.freeze())
 }

@@ -1,8 +1,9 @@
 //! Axum integration for `cache-core`.
 //!
 //! **Status:** the whole-response cache layer ([`ResponseCacheLayer`]), the request-context
-//! layer for `#[cached]` handlers ([`CacheContextLayer`]) and the admin router
-//! ([`admin_router`]) and Prometheus metrics ([`CacheMetrics`], [`metrics_route`]) are here.
+//! layer for `#[cached]` handlers ([`CacheContextLayer`]), the admin router ([`admin_router`])
+//! and Prometheus metrics ([`CacheMetrics`], [`metrics_route`]) are here, and the runtime that
+//! lets `#[cached]` cache handlers returning a whole response.
 //!
 //! ```
 //! use std::time::Duration;
@@ -20,13 +21,63 @@
 //!     );
 //! ```
 //!
+//! # `#[cached]` handlers
+//!
+//! `#[cached]` (from `cache_core`) works on Axum handlers:
+//! * `-> Json<T>` (also `Result<Json<T>, E>`, `Option<Json<T>>`): cached as `T` and re-wrapped
+//!   on a hit;
+//! * `-> Response` (`axum::response::Response`, `Response<Body>`) or `-> impl IntoResponse`:
+//!   the **whole response** is cached, through the same engine and in the same stored format
+//!   as [`ResponseCacheLayer`]'s entries, and a hit is served from the stored bytes (the body is
+//!   not copied). The handler's response is classified by the shared HTTP rules: a `200` with
+//!   storable headers is stored; another status is shared with concurrent identical requests
+//!   only, not stored; a response with `Set-Cookie`, `Cache-Control: private`, `no-store` or
+//!   `no-cache`, `Vary: *`, or a body (also a streaming one) over 1 MiB is returned as it is,
+//!   unstored. `unless` does not apply to these handlers.
+//!
+//! With [`CacheContextLayer`] the responses get `X-Cache-*` headers, bypass requests refresh
+//! the entry, and the stored `ETag` answers `If-None-Match` with `304` and an empty body.
+//!
+//! ```
+//! use axum::extract::{Path, State};
+//! use axum::http::StatusCode;
+//! use axum::response::{IntoResponse, Response};
+//! use axum::{routing::get, Router};
+//! use cache_axum::CacheContextLayer;
+//! use cache_core::{cached, Cache};
+//!
+//! // The whole response: status, headers and body.
+//! #[cached(resource = "page", ttl = "10m", tags = ["trig:{id}"], cache = &cache)]
+//! async fn page(State(cache): State<Cache>, Path(id): Path<u32>) -> impl IntoResponse {
+//!     if id == 0 {
+//!         return (StatusCode::NOT_FOUND, [("content-type", "text/plain")], "no trig".to_owned());
+//!     }
+//!     (StatusCode::OK, [("content-type", "text/html")], format!("<h1>trig {id}</h1>"))
+//! }
+//!
+//! #[cached(resource = "card", ttl = "10m", cache = &cache)]
+//! async fn card(State(cache): State<Cache>, Path(id): Path<u32>) -> Response {
+//!     format!("card {id}").into_response()
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/pages/{id}", get(page))
+//!     .route("/cards/{id}", get(card))
+//!     .with_state(Cache::memory())
+//!     .layer(CacheContextLayer::builder().build());
+//! ```
+//!
 //! The HTTP rules (GET/HEAD only, credentials, bypass, storability, header filtering,
 //! `If-None-Match`, keys), the whole-response cache steps ([`cache_core::http::HttpCache`]), the
 //! admin operations and JSON ([`cache_core::admin`]) and the metrics ([`cache_core::metrics`])
 //! live in `cache-core`, shared with `cache-actix`: this crate is the Axum glue.
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 mod admin;
 mod context;
+mod glue;
 mod layer;
 mod metrics;
 

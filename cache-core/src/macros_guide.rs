@@ -467,6 +467,65 @@
 //! # });
 //! ```
 //!
+//! ## Whole HTTP responses
+//! A handler whose return type is itself a finished response is cached **whole** (status,
+//! headers, body): `Response` or `impl IntoResponse` on Axum (with `cache-axum` as a
+//! dependency), `HttpResponse` or `impl Responder` on Actix (with `cache-actix`). The response
+//! is stored in the format of the response layers and a hit is served from the stored bytes.
+//! Only a `200` with storable headers is stored; another status (`404`, `500`) is not (the next
+//! request runs the handler again), and a response with `Set-Cookie`,
+//! `Cache-Control: private/no-store/no-cache`, `Vary: *` or a body over 1 MiB is returned as it
+//! is. `unless` does not apply. Behind `CacheContextLayer` the response gets `X-Cache-*`
+//! headers, and its stored `ETag` answers `If-None-Match` with `304`.
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+//! use axum::extract::{Path, State};
+//! use axum::http::StatusCode;
+//! use axum::response::IntoResponse;
+//! use axum::{routing::get, Router};
+//! use cache_core::{cached, Cache};
+//!
+//! static LOADS: AtomicUsize = AtomicUsize::new(0);
+//!
+//! #[cached(resource = "page", ttl = "1m", tags = ["page:{id}"], cache = &cache)]
+//! async fn page(State(cache): State<Cache>, Path(id): Path<u32>) -> impl IntoResponse {
+//!     LOADS.fetch_add(1, SeqCst);
+//!     if id == 0 {
+//!         return (StatusCode::NOT_FOUND, [("x-served-by", "page")], "no page".to_owned());
+//!     }
+//!     (StatusCode::OK, [("x-served-by", "page")], format!("<h1>page {id}</h1>"))
+//! }
+//!
+//! // In an application: a route like any other, behind the context layer.
+//! let cache = Cache::memory();
+//! let _app: Router = Router::new()
+//!     .route("/pages/{id}", get(page))
+//!     .with_state(cache.clone())
+//!     .layer(cache_axum::CacheContextLayer::builder().build());
+//!
+//! // What a request gets: status, the handler's header, body.
+//! async fn served(resp: impl IntoResponse) -> (StatusCode, String, String) {
+//!     let resp = resp.into_response();
+//!     let status = resp.status();
+//!     let by = resp.headers()["x-served-by"].to_str().unwrap().to_owned();
+//!     let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+//!     (status, by, String::from_utf8(body.to_vec()).unwrap())
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let first = served(page(State(cache.clone()), Path(7)).await).await;
+//! assert_eq!(first, (StatusCode::OK, "page".into(), "<h1>page 7</h1>".into()));
+//! let hit = served(page(State(cache.clone()), Path(7)).await).await;
+//! assert_eq!(hit, first); // the same response, from the cache
+//! assert_eq!(LOADS.load(SeqCst), 1);
+//! for _ in 0..2 {
+//!     let missing = served(page(State(cache.clone()), Path(0)).await).await;
+//!     assert_eq!(missing.0, StatusCode::NOT_FOUND);
+//! }
+//! assert_eq!(LOADS.load(SeqCst), 3, "a 404 is not stored");
+//! # });
+//! ```
+//!
 //! # `#[invalidates(...)]`
 //!
 //! ## tags
@@ -697,9 +756,10 @@
 //! }
 //! ```
 //!
-//! An opaque return (`impl Trait`) or a finished response (`HttpResponse`, `Response`): it
-//! cannot be stored. Return `Json<T>` or a serializable type, or cache the whole response with
-//! the cache layer of `cache-axum` / `cache-actix`:
+//! An opaque return that is not a whole response (`impl Display`; `impl IntoResponse` and
+//! `impl Responder` are), a `dyn Trait`, or a whole response inside a `Result` / `Option`: it
+//! cannot be stored. Return `Json<T>` or a serializable type, or the whole response itself
+//! (`Response`, `impl IntoResponse`, `HttpResponse`, `impl Responder`):
 //! ```compile_fail
 //! #[cache_core::cached(ttl = "1m")]
 //! async fn trig(id: u32) -> impl std::fmt::Display {

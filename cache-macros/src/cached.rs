@@ -151,8 +151,9 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
                     "`#[cached]` cannot cache `{}`: the value is stored in the cache, so it must \
                      be a concrete `Serialize + DeserializeOwned` type. Return `Json<T>` (cached \
                      as `T`, re-wrapped on a hit), a serializable type, or a `Result`/`Option` of \
-                     those; or leave the handler unannotated and cache the whole response with \
-                     the cache layer of `cache-axum` / `cache-actix`",
+                     those; or return a whole response as the return type itself (not inside a \
+                     `Result`/`Option`), which is cached whole: `Response` or `impl IntoResponse` \
+                     on Axum, `HttpResponse` or `impl Responder` on Actix",
                     quote!(#bad)
                         .to_string()
                         .replace(" :: ", "::")
@@ -160,6 +161,7 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
                         .replace(" < ", "<")
                         .replace(" >", ">")
                         .replace(" ,", ",")
+                        .replace("& ", "&")
                 ),
             ));
         }
@@ -167,9 +169,11 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     if let (Some(_), Some(u)) = (http_return, &o.unless) {
         errors.push(syn::Error::new_spanned(
             u,
-            "`unless` does not apply to a handler returning `HttpResponse` or `impl Responder`: \
-             only 200 responses without `Set-Cookie` or `Cache-Control: no-store/private` are \
-             stored, anything else is returned unstored",
+            "`unless` does not apply to a handler returning a whole response (`Response` or \
+             `impl IntoResponse` on Axum, `HttpResponse` or `impl Responder` on Actix): only 200 \
+             responses without `Set-Cookie`, `Cache-Control: no-store/private/no-cache` or \
+             `Vary: *` and with a body of at most 1 MiB are stored, any other response is \
+             returned unstored; remove `unless`",
         ));
     }
     let check = |id: &Ident, option: &str, errors: &mut Errors| {
@@ -294,10 +298,12 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         // A finished Actix response: the handler's response is classified by `cache-actix`
         // (stored, shared with concurrent identical requests, or handed back), cached through
         // the same engine and stored format as the response layer, and rebuilt.
-        Some(kind) => {
+        Some(
+            kind @ (signature::HttpReturn::ActixResponse | signature::HttpReturn::ActixResponder),
+        ) => {
             let produce = match kind {
-                signature::HttpReturn::Response => quote!(response_origin(#body)),
-                signature::HttpReturn::Responder => quote!(responder_origin(#req_v, #body)),
+                signature::HttpReturn::ActixResponder => quote!(responder_origin(#req_v, #body)),
+                _ => quote!(response_origin(#body)),
             };
             quote_spanned! {ret_span=>
                 ::cache_actix::__private::respond(
@@ -311,6 +317,26 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
                 )
             }
         }
+        // A finished Axum response: the same, through `cache-axum`. The value is rebuilt as the
+        // written type (`Response`; a `Response` with another body type is an error on the
+        // return type), or as `axum::response::Response` for `impl IntoResponse`.
+        Some(kind) => {
+            let target = match kind {
+                signature::HttpReturn::AxumResponse => quote!(#ret),
+                _ => quote!(::cache_axum::__private::Response),
+            };
+            quote_spanned! {ret_span=>
+                ::cache_axum::__private::respond::<#target>(
+                    #private::run_http(
+                        #cache_v,
+                        #draft_v,
+                        #policy,
+                        ::cache_axum::__private::response_origin(#body),
+                    )
+                    .await,
+                )
+            }
+        }
         None => quote_spanned! {ret_span=>
             #run_fn(#cache_v, #draft_v, #policy, #body, #unless #wrap_args, #probe).await
         },
@@ -319,7 +345,7 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         attrs, vis, sig, ..
     } = item;
     let mut sig = sig.clone();
-    if http_return == Some(signature::HttpReturn::Responder) {
+    if http_return == Some(signature::HttpReturn::ActixResponder) {
         // `impl Responder` needs the request to become a response: a hidden extractor argument.
         sig.inputs
             .push(syn::parse_quote!(#req_v: ::cache_actix::__private::Request));

@@ -35,7 +35,7 @@
 //! | `tags` | `tags = ["trig:{trig_id}", "trigs:list"]` | tags of the entry, `{name}` formatted from arguments with `Display` |
 //! | `user` | `user = claims.sub` | per-user entries: `KeyBuilder::user(expr)` (any `Display`) |
 //! | `version` | `version = 2` | resource schema version (`#v2` in the key) |
-//! | `unless` | `unless = \|v: &Vec<Trig>\| v.is_empty()` | a closure over `&ReturnType`; `true`: return without storing |
+//! | `unless` | `unless = \|v: &Vec<Trig>\| v.is_empty()` | a closure over `&ReturnType`; `true`: return without storing (not for whole HTTP responses, see below) |
 //! | `stale_while_revalidate` | `stale_while_revalidate = "1m"` | serve stale while one caller refreshes |
 //! | `stale_if_error` | `stale_if_error = "10m"` | serve stale when the body fails |
 //! | `lease` | `lease = true` | cross-instance lease before running the body |
@@ -89,20 +89,58 @@
 //! (`type JsonResult<T> = Result<Json<T>, E>`) it would be the cached value, and the compile error
 //! on the return type says to write the `Json<..>` out.
 //!
-//! Actix handlers may return a finished response: `-> HttpResponse` or `-> impl Responder`
-//! (the crate `cache-actix` must be a dependency). The whole response (status, headers except
-//! hop-by-hop ones, body up to 1 MiB) is cached as a `cache_core::http::ResponseEntry`; only a
-//! `200` without `Set-Cookie` or `Cache-Control: no-store`/`private`/`no-cache` is stored, any
-//! other response is returned unstored (like an `Err`). For `impl Responder` the macro adds a
-//! hidden `HttpRequest` argument (an extractor), used to turn the responder into a response;
-//! `unless` does not apply to these returns.
+//! ### Whole HTTP responses
+//!
+//! A handler may return a finished response, **as the return type itself**; it is then cached
+//! whole (status, headers, body), as the response layers of `cache-axum` and `cache-actix` cache
+//! it, and served on a hit from the stored bytes (the body is not copied):
+//!
+//! | return type | framework | how the value becomes a response | crate to depend on |
+//! | --- | --- | --- | --- |
+//! | `Response` (last path segment `Response`, e.g. `axum::response::Response`, `Response<Body>`) | Axum | it is one | `cache-axum` |
+//! | `impl IntoResponse` | Axum | `IntoResponse::into_response` | `cache-axum` |
+//! | `HttpResponse` (or `HttpResponse<B>`) | Actix | it is one | `cache-actix` |
+//! | `impl Responder` | Actix | `Responder::respond_to` with the request: the macro adds a hidden `HttpRequest` extractor argument | `cache-actix` |
+//!
+//! The handler's response is classified by the shared HTTP rules
+//! (`cache_core::http::HttpRules::default()`):
+//! * a `200` with storable headers and a body of at most 1 MiB is **stored** (as a
+//!   `cache_core::http::StoredResponse`, with a strong `ETag` added when it has none);
+//! * another status with storable headers (a `404`, a `500`) is **shared** with concurrent
+//!   identical requests waiting on the same key, **not stored**: the next request runs the
+//!   handler again (a `5xx` may be replaced by a stale entry with `stale_if_error`);
+//! * a response with `Set-Cookie`, `Cache-Control: private`, `no-store` or `no-cache`,
+//!   `Vary: *`, a `Content-Length` over 1 MiB, or a (streaming) body that turns out longer than
+//!   1 MiB is **returned as it is**, unstored and unshared (a long body is replayed in full).
+//!
+//! Hop-by-hop headers (and `Set-Cookie`, `Age`, `X-Cache-*`) are never stored. On a miss the
+//! response is rebuilt from what was stored, so a miss and a hit send the same status, headers
+//! and body. `unless` does not apply to these returns (a compile error): the rules above decide.
+//! Behind `CacheContextLayer` (either crate) the response gets the `X-Cache-*` headers, and on a
+//! `200` the stored `ETag` answers `If-None-Match` with `304 Not Modified` and an empty body.
+//! An Axum `Response` with another body type than `axum::body::Body` is a compile error on the
+//! return type (the cached response is rebuilt as `Response<Body>`).
+//!
+//! ```ignore
+//! use axum::{extract::{Path, State}, http::StatusCode, response::IntoResponse};
+//!
+//! #[cached(resource = "page", ttl = "10m", tags = ["trig:{id}"], cache = &app.cache)]
+//! async fn page(State(app): State<App>, Path(id): Path<u32>) -> impl IntoResponse {
+//!     match app.db.trig(id).await {
+//!         Some(t) => (StatusCode::OK, [("x-served-by", "page")], render(&t)), // stored
+//!         None => (StatusCode::NOT_FOUND, [("x-served-by", "page")], String::new()), // not stored
+//!     }
+//! }
+//! ```
+//!
+//! ### What cannot be cached
 //!
 //! The cached value (`T`) must implement `Serialize + DeserializeOwned`; a missing bound is
 //! reported on the return type. A return type that cannot be stored is a compile error on it:
-//! other `impl Trait` (`impl IntoResponse`), `dyn Trait`, Axum's `Response`, and `HttpResponse`
-//! as the `Ok` / `Some` type. Return `Json<T>` or a serializable type, or leave the handler
-//! unannotated and cache whole responses with the cache layer of `cache-axum` /
-//! `cache-actix`.
+//! any other `impl Trait` (`impl Display`), `dyn Trait`, `HttpResponseBuilder`, and a whole
+//! response as the `Ok` / `Some` type (`Result<Response, E>`, `Option<HttpResponse>`). Return
+//! `Json<T>`, a serializable type, or the whole response itself (`Response`,
+//! `impl IntoResponse`, `HttpResponse`, `impl Responder`).
 //!
 //! ## Failure and absence
 //! * No `cache = ...` and no default installed (`cache_core::install_default`): the body runs,

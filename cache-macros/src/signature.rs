@@ -245,49 +245,76 @@ fn strip(ty: &Type) -> &Type {
     }
 }
 
-/// A finished Actix response returned by a handler, cached whole through `cache-actix`.
+/// A finished HTTP response returned by a handler, cached whole through `cache-actix` or
+/// `cache-axum`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HttpReturn {
-    /// `-> HttpResponse` (or `HttpResponse<B>`).
-    Response,
-    /// `-> impl Responder`.
-    Responder,
+    /// Actix: `-> HttpResponse` (or `HttpResponse<B>`).
+    ActixResponse,
+    /// Actix: `-> impl Responder`.
+    ActixResponder,
+    /// Axum: `-> Response` (or `Response<Body>`).
+    AxumResponse,
+    /// Axum: `-> impl IntoResponse`.
+    AxumIntoResponse,
 }
 
-/// Whether the return type is `HttpResponse` or `impl Responder` (top level only).
+/// Whether the return type is a whole HTTP response (top level only), and whose: a path whose
+/// last segment is `HttpResponse` (Actix) or `Response` (Axum), with or without generic
+/// arguments, or an `impl Trait` with a `Responder` (Actix) or `IntoResponse` (Axum) bound.
 pub(crate) fn http_return(ty: &Type) -> Option<HttpReturn> {
     match strip(ty) {
         Type::ImplTrait(i) => i.bounds.iter().find_map(|b| match b {
-            syn::TypeParamBound::Trait(t)
-                if t.path
+            syn::TypeParamBound::Trait(t) => {
+                match t
+                    .path
                     .segments
                     .last()
-                    .is_some_and(|s| s.ident == "Responder") =>
-            {
-                Some(HttpReturn::Responder)
+                    .map(|s| s.ident.to_string())
+                    .as_deref()
+                {
+                    Some("Responder") => Some(HttpReturn::ActixResponder),
+                    Some("IntoResponse") => Some(HttpReturn::AxumIntoResponse),
+                    _ => None,
+                }
             }
             _ => None,
         }),
-        t @ Type::Path(_) if last_segment(t).as_deref() == Some("HttpResponse") => {
-            Some(HttpReturn::Response)
-        }
-        _ => None,
-    }
-}
-
-/// The part of a return type that `#[cached]` cannot store, if any: an opaque `impl Trait` or
-/// `dyn Trait`, or a finished HTTP response (`HttpResponse`, `Response`), alone or as the
-/// `Ok`/`Some` type.
-pub(crate) fn uncacheable(ty: &Type) -> Option<&Type> {
-    match strip(ty) {
-        t @ (Type::ImplTrait(_) | Type::TraitObject(_)) => Some(t),
         t @ Type::Path(_) => match last_segment(t).as_deref() {
-            Some("HttpResponse" | "Response" | "HttpResponseBuilder") => Some(t),
-            Some("Result" | "Option") => first_type_arg(t).and_then(uncacheable),
+            Some("HttpResponse") => Some(HttpReturn::ActixResponse),
+            Some("Response") => Some(HttpReturn::AxumResponse),
             _ => None,
         },
         _ => None,
     }
+}
+
+/// The part of a return type that `#[cached]` cannot store, if any (checked when the return
+/// type is not a whole response, see [`http_return`]): an opaque `impl Trait` or `dyn Trait`
+/// (also behind a reference, `Box`, `Arc` or `Rc`), an `HttpResponseBuilder`, or a finished HTTP
+/// response (`HttpResponse`, `Response`) as the `Ok`/`Some` type.
+pub(crate) fn uncacheable(ty: &Type) -> Option<&Type> {
+    match strip(ty) {
+        t @ Type::Path(_) => match last_segment(t).as_deref() {
+            Some("HttpResponse" | "Response" | "HttpResponseBuilder") => Some(t),
+            Some("Result" | "Option") => first_type_arg(t).and_then(uncacheable),
+            _ => opaque(t),
+        },
+        t => opaque(t),
+    }
+}
+
+/// `ty` when it is an `impl Trait` or `dyn Trait`, or a reference, `Box`, `Arc` or `Rc` of one.
+fn opaque(ty: &Type) -> Option<&Type> {
+    let inner = match strip(ty) {
+        t @ (Type::ImplTrait(_) | Type::TraitObject(_)) => return Some(t),
+        Type::Reference(r) => &r.elem,
+        t @ Type::Path(_) if matches!(last_segment(t).as_deref(), Some("Box" | "Arc" | "Rc")) => {
+            first_type_arg(t)?
+        }
+        _ => return None,
+    };
+    opaque(inner).map(|_| strip(ty))
 }
 
 /// Whether a return type contains an `impl Trait` (its type cannot be named, so its shape can

@@ -81,10 +81,10 @@ impl App {
 
 mod axum_app {
     use super::*;
-    use axum::body::Body;
+    use axum::body::{Body, Bytes};
     use axum::extract::{FromRequestParts, Path, Query, State};
-    use axum::http::{request::Parts, Request, StatusCode};
-    use axum::response::IntoResponse;
+    use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Request, StatusCode};
+    use axum::response::{IntoResponse, Response};
     use axum::routing::get;
     use axum::{Json, Router};
     use http_body_util::BodyExt;
@@ -355,6 +355,274 @@ mod axum_app {
         );
     }
 
+    /// `impl IntoResponse`: the whole response (status, headers, body) is cached. A 404 is
+    /// returned unstored (its body counts the loads, so a second 404 shows a fresh run).
+    #[cached(resource = "page", ttl = "1m", tags = ["trig:{id}"], cache = &app.cache)]
+    async fn page(State(app): State<App>, Path(id): Path<u32>) -> impl IntoResponse {
+        app.db.load(format!("page:{id}"));
+        if id == 0 {
+            return (
+                StatusCode::NOT_FOUND,
+                [
+                    ("x-served-by", "page"),
+                    ("content-type", "text/plain; charset=utf-8"),
+                ],
+                format!("no page 0 (load {})", app.db.loads("page:0")),
+            );
+        }
+        (
+            StatusCode::OK,
+            [
+                ("x-served-by", "page"),
+                ("content-type", "text/html; charset=utf-8"),
+            ],
+            page_body(&app.db.name(id)),
+        )
+    }
+
+    fn page_body(name: &str) -> String {
+        format!("<h1>{name}</h1>")
+    }
+
+    /// `Response`: cached whole like `impl IntoResponse`.
+    #[cached(resource = "card", ttl = "1m", tags = ["trig:{id}"], cache = &app.cache)]
+    async fn card(State(app): State<App>, Path(id): Path<u32>) -> Response {
+        app.db.load(format!("card:{id}"));
+        if id == 0 {
+            let n = app.db.loads("card:0");
+            return (StatusCode::NOT_FOUND, format!("no card 0 (load {n})")).into_response();
+        }
+        let mut resp = Json(Trig {
+            id,
+            name: app.db.name(id),
+            tag: None,
+        })
+        .into_response();
+        resp.headers_mut()
+            .insert("x-served-by", HeaderValue::from_static("card"));
+        resp
+    }
+
+    /// A response that sets a cookie is never stored: each request runs the handler and gets
+    /// its own cookie.
+    #[cached(resource = "visit", ttl = "1m", cache = &app.cache)]
+    async fn visit(State(app): State<App>, Path(id): Path<u32>) -> impl IntoResponse {
+        app.db.load(format!("visit:{id}"));
+        let n = app.db.loads(&format!("visit:{id}"));
+        (
+            [(header::SET_COOKIE, format!("visit={n}"))],
+            format!("visit {n} of {id}"),
+        )
+    }
+
+    /// A streaming body of `kib` KiB, in 1 KiB chunks numbered `0..kib` (each chunk is its
+    /// number's last digit, repeated), followed by the load count.
+    #[cached(resource = "big", ttl = "1m", cache = &app.cache)]
+    async fn big(State(app): State<App>, Path(kib): Path<usize>) -> Response {
+        app.db.load(format!("big:{kib}"));
+        let n = app.db.loads(&format!("big:{kib}"));
+        Body::from_stream(futures_util::stream::iter(big_chunks(kib, n))).into_response()
+    }
+
+    fn big_chunks(kib: usize, load: usize) -> Vec<Result<Bytes, std::convert::Infallible>> {
+        (0..kib)
+            .map(|i| Ok(Bytes::from(vec![b'0' + (i % 10) as u8; 1024])))
+            .chain([Ok(Bytes::from(format!("load {load}")))])
+            .collect()
+    }
+
+    /// The whole-response handlers, behind the context layer (`X-Cache-*`, `ETag`, 304).
+    fn whole_router(app: App) -> Router {
+        Router::new()
+            .route("/pages/{id}", get(page))
+            .route("/cards/{id}", get(card))
+            .route("/visits/{id}", get(visit))
+            .route("/big/{kib}", get(big))
+            .with_state(app)
+            .layer(cache_axum::CacheContextLayer::builder().build())
+    }
+
+    async fn call(app: &App, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let resp = whole_router(app.clone()).oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    fn get_req(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    fn cache_status(headers: &HeaderMap) -> &str {
+        headers
+            .get("x-cache-status")
+            .map_or("", |v| v.to_str().unwrap())
+    }
+
+    /// The handler's headers: without the ones the context layer adds.
+    fn handler_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(n, _)| {
+                !n.as_str().starts_with("x-cache-")
+                    && *n != header::AGE
+                    && *n != header::CACHE_CONTROL
+            })
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub(super) async fn whole_response_miss_then_hit(ctx: Ctx) {
+        let app = App::new(&ctx);
+        // `impl IntoResponse`.
+        let (status, headers, body) = call(&app, get_req("/pages/7")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cache_status(&headers), "MISS");
+        assert_eq!(body, page_body("Trig 7"));
+        assert_eq!(headers["x-served-by"], "page");
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert!(headers.contains_key(header::ETAG));
+        let (status2, headers2, body2) = call(&app, get_req("/pages/7")).await;
+        assert_eq!(cache_status(&headers2), "HIT");
+        assert_eq!((status2, &body2), (status, &body));
+        assert_eq!(handler_headers(&headers2), handler_headers(&headers));
+        assert_eq!(app.db.loads("page:7"), 1);
+
+        let (status, headers, body) = call(&app, get_req("/pages/8")).await;
+        assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "MISS"));
+        assert_eq!(body, page_body("Trig 8"), "another id, another entry");
+        assert_eq!(app.db.loads("page:8"), 1);
+
+        // `Response`.
+        for (n, expected) in [(1, "MISS"), (2, "HIT")] {
+            let (status, headers, body) = call(&app, get_req("/cards/3")).await;
+            assert_eq!(status, StatusCode::OK, "request {n}");
+            assert_eq!(cache_status(&headers), expected, "request {n}");
+            assert_eq!(headers["x-served-by"], "card");
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+            let t: Trig = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                t,
+                Trig {
+                    id: 3,
+                    name: "Trig 3".into(),
+                    tag: None
+                }
+            );
+        }
+        let (_, _, body) = call(&app, get_req("/cards/4")).await;
+        assert_eq!(serde_json::from_slice::<Trig>(&body).unwrap().id, 4);
+        assert_eq!((app.db.loads("card:3"), app.db.loads("card:4")), (1, 1));
+
+        // A write invalidating the tag makes the next read run the handler again.
+        app.db.rename(7, "Renamed".into());
+        app.cache.invalidate_tags(&["trig:7"]).await.unwrap();
+        let (status, headers, body) = call(&app, get_req("/pages/7")).await;
+        assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "MISS"));
+        assert_eq!(body, page_body("Renamed"));
+    }
+
+    pub(super) async fn whole_response_404_is_not_stored(ctx: Ctx) {
+        let app = App::new(&ctx);
+        for n in 1..=2 {
+            let (status, headers, body) = call(&app, get_req("/pages/0")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(
+                body,
+                format!("no page 0 (load {n})"),
+                "request {n} runs the handler"
+            );
+            assert_eq!(headers["x-served-by"], "page");
+            assert_eq!(headers[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+            assert_eq!(app.db.loads("page:0"), n);
+
+            let (status, _, body) = call(&app, get_req("/cards/0")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(body, format!("no card 0 (load {n})"));
+            assert_eq!(app.db.loads("card:0"), n);
+        }
+    }
+
+    pub(super) async fn whole_response_set_cookie_is_never_stored(ctx: Ctx) {
+        let app = App::new(&ctx);
+        for n in 1..=3 {
+            let (status, headers, body) = call(&app, get_req("/visits/5")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                body,
+                format!("visit {n} of 5"),
+                "request {n} runs the handler"
+            );
+            assert_eq!(headers[header::SET_COOKIE], format!("visit={n}").as_str());
+            assert_ne!(cache_status(&headers), "HIT");
+        }
+        assert_eq!(app.db.loads("visit:5"), 3);
+    }
+
+    pub(super) async fn whole_response_over_1mib_is_not_stored(ctx: Ctx) {
+        // The cache itself would store 8 MiB entries: the 1 MiB cap is the handler's.
+        let app = App {
+            cache: ctx.builder().max_entry_size(8 << 20).build().unwrap(),
+            db: Arc::default(),
+        };
+        let expected = |kib: usize, load: usize| -> Vec<u8> {
+            big_chunks(kib, load)
+                .into_iter()
+                .flat_map(|c| c.unwrap().to_vec())
+                .collect()
+        };
+        for n in 1..=2 {
+            let (status, _, body) = call(&app, get_req("/big/2048")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.len(), 2048 * 1024 + 6);
+            assert!(
+                body == expected(2048, n),
+                "request {n}: the whole body, in order"
+            );
+        }
+        assert_eq!(app.db.loads("big:2048"), 2, "a 2 MiB body is not stored");
+        // Within the cap it is stored.
+        for _ in 0..2 {
+            let (status, _, body) = call(&app, get_req("/big/4")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(body == expected(4, 1));
+        }
+        assert_eq!(app.db.loads("big:4"), 1);
+    }
+
+    pub(super) async fn whole_response_etag_answers_304(ctx: Ctx) {
+        let app = App::new(&ctx);
+        for uri in ["/pages/7", "/cards/7"] {
+            let (status, headers, body) = call(&app, get_req(uri)).await;
+            assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "MISS"));
+            assert!(!body.is_empty());
+            let etag = headers[header::ETAG].clone();
+            let req = Request::get(uri)
+                .header(header::IF_NONE_MATCH, etag.clone())
+                .body(Body::empty())
+                .unwrap();
+            let (status, headers, body) = call(&app, req).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{uri}");
+            assert_eq!(cache_status(&headers), "HIT");
+            assert_eq!(headers[header::ETAG], etag);
+            assert!(body.is_empty(), "a 304 has no body");
+            // Another validator gets the full response from the entry.
+            let req = Request::get(uri)
+                .header(header::IF_NONE_MATCH, "\"other\"")
+                .body(Body::empty())
+                .unwrap();
+            let (status, headers, again) = call(&app, req).await;
+            assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "HIT"));
+            assert!(!again.is_empty());
+        }
+        assert_eq!((app.db.loads("page:7"), app.db.loads("card:7")), (1, 1));
+    }
+
     #[test]
     fn handlers_are_axum_handlers() {
         // `Router::route` already requires it; this names the property.
@@ -364,12 +632,18 @@ mod axum_app {
         is_handler(rename);
         is_handler(feed);
         is_handler(create);
+        is_handler(page);
+        is_handler(card);
+        is_handler(visit);
+        is_handler(big);
     }
 }
 
 use axum_app::{
     create_invalidates_from_the_json_result, errors_are_not_cached, json_handler_miss_then_hit,
-    users_never_share_entries, write_invalidates_only_on_success,
+    users_never_share_entries, whole_response_404_is_not_stored, whole_response_etag_answers_304,
+    whole_response_miss_then_hit, whole_response_over_1mib_is_not_stored,
+    whole_response_set_cookie_is_never_stored, write_invalidates_only_on_success,
 };
 
 on_both_backends!(
@@ -379,6 +653,11 @@ on_both_backends!(
     users_never_share_entries,
     invalidates_with_result_placeholders,
     create_invalidates_from_the_json_result,
+    whole_response_miss_then_hit,
+    whole_response_404_is_not_stored,
+    whole_response_set_cookie_is_never_stored,
+    whole_response_over_1mib_is_not_stored,
+    whole_response_etag_answers_304,
 );
 
 // ============================================================================= {result} tags
@@ -664,6 +943,46 @@ mod actix {
         assert_eq!(test::read_body(resp).await, "<h1>Renamed</h1>");
     }
 
+    /// With the context middleware, `If-None-Match` with the `ETag` of the first response is
+    /// answered `304` with an empty body on a hit, for `HttpResponse` and `impl Responder`.
+    async fn whole_response_etag_answers_304(ctx: Ctx) {
+        let app = App::new(&ctx);
+        let svc = test::init_service(
+            actix_web::App::new()
+                .wrap(cache_actix::CacheContextLayer::builder().build())
+                .app_data(web::Data::new(app.clone()))
+                .route("/pages/{id}", web::get().to(page))
+                .route("/cards/{id}", web::get().to(card)),
+        )
+        .await;
+        for uri in ["/pages/7", "/cards/7"] {
+            let resp =
+                test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers().get("x-cache-status").unwrap(), "MISS");
+            let etag = resp.headers().get("etag").unwrap().clone();
+            assert!(!test::read_body(resp).await.is_empty());
+            let req = test::TestRequest::get()
+                .uri(uri)
+                .insert_header(("if-none-match", etag.clone()))
+                .to_request();
+            let resp = test::call_service(&svc, req).await;
+            assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{uri}");
+            assert_eq!(resp.headers().get("x-cache-status").unwrap(), "HIT");
+            assert_eq!(resp.headers().get("etag").unwrap(), &etag);
+            assert!(test::read_body(resp).await.is_empty(), "a 304 has no body");
+            let req = test::TestRequest::get()
+                .uri(uri)
+                .insert_header(("if-none-match", "\"other\""))
+                .to_request();
+            let resp = test::call_service(&svc, req).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers().get("x-cache-status").unwrap(), "HIT");
+            assert!(!test::read_body(resp).await.is_empty());
+        }
+        assert_eq!((app.db.loads("page:7"), app.db.loads("card:7")), (1, 1));
+    }
+
     /// Without the context middleware an `impl Responder` handler is still cached (the macro's
     /// hidden `HttpRequest` argument turns it into a response); only the headers are missing.
     async fn responders_are_cached_without_the_context_middleware(ctx: Ctx) {
@@ -783,6 +1102,7 @@ mod actix {
         trigs_and_errors,
         users_never_share_entries,
         whole_responses_are_cached_with_headers,
+        whole_response_etag_answers_304,
         responders_are_cached_without_the_context_middleware,
     );
 }
