@@ -67,6 +67,58 @@
 //!     .layer(CacheContextLayer::builder().build());
 //! ```
 //!
+//! The same handler called directly: the first call runs it, the second is served from the
+//! cache with the same status, headers and body; a 404 is not stored.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+//! use axum::extract::{Path, State};
+//! use axum::http::StatusCode;
+//! use axum::response::IntoResponse;
+//! use axum::{routing::get, Router};
+//! use cache_core::{cached, Cache};
+//!
+//! static LOADS: AtomicUsize = AtomicUsize::new(0);
+//!
+//! #[cached(resource = "page", ttl = "1m", tags = ["page:{id}"], cache = &cache)]
+//! async fn page(State(cache): State<Cache>, Path(id): Path<u32>) -> impl IntoResponse {
+//!     LOADS.fetch_add(1, SeqCst);
+//!     if id == 0 {
+//!         return (StatusCode::NOT_FOUND, [("x-served-by", "page")], "no page".to_owned());
+//!     }
+//!     (StatusCode::OK, [("x-served-by", "page")], format!("<h1>page {id}</h1>"))
+//! }
+//!
+//! // In an application: a route like any other, behind the context layer.
+//! let cache = Cache::memory();
+//! let _app: Router = Router::new()
+//!     .route("/pages/{id}", get(page))
+//!     .with_state(cache.clone())
+//!     .layer(cache_axum::CacheContextLayer::builder().build());
+//!
+//! // What a request gets: status, the handler's header, body.
+//! async fn served(resp: impl IntoResponse) -> (StatusCode, String, String) {
+//!     let resp = resp.into_response();
+//!     let status = resp.status();
+//!     let by = resp.headers()["x-served-by"].to_str().unwrap().to_owned();
+//!     let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+//!     (status, by, String::from_utf8(body.to_vec()).unwrap())
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let first = served(page(State(cache.clone()), Path(7)).await).await;
+//! assert_eq!(first, (StatusCode::OK, "page".into(), "<h1>page 7</h1>".into()));
+//! let hit = served(page(State(cache.clone()), Path(7)).await).await;
+//! assert_eq!(hit, first); // the same response, from the cache
+//! assert_eq!(LOADS.load(SeqCst), 1);
+//! for _ in 0..2 {
+//!     let missing = served(page(State(cache.clone()), Path(0)).await).await;
+//!     assert_eq!(missing.0, StatusCode::NOT_FOUND);
+//! }
+//! assert_eq!(LOADS.load(SeqCst), 3, "a 404 is not stored");
+//! # });
+//! ```
+//!
 //! The HTTP rules (GET/HEAD only, credentials, bypass, storability, header filtering,
 //! `If-None-Match`, keys), the whole-response cache steps ([`cache_core::http::HttpCache`]), the
 //! admin operations and JSON ([`cache_core::admin`]) and the metrics ([`cache_core::metrics`])

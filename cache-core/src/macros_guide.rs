@@ -477,7 +477,12 @@
 //! `Cache-Control: private/no-store/no-cache`, `Vary: *` or a body over 1 MiB is returned as it
 //! is. `unless` does not apply. Behind `CacheContextLayer` the response gets `X-Cache-*`
 //! headers, and its stored `ETag` answers `If-None-Match` with `304`.
-//! ```
+//!
+//! (This example needs `cache-axum` and `axum`, which `cache-core` does not depend on: it runs
+//! as a doctest of the `cache_axum` crate docs (section "`#[cached]` handlers"), and the
+//! behaviour is tested in
+//! `tests/tests/macros_http.rs`.)
+//! ```ignore
 //! use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 //! use axum::extract::{Path, State};
 //! use axum::http::StatusCode;
