@@ -20,7 +20,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -59,9 +59,26 @@ struct Flight {
     waiters: AtomicUsize,
 }
 
-#[derive(Debug, Default)]
+/// Number of stripes of the stored-value counters (a power of two).
+const STRIPES: usize = 256;
+
+#[derive(Debug)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Per key stripe, how many leaders stored a value: a caller notes its stripe's count
+    /// before its lookup; if it becomes a leader after the count moved, a flight it did not
+    /// join may have stored the value after its lookup missed, so it looks again before loading
+    /// (1,000 concurrent cold requests load once even when some of them were slow to join).
+    stored: Box<[AtomicU64]>,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights {
+            map: Mutex::default(),
+            stored: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 pub(crate) enum Role<'a> {
@@ -141,6 +158,20 @@ impl Drop for LeaderGuard<'_> {
 }
 
 impl Flights {
+    fn stripe(&self, key: &str) -> &AtomicU64 {
+        &self.stored[xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize & (STRIPES - 1)]
+    }
+
+    /// The stored-value count of `key`'s stripe (note it before looking `key` up).
+    pub(crate) fn stored_count(&self, key: &str) -> u64 {
+        self.stripe(key).load(Ordering::Acquire)
+    }
+
+    /// Records that a leader stored a value under `key` (before it seals its flight).
+    pub(crate) fn note_stored(&self, key: &str) {
+        self.stripe(key).fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Joins the flight for `key`, or starts one.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);

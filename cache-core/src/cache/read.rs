@@ -292,6 +292,7 @@ impl Cache {
                 })
                 .or_else(failed(CacheStatus::Bypass));
         }
+        let stored_before = self.inner.flights.stored_count(key.as_str());
         let fallback = match self.lookup(key, policy).await {
             Lookup::Serve {
                 bytes,
@@ -386,41 +387,65 @@ impl Cache {
                     Lookup::Miss { fallback: None } | Lookup::Unavailable => {}
                 }
             }
-            retry = true;
             match self.inner.flights.join(key.as_str()) {
                 Role::Leader(leader) => {
+                    if !retry && self.inner.flights.stored_count(key.as_str()) != stored_before {
+                        // A flight this caller did not join stored a value after its lookup.
+                        if let Lookup::Serve {
+                            bytes,
+                            header,
+                            status,
+                            age,
+                            ..
+                        } = self.lookup(key, policy).await
+                        {
+                            if let Ok(value) = fmt.decode(&bytes, &header) {
+                                leader.land(Landing::Retry);
+                                self.count_served(key, status, bytes.len(), age);
+                                return Ok(Fetched::served(value, status, age, &header));
+                            }
+                        }
+                    }
                     let loaded = self.lead(key, policy, fmt, loader, leader).await;
                     return loaded
                         .or_else(|e| self.stale_if_error(key, fmt, fallback.as_ref(), e))
                         .or_else(failed(CacheStatus::Miss));
                 }
-                Role::Follower(follower) => match follower.wait().await {
-                    Landing::Value(bytes) => {
-                        let decoded = Header::parse(&bytes)
-                            .and_then(|h| fmt.decode(&bytes, &h).map(|v| (v, h)));
-                        if let Ok((value, header)) = decoded {
-                            let mut fetched =
-                                Fetched::served(value, CacheStatus::Miss, Duration::ZERO, &header);
-                            fetched.age = header.age_at(now_ms());
-                            return Ok(fetched);
+                Role::Follower(follower) => {
+                    retry = true;
+                    match follower.wait().await {
+                        Landing::Value(bytes) => {
+                            let decoded = Header::parse(&bytes)
+                                .and_then(|h| fmt.decode(&bytes, &h).map(|v| (v, h)));
+                            if let Ok((value, header)) = decoded {
+                                let mut fetched = Fetched::served(
+                                    value,
+                                    CacheStatus::Miss,
+                                    Duration::ZERO,
+                                    &header,
+                                );
+                                fetched.age = header.age_at(now_ms());
+                                return Ok(fetched);
+                            }
                         }
-                    }
-                    Landing::Error(shared) => {
-                        if let Some(e) = fmt.unshare(&shared) {
-                            return self
-                                .stale_if_error(key, fmt, fallback.as_ref(), e)
-                                .or_else(failed(CacheStatus::Miss));
+                        Landing::Error(shared) => {
+                            if let Some(e) = fmt.unshare(&shared) {
+                                return self
+                                    .stale_if_error(key, fmt, fallback.as_ref(), e)
+                                    .or_else(failed(CacheStatus::Miss));
+                            }
                         }
-                    }
-                    Landing::Failed => {
-                        // The leader failed: serve the stale-if-error value rather than load
-                        // again, if there is one; else load, one flight at a time.
-                        if let Some(fetched) = self.fallback_value(key, fmt, fallback.as_ref()) {
-                            return Ok(fetched);
+                        Landing::Failed => {
+                            // The leader failed: serve the stale-if-error value rather than load
+                            // again, if there is one; else load, one flight at a time.
+                            if let Some(fetched) = self.fallback_value(key, fmt, fallback.as_ref())
+                            {
+                                return Ok(fetched);
+                            }
                         }
+                        Landing::Retry => {}
                     }
-                    Landing::Retry => {}
-                },
+                }
             }
         }
     }

@@ -202,7 +202,10 @@ impl Cache {
             versions,
         };
         match self.store(key, bytes, ids.tags(), Some(guard)).await {
-            Ok(true) => (true, Landing::Value(bytes.clone())),
+            Ok(true) => {
+                self.inner.flights.note_stored(key.as_str());
+                (true, Landing::Value(bytes.clone()))
+            }
             Ok(false) => (false, Landing::Retry),
             Err(_) => (false, Landing::Value(bytes.clone())),
         }
