@@ -12,7 +12,9 @@ use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Tr
 use actix_web::http::{header, StatusCode};
 use actix_web::{Error, HttpRequest};
 use cache_core::__private::{with_request_context, RequestContext};
-use cache_core::http::{outcome_headers, outcome_validator, CacheHeaderNames, HttpRules};
+use cache_core::http::{
+    outcome_body, outcome_headers, outcome_validator, CacheHeaderNames, HttpRules,
+};
 use cache_core::metrics::CacheMetrics;
 
 use crate::glue::{insert_all, Headers};
@@ -211,6 +213,7 @@ where
         Box::pin(async move {
             let mut resp = fut.await?;
             let mut not_modified = false;
+            let mut stored_body = None;
             if let Some(outcome) = ctx.take_outcome() {
                 let status = resp.status().as_u16();
                 let headers = resp.headers_mut();
@@ -234,6 +237,13 @@ where
                     insert_all(headers, &[(http::header::ETAG, added)]);
                 }
                 not_modified = matched;
+                if !matched {
+                    stored_body = outcome_body(
+                        &outcome,
+                        status,
+                        headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+                    );
+                }
             }
             // metrics hook
             if let (Some(metrics), Some((route, start))) = (&config.metrics, timing) {
@@ -242,6 +252,12 @@ where
             if not_modified {
                 let mut resp = resp.map_body(|_, _| EitherBody::right(BoxBody::new(())));
                 resp.response_mut().head_mut().status = StatusCode::NOT_MODIFIED;
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+                return Ok(resp);
+            }
+            if let Some(stored) = stored_body {
+                // The stored bytes, not the value re-serialized.
+                let mut resp = resp.map_body(|_, _| EitherBody::right(BoxBody::new(stored)));
                 resp.headers_mut().remove(header::CONTENT_LENGTH);
                 return Ok(resp);
             }

@@ -11,7 +11,9 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::MatchedPath;
 use cache_core::__private::{with_request_context, RequestContext};
-use cache_core::http::{outcome_headers, outcome_validator, CacheHeaderNames, HttpRules};
+use cache_core::http::{
+    outcome_body, outcome_headers, outcome_validator, CacheHeaderNames, HttpRules,
+};
 use cache_core::metrics::CacheMetrics;
 use http::request::Parts;
 use http::{header, Request, Response};
@@ -240,6 +242,14 @@ where
                     headers.remove(header::CONTENT_LENGTH);
                     *resp.status_mut() = http::StatusCode::NOT_MODIFIED;
                     *resp.body_mut() = Body::empty();
+                } else if let Some(stored) = outcome_body(
+                    &outcome,
+                    status,
+                    headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+                ) {
+                    // The stored bytes, not the value re-serialized.
+                    headers.remove(header::CONTENT_LENGTH);
+                    *resp.body_mut() = Body::from(stored);
                 }
             }
             // metrics hook

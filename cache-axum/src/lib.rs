@@ -25,7 +25,8 @@
 //!
 //! `#[cached]` (from `cache_core`) works on Axum handlers:
 //! * `-> Json<T>` (also `Result<Json<T>, E>`, `Option<Json<T>>`): cached as `T` and re-wrapped
-//!   on a hit;
+//!   on a hit; behind [`CacheContextLayer`] the hit's body is the stored JSON payload, byte for
+//!   byte what the miss sent;
 //! * `-> Response` (`axum::response::Response`, `Response<Body>`) or `-> impl IntoResponse`:
 //!   the **whole response** is cached, through the same engine and in the same stored format
 //!   as [`ResponseCacheLayer`]'s entries, and a hit is served from the stored bytes (the body is

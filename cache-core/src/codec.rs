@@ -311,7 +311,6 @@ impl Header {
     }
 
     /// Offset of the payload in the envelope bytes.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn payload_offset(&self) -> usize {
         self.payload
     }
@@ -349,6 +348,11 @@ impl Header {
     /// Whether the payload is LZ4-compressed.
     pub(crate) fn is_compressed(&self) -> bool {
         self.flags & FLAG_LZ4 != 0
+    }
+
+    /// Whether the payload is JSON (the `Json` codec).
+    pub(crate) fn is_json(&self) -> bool {
+        self.flags & CODEC_MASK == CODEC_JSON
     }
 
     /// Whether the payload holds raw bytes (an HTTP response) rather than a serialized value.

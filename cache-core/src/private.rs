@@ -446,7 +446,12 @@ where
         }
         S::split(unwrap(w)).map_err(wrap)
     };
-    let fmt = crate::cache::read::Serde::<S::Value, W>::new(cache.codec());
+    // A `Json<T>` handler's value comes with its stored JSON payload, which the context layer
+    // sends as the body (byte for byte what the miss sent).
+    let fmt = crate::cache::read::WithPayload(crate::cache::read::Serde::<S::Value, W>::new(
+        cache.codec(),
+    ));
+    let loader = || async move { loader().await.map(|v| (v, None)) };
     match cache
         .read_through(&key, &policy, &fmt, loader, crate::cache::Inline)
         .await
@@ -454,8 +459,12 @@ where
         Ok(fetched) => {
             let mut outcome = Outcome::of(&key, &fetched);
             outcome.whole_response = whole_response;
+            let (value, payload) = fetched.value;
+            if whole_response {
+                outcome.body = payload;
+            }
             record_outcome(outcome);
-            wrap(S::join(fetched.value))
+            wrap(S::join(value))
         }
         Err(failed) => {
             record_outcome(Outcome::failed(&key, failed.status));
@@ -575,6 +584,10 @@ pub struct Outcome {
     pub whole_response: bool,
     /// Strong ETag of the stored payload, when known.
     pub etag: Option<u64>,
+    /// For a `Json<T>` handler served from a stored entry: the stored JSON payload, which the
+    /// context layer sends as the body instead of the value re-serialized (a hit is then byte
+    /// for byte what the miss sent, whatever the order of a `HashMap`'s keys).
+    pub body: Option<bytes::Bytes>,
 }
 
 impl Outcome {
@@ -588,6 +601,7 @@ impl Outcome {
             per_user: key.is_per_user(),
             whole_response: false,
             etag: fetched.etag,
+            body: None,
         }
     }
 
@@ -601,6 +615,7 @@ impl Outcome {
             per_user: key.is_per_user(),
             whole_response: false,
             etag: None,
+            body: None,
         }
     }
 }

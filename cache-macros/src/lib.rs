@@ -84,7 +84,10 @@
 //! A `Json<T>` (the tuple struct `Json(pub T)` of axum and actix-web, which is not
 //! `Deserialize`), alone or as the `Ok` / `Some` type, is cached as `T` and re-wrapped on a hit:
 //! `-> Json<Vec<Trig>>`, `-> Result<web::Json<Trig>, actix_web::Error>`,
-//! `-> Option<Json<Trig>>`. `unless` still sees the type as written. The `Json` is recognised by
+//! `-> Option<Json<Trig>>`. `unless` still sees the type as written. Behind the adapters'
+//! `CacheContextLayer`, a hit (and a request that waited on another's load) sends the stored
+//! JSON payload as the body rather than `T` re-serialized, so the body is byte for byte what the
+//! miss sent. The `Json` is recognised by
 //! its name where the return type writes it out: behind a type alias
 //! (`type JsonResult<T> = Result<Json<T>, E>`) it would be the cached value, and the compile error
 //! on the return type says to write the `Json<..>` out.

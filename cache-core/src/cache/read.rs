@@ -145,6 +145,46 @@ impl<T: Serialize + DeserializeOwned, E, S: ShareErrors<E>> Format for Serde<T, 
     }
 }
 
+/// A format whose decoded values come with their stored JSON payload (a zero-copy slice of the
+/// entry), for `#[cached]` handlers returning `Json<T>`: the context layer sends those bytes as
+/// the body, so a hit is byte for byte what the miss sent even for types whose serialization is
+/// not deterministic (a `HashMap`'s key order).
+pub(crate) struct WithPayload<F>(pub(crate) F);
+
+impl<F: Clone> Clone for WithPayload<F> {
+    fn clone(&self) -> Self {
+        WithPayload(self.0.clone())
+    }
+}
+
+impl<F: Format> Format for WithPayload<F> {
+    type Value = (F::Value, Option<Bytes>);
+    type Error = F::Error;
+
+    fn encode(&self, value: &Self::Value, meta: &EnvelopeMeta<'_>) -> Result<Vec<u8>, CacheError> {
+        self.0.encode(&value.0, meta)
+    }
+
+    fn decode(&self, bytes: &Bytes, header: &Header) -> Result<Self::Value, CacheError> {
+        let value = self.0.decode(bytes, header)?;
+        let payload = (header.is_json() && !header.is_compressed())
+            .then(|| bytes.slice(header.payload_offset()..));
+        Ok((value, payload))
+    }
+
+    fn share(&self, error: &F::Error) -> Option<Shared> {
+        self.0.share(error)
+    }
+
+    fn unshare(&self, shared: &Shared) -> Option<F::Error> {
+        self.0.unshare(shared)
+    }
+
+    fn is_failure(&self, error: &F::Error) -> bool {
+        self.0.is_failure(error)
+    }
+}
+
 /// How a refresh of a still-servable entry is run.
 pub(crate) trait RefreshMode<Fm, F> {
     /// Spawns the refresh of the entry `seen` and returns `None`, or hands the loader back to

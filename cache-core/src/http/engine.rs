@@ -971,6 +971,26 @@ pub fn outcome_validator(
     (added, not_modified)
 }
 
+/// The body to send for the response of a `#[cached]` `Json<T>` handler whose value came from a
+/// stored entry: the stored JSON payload (a zero-copy slice of the entry), so that the body is
+/// byte for byte what the miss sent, rather than the value re-serialized (which differs for
+/// types whose serialization is not deterministic, such as a `HashMap`). `None` (keep the
+/// handler's body) unless the response is a `200` with a JSON `Content-Type`.
+pub fn outcome_body(
+    outcome: &Outcome,
+    response_status: u16,
+    content_type: Option<&[u8]>,
+) -> Option<Bytes> {
+    let json = content_type.is_some_and(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        ct.starts_with(b"application/json") || ct.ends_with(b"+json")
+    });
+    if !outcome.whole_response || response_status != 200 || !json {
+        return None;
+    }
+    outcome.body.clone()
+}
+
 /// Replaces `{name}` in a tag template by the path parameter `name` of `route` in `path`
 /// (`fill_tag("trig:{id}", "/trigs/{id}", "/trigs/42")` is `trig:42`). Both `{name}` (Axum) and
 /// `{name:regex}` / `{tail}*` (Actix) route parameters are recognised.

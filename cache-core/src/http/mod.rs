@@ -42,9 +42,9 @@ use crate::Cache;
 mod engine;
 
 pub use engine::{
-    fill_tag, outcome_headers, outcome_validator, Answer, CacheHeaderNames, CachedResponse,
-    Disposition, Extra, HttpCache, Lookup, Origin, Plan, RequestInfo, RoutePolicy, HEADER_AGE,
-    HEADER_KEY, HEADER_STATUS, HEADER_TTL,
+    fill_tag, outcome_body, outcome_headers, outcome_validator, Answer, CacheHeaderNames,
+    CachedResponse, Disposition, Extra, HttpCache, Lookup, Origin, Plan, RequestInfo, RoutePolicy,
+    HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
 };
 pub(crate) use engine::{ResponseFormat, Unstored};
 
