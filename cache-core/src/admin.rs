@@ -126,8 +126,10 @@ pub async fn flush_pattern(cache: &Cache, pattern: &str) -> AdminReply {
     }
 }
 
-/// Invalidates every entry carrying any of `tags`: `{ "invalidated": n, "tags": [...] }`.
-/// A failed invalidation is reported (503), never dropped.
+/// Invalidates every entry carrying any of `tags`: `{ "invalidated": n, "tags": [...] }`; when
+/// the backend did not answer in time, `202` with `{ "queued": true, "tags": [...] }` (the
+/// invalidation is replayed as soon as it answers; see [`crate::durable`]). Any other failure is
+/// reported, never dropped.
 pub async fn invalidate(cache: &Cache, tags: Vec<String>) -> AdminReply {
     if tags.is_empty() {
         return AdminReply::error(400, "no tags given");
@@ -137,6 +139,10 @@ pub async fn invalidate(cache: &Cache, tags: Vec<String>) -> AdminReply {
     }
     match cache.invalidate_tags(&tags).await {
         Ok(n) => AdminReply::ok(json!({ "invalidated": n, "tags": tags })),
+        Err(e) if e.is_queued() => AdminReply {
+            status: 202,
+            body: json!({ "queued": true, "tags": tags }),
+        },
         Err(e) => AdminReply::from_error(&e),
     }
 }

@@ -50,6 +50,10 @@ pub(crate) struct Settings {
     pub(crate) lease_ttl: Duration,
     pub(crate) lease_wait: Duration,
     pub(crate) tag_version_retention: Duration,
+    pub(crate) invalidation_timeout: Duration,
+    pub(crate) invalidation_queue: usize,
+    pub(crate) outbox: Option<Arc<dyn crate::durable::Outbox>>,
+    pub(crate) outbox_poll: Duration,
 }
 
 /// Builds a [`Cache`]. Obtain one with [`Cache::builder`] or [`CacheBuilder::from_env`].
@@ -107,6 +111,10 @@ impl Default for CacheBuilder {
                 lease_ttl: Duration::from_secs(5),
                 lease_wait: Duration::from_secs(5),
                 tag_version_retention: Duration::from_secs(24 * 3600),
+                invalidation_timeout: Duration::from_millis(250),
+                invalidation_queue: 10_000,
+                outbox: None,
+                outbox_poll: Duration::from_secs(1),
             },
         }
     }
@@ -340,6 +348,38 @@ impl CacheBuilder {
         self
     }
 
+    /// How long an invalidation (`invalidate_tags`, `delete`, `#[invalidates]`, ...) waits for the
+    /// backend (default 250 ms). One that is not delivered by then is not lost: it is queued,
+    /// replayed in order as soon as the backend answers, and until then this instance serves no
+    /// entry it concerns (see [`crate::durable`]).
+    pub fn invalidation_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.invalidation_timeout = timeout;
+        self
+    }
+
+    /// How many undelivered invalidations are queued (default 10,000). Past that, the queue is
+    /// dropped and, once the backend answers, every entry of the namespace is retired instead
+    /// (a cold cache, never a wrong one; see [`crate::durable`]).
+    pub fn invalidation_queue(mut self, capacity: usize) -> Self {
+        self.settings.invalidation_queue = capacity;
+        self
+    }
+
+    /// A durable outbox of invalidations written in the same database transaction as the data
+    /// (see [`crate::durable::Outbox`]). Every instance replays it at start, after the backend
+    /// comes back and every [`outbox_poll`](Self::outbox_poll), so an invalidation survives the
+    /// crash of the instance that made it and reaches every instance.
+    pub fn outbox(mut self, outbox: Arc<dyn crate::durable::Outbox>) -> Self {
+        self.settings.outbox = Some(outbox);
+        self
+    }
+
+    /// How often the outbox is read for invalidations not yet delivered (default 1 s).
+    pub fn outbox_poll(mut self, every: Duration) -> Self {
+        self.settings.outbox_poll = every;
+        self
+    }
+
     /// Builds the cache. Never connects: Redis is contacted on first use.
     ///
     /// # Errors
@@ -381,6 +421,15 @@ impl CacheBuilder {
         }
         if s.max_entry_size == 0 {
             return Err(option("max_entry_size", "must be greater than zero".into()));
+        }
+        if s.invalidation_timeout.is_zero() {
+            return Err(option(
+                "invalidation_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+        if s.outbox_poll.is_zero() {
+            return Err(option("outbox_poll", "must be greater than zero".into()));
         }
         #[cfg(not(feature = "compression"))]
         if s.compress_above.is_some() {

@@ -50,6 +50,11 @@ pub enum CacheError {
     /// An argument was rejected (for example an operator pattern containing whitespace).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An invalidation could not be delivered in time. It is **not lost**: it is queued, replayed
+    /// in order as soon as the backend answers, and until then this instance serves no entry it
+    /// concerns (see [`crate::durable`]).
+    #[error("invalidation queued: the cache backend did not answer in time; it is replayed as soon as it does")]
+    Queued,
 }
 
 impl CacheError {
@@ -64,15 +69,24 @@ impl CacheError {
     }
 
     /// The backend itself failed (connection, server error, timeout, open breaker), as opposed to
-    /// a problem with the value or the arguments. Only these count towards opening the breaker.
+    /// a problem with the value or the arguments, or a full Redis ([`is_oom`](Self::is_oom):
+    /// the server answered). Only these count towards opening the breaker.
     pub fn is_backend_failure(&self) -> bool {
-        matches!(
-            self,
-            CacheError::Timeout(_)
-                | CacheError::CircuitOpen
-                | CacheError::Redis(_)
-                | CacheError::Backend(_)
-        )
+        match self {
+            CacheError::Redis(e) => !is_oom(e),
+            CacheError::Timeout(_) | CacheError::CircuitOpen | CacheError::Backend(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Redis refused a write because it is at `maxmemory` with `noeviction` (`OOM`).
+    pub fn is_oom(&self) -> bool {
+        matches!(self, CacheError::Redis(e) if is_oom(e))
+    }
+
+    /// An invalidation was queued for replay (not lost); see [`CacheError::Queued`].
+    pub fn is_queued(&self) -> bool {
+        matches!(self, CacheError::Queued)
     }
 
     /// A short, stable label for metrics and logs (`timeout`, `circuit_open`, `redis`, ...).
@@ -87,8 +101,13 @@ impl CacheError {
             CacheError::Decode(_) => "decode",
             CacheError::TooLarge { .. } => "too_large",
             CacheError::InvalidArgument(_) => "invalid_argument",
+            CacheError::Queued => "queued",
         }
     }
+}
+
+fn is_oom(e: &redis::RedisError) -> bool {
+    e.code() == Some("OOM")
 }
 
 /// A configuration value was missing or malformed.

@@ -64,6 +64,7 @@ mod breaker;
 mod cache;
 pub mod codec;
 pub mod config;
+pub mod durable;
 pub mod error;
 mod flight;
 pub mod fragments;

@@ -526,20 +526,22 @@ where
 
 /// Invalidates `tags` in `cache` after a successful `#[invalidates]` function.
 ///
-/// A failure is logged (`warn`, event `cache_invalidate_after_failed`) and otherwise ignored:
-/// the function's own result (its write already happened) is returned unchanged. Without a
-/// cache nothing happens.
+/// An invalidation the backend does not take in time is queued and replayed (see
+/// [`crate::durable`]); any other failure is logged (`warn`, event
+/// `cache_invalidate_after_failed`). The function's own result (its write already happened) is
+/// returned unchanged. Without a cache nothing happens.
 pub async fn invalidate_after(cache: Option<&Cache>, tags: Vec<String>) {
     let Some(cache) = cache else {
         tracing::debug!(name: "cache_skip", tags = ?tags, reason = "no cache", "no cache to invalidate");
         return;
     };
     match cache.invalidate_tags(&tags).await {
-        Ok(_) => {}
+        // Delivered, or queued for replay (not lost; logged where it was queued).
+        Ok(_) | Err(crate::CacheError::Queued) => {}
         // Caching is off (`CACHE_ENABLED=false`): nothing is cached, nothing to invalidate.
         Err(crate::CacheError::Disabled) => {}
         Err(e) => {
-            tracing::warn!(name: "cache_invalidate_after_failed", tags = ?tags, error = %e, "invalidation after write failed; entries expire with their TTL");
+            tracing::warn!(name: "cache_invalidate_after_failed", tags = ?tags, error = %e, "invalidation after write failed");
         }
     }
 }

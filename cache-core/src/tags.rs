@@ -51,11 +51,12 @@
 //! for invalidations made on every write. `clear` keeps every version counter.
 //! Entries deleted by key or expiry leave at most a dangling index member until the next prune.
 //!
-//! **Redis down during invalidation.** [`Cache::invalidate_tags`] returns the error: an
-//! invalidation must not vanish silently (reads still fail open). A service should treat it like
-//! a failed side effect: retry it (with [`PendingInvalidation`] kept), log it loudly, and rely on
-//! TTLs as the bound on staleness. When Redis was unreachable for writers it was unreachable for
-//! the fills too, and the version bump still lands when the retry succeeds.
+//! **Redis down during invalidation.** An invalidation that the backend does not take within
+//! [`invalidation_timeout`](crate::CacheBuilder::invalidation_timeout) is queued and replayed as
+//! soon as it answers; [`Cache::invalidate_tags`] then returns
+//! [`CacheError::Queued`](crate::CacheError::Queued) and this instance serves no entry carrying
+//! the tags until the replay. A durable outbox extends the guarantee to other instances and to
+//! crashes. See [`crate::durable`].
 //!
 //! # Deferred invalidation
 //! Invalidate only after the database transaction commits: collect tags while the transaction
@@ -129,41 +130,39 @@ impl PendingInvalidation {
         self.tags.is_empty() && self.keys.is_empty()
     }
 
-    /// Runs the invalidation. Call after the database commit.
+    /// Runs the invalidation (the tags and the keys in one atomic step). Call after the
+    /// database commit.
+    ///
+    /// Returns how many entries were deleted; `Ok(0)` also when the backend did not answer in
+    /// time and the invalidation was **queued** (it is replayed as soon as the backend answers,
+    /// and this instance serves none of the entries concerned until then; see
+    /// [`crate::durable`]).
     ///
     /// # Errors
-    /// The backend failure; on error the collector is handed back inside
-    /// [`CommitError`] so the caller can retry.
-    pub async fn commit(mut self) -> Result<u64, CommitError> {
-        let tags = std::mem::take(&mut self.tags);
-        let keys = std::mem::take(&mut self.keys);
-        let mut total = 0;
-        if !tags.is_empty() {
-            match self.cache.invalidate_tags(&tags).await {
-                Ok(n) => total += n,
-                Err(error) => {
-                    self.tags = tags;
-                    self.keys = keys;
-                    return Err(CommitError {
-                        error,
-                        pending: self,
-                    });
-                }
-            }
+    /// Any other failure (caching disabled, an invalid argument); the collector is handed back
+    /// inside [`CommitError`].
+    pub async fn commit(self) -> Result<u64, CommitError> {
+        if self.is_empty() {
+            return Ok(0);
         }
-        if !keys.is_empty() {
-            match self.cache.delete_many(&keys).await {
-                Ok(n) => total += n,
-                Err(error) => {
-                    self.keys = keys;
-                    return Err(CommitError {
-                        error,
-                        pending: self,
-                    });
-                }
-            }
+        if !self.cache.is_enabled() {
+            return Err(CommitError {
+                error: CacheError::Disabled,
+                pending: self,
+            });
         }
-        Ok(total)
+        self.cache.begin_invalidation();
+        match self.cache.deliver_or_queue(&self.tags, &self.keys).await {
+            Ok(n) => {
+                tracing::info!(name: "cache_invalidated", tags = ?self.tags, keys = self.keys.len(), deleted = n, "deferred invalidation committed");
+                Ok(n)
+            }
+            Err(CacheError::Queued) => Ok(0),
+            Err(error) => Err(CommitError {
+                error,
+                pending: self,
+            }),
+        }
     }
 }
 

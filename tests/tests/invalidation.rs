@@ -380,24 +380,62 @@ on_both_backends!(
     get_many_reads_in_one_call,
 );
 
+/// Issue 12, defect 1: a write while Redis is paused. The invalidation does not wait seconds, it
+/// is queued and replayed as soon as Redis answers: the old entry is never served again, not by
+/// the writer and not by another instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalidation_with_redis_down_is_reported_while_reads_fail_open() {
+async fn an_invalidation_while_redis_is_paused_is_queued_then_replayed_for_every_instance() {
     let mut server = cache_tests::RedisServer::start_owned();
-    let cache = cache_core::Cache::builder()
-        .namespace(cache_tests::unique_namespace("inv"))
-        .redis_url(server.url())
-        .build()
-        .unwrap();
-    let key = cache.key("trig").id(1).build();
-    cache
-        .set(&key, &1u32, Policy::ttl(MINUTE).tag("trig:1"))
-        .await
-        .unwrap();
-    server.kill();
-    let err = cache.invalidate_tags(&["trig:1"]).await.unwrap_err();
-    assert!(err.is_backend_failure(), "{err}");
-    let v: u32 = cache.get_or_load(&key, MINUTE, || async { 2 }).await;
+    let ns = cache_tests::unique_namespace("inv");
+    let build = || {
+        cache_core::Cache::builder()
+            .namespace(ns.clone())
+            .redis_url(server.url())
+            .build()
+            .unwrap()
+    };
+    let (writer, other) = (build(), build());
+    let key = writer.key("trig").id(1).build();
+    let policy = Policy::ttl(MINUTE).tag("trig:1");
+    let v: u32 = writer
+        .get_or_load(&key, policy.clone(), || async { 1 })
+        .await;
+    assert_eq!(v, 1);
+    assert_eq!(
+        other.get::<u32>(&key).await,
+        Some(1),
+        "warm on both instances"
+    );
+
+    server.pause();
+    let started = Instant::now();
+    let err = writer.invalidate_tags(&["trig:1"]).await.unwrap_err();
+    assert!(err.is_queued(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the write waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(writer.pending_invalidations(), 1);
+    // While paused, reads fall through to the loader (the database now says 2).
+    let v: u32 = writer
+        .get_or_load(&key, policy.clone(), || async { 2 })
+        .await;
     assert_eq!(v, 2);
+    server.resume();
+
+    // The writer never serves the old entry: it delivers its queue before any hit.
+    let v: u32 = writer
+        .get_or_load(&key, policy.clone(), || async { 2 })
+        .await;
+    assert_eq!(v, 2, "the writer served the entry of before the write");
+    assert_eq!(writer.pending_invalidations(), 0);
+    // The other instance sees the invalidation too.
+    let v: u32 = other.get_or_load(&key, policy, || async { 2 }).await;
+    assert_eq!(
+        v, 2,
+        "another instance served the entry of before the write"
+    );
 }
 
 /// Tag bookkeeping does not leak: a store prunes index members whose entries expired, the index

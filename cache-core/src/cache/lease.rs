@@ -33,6 +33,7 @@ impl Cache {
             Ok(Some(bytes)) => Ok(Header::parse(&bytes)
                 .ok()
                 .filter(|h| h.freshness(now_ms()).0 == Freshness::Fresh)
+                .filter(|h| !self.withheld(key, &bytes, h))
                 .map(|h| (bytes, h))),
             Ok(None) => Ok(None),
             Err(_) => Err(()),

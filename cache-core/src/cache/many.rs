@@ -183,6 +183,7 @@ impl Cache {
         if !self.is_enabled() || keys.is_empty() {
             return vec![None; keys.len()];
         }
+        self.before_read().await;
         let refs: Vec<&str> = keys.iter().map(CacheKey::as_str).collect();
         let backend = &self.inner.backend;
         match self.call(self.deadline(), || backend.get_many(&refs)).await {
@@ -205,6 +206,10 @@ impl Cache {
                 return None;
             }
         };
+        if self.withheld(key, bytes, &header) {
+            self.inner.stats.record(key.resource(), |c| inc(&c.misses));
+            return None;
+        }
         let (freshness, age) = header.freshness(now_ms());
         let status = match freshness {
             Freshness::Fresh => CacheStatus::Hit,

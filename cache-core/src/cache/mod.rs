@@ -26,6 +26,7 @@ use crate::policy::CacheStatus;
 use crate::stats::Stats;
 use crate::stats::{add, inc};
 
+pub(crate) mod durable;
 mod lease;
 mod many;
 mod ops;
@@ -84,6 +85,10 @@ struct Inner {
     /// Incremented when an invalidation made through this handle starts: the freshness check
     /// of a flight falls back on it when the backend cannot be asked (see `store.rs`).
     epoch: AtomicU64,
+    /// Queued invalidations, the breaker prober and the outbox task (see `durable.rs`).
+    durable: durable::Durability,
+    /// Wakes the outbox task early (the backend came back).
+    outbox_kick: Arc<tokio::sync::Notify>,
 }
 
 /// Overall health, as reported by [`Cache::health`].
@@ -183,6 +188,8 @@ impl Cache {
                 flights: Flights::default(),
                 connected: AtomicBool::new(false),
                 epoch: AtomicU64::new(0),
+                durable: durable::Durability::default(),
+                outbox_kick: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -228,33 +235,46 @@ impl Cache {
     where
         Fut: Future<Output = Result<R, CacheError>>,
     {
+        if self.inner.settings.outbox.is_some() {
+            self.start_outbox();
+        }
         let probe = match self.inner.breaker.permit() {
             Permit::Call => false,
             Permit::Probe => true,
-            Permit::Reject => return Err(CacheError::CircuitOpen),
+            Permit::Reject => {
+                self.spawn_prober();
+                return Err(CacheError::CircuitOpen);
+            }
         };
         let result = match tokio::time::timeout(deadline, f()).await {
             Ok(r) => r,
             Err(_) => Err(CacheError::Timeout(deadline)),
         };
         match &result {
-            Ok(_) => {
-                let t = self.inner.breaker.success();
-                if t == Transition::Closed || !self.inner.connected.load(Ordering::Relaxed) {
-                    self.inner.connected.store(true, Ordering::Relaxed);
-                    info!(name: "cache_redis_connected", backend = self.inner.backend.kind(), "cache backend reachable");
-                }
-            }
+            Ok(_) => self.backend_answered(),
             Err(e) if e.is_backend_failure() => {
                 let t = self.inner.breaker.failure(probe);
                 let was_connected = self.inner.connected.swap(false, Ordering::Relaxed);
                 if t == Transition::Opened || was_connected {
                     warn!(name: "cache_redis_connection_failed", backend = self.inner.backend.kind(), error = %e, breaker = ?self.inner.breaker.state(), "cache backend failing; serving without cache");
                 }
+                if t == Transition::Opened {
+                    self.spawn_prober();
+                }
             }
             Err(_) => {}
         }
         result
+    }
+
+    /// The backend answered a call: close the breaker (for every caller at once) and log the
+    /// reconnection once.
+    fn backend_answered(&self) {
+        let t = self.inner.breaker.success();
+        if t == Transition::Closed || !self.inner.connected.load(Ordering::Relaxed) {
+            self.inner.connected.store(true, Ordering::Relaxed);
+            info!(name: "cache_redis_connected", backend = self.inner.backend.kind(), "cache backend reachable");
+        }
     }
 
     fn deadline(&self) -> Duration {
@@ -287,7 +307,7 @@ impl Cache {
     }
 
     /// Marks the start of an invalidation made through this handle.
-    fn begin_invalidation(&self) {
+    pub(crate) fn begin_invalidation(&self) {
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
     }
 

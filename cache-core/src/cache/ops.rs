@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Cache;
 use crate::backend::{BackendInfo, Invalidation};
@@ -60,7 +60,10 @@ impl Cache {
     /// that began before the delete is not stored after it.
     ///
     /// # Errors
-    /// The backend failure, or [`CacheError::Disabled`].
+    /// [`CacheError::Queued`] when the backend did not answer within the invalidation deadline:
+    /// the delete is not lost, it is replayed as soon as the backend answers and this instance
+    /// serves none of these entries until then (see [`crate::durable`]). [`CacheError::Disabled`]
+    /// when caching is off.
     pub async fn delete_many(&self, keys: &[CacheKey]) -> Result<u64, CacheError> {
         if !self.is_enabled() {
             return Err(CacheError::Disabled);
@@ -68,24 +71,12 @@ impl Cache {
         if keys.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<String> = keys.iter().map(|k| self.key_id(k)).collect();
-        let pairs: Vec<(&str, &str)> = keys
-            .iter()
-            .zip(&ids)
-            .map(|(k, id)| (k.as_str(), id.as_str()))
-            .collect();
-        let n = self
-            .invalidate(Invalidation {
-                tags: &[],
-                keys: &pairs,
-                bump: &[],
-                retention: self.inner.settings.tag_version_retention,
-            })
-            .await?;
+        self.begin_invalidation();
+        let n = self.deliver_or_queue(&[], keys).await?;
         for key in keys {
             self.inner.stats.record(key.resource(), |c| inc(&c.deletes));
         }
-        info!(name: "cache_invalidated", keys = ?pairs.iter().map(|p| p.0).collect::<Vec<_>>(), deleted = n, "cache keys deleted");
+        info!(name: "cache_invalidated", keys = ?keys.iter().map(CacheKey::as_str).collect::<Vec<_>>(), deleted = n, "cache keys deleted");
         Ok(n)
     }
 
@@ -96,9 +87,11 @@ impl Cache {
     /// flight).
     ///
     /// # Errors
-    /// Reported to the caller (an invalidation must not vanish silently): the backend failure,
-    /// [`CacheError::CircuitOpen`], or [`CacheError::Disabled`]. See [`crate::tags`] for what a
-    /// service should do then.
+    /// [`CacheError::Queued`] when the backend did not answer within the
+    /// [invalidation deadline](crate::CacheBuilder::invalidation_timeout): the invalidation is
+    /// **not lost**, it is replayed in order as soon as the backend answers, and this instance
+    /// serves no entry carrying these tags until then (see [`crate::durable`]).
+    /// [`CacheError::Disabled`] when caching is off.
     pub async fn invalidate_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<u64, CacheError> {
         if !self.is_enabled() {
             return Err(CacheError::Disabled);
@@ -106,31 +99,30 @@ impl Cache {
         if tags.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<String> = tags.iter().map(|t| self.tag_id(t.as_ref())).collect();
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let n = self
-            .invalidate(Invalidation {
-                tags: &refs,
-                keys: &[],
-                bump: &[],
-                retention: self.inner.settings.tag_version_retention,
-            })
-            .await
-            .inspect_err(|e| warn!(name: "cache_invalidate_failed", tags = ?tags.iter().map(AsRef::as_ref).collect::<Vec<_>>(), error = %e, "tag invalidation failed"))?;
+        let names: Vec<String> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
+        self.begin_invalidation();
+        let n = self.deliver_or_queue(&names, &[]).await?;
         add(&self.inner.stats.total().invalidations, n);
-        info!(name: "cache_invalidated", tags = ?tags.iter().map(AsRef::as_ref).collect::<Vec<_>>(), deleted = n, "cache tags invalidated");
+        info!(name: "cache_invalidated", tags = ?names, deleted = n, "cache tags invalidated");
         Ok(n)
     }
 
-    /// One atomic invalidation on the backend, marked in this handle's epoch first.
+    /// One atomic invalidation on the backend within `deadline`.
+    pub(crate) async fn invalidate_within(
+        &self,
+        inv: Invalidation<'_>,
+        deadline: Duration,
+    ) -> Result<u64, CacheError> {
+        let backend = &self.inner.backend;
+        self.call(deadline, || backend.invalidate(&inv)).await
+    }
+
+    /// One atomic invalidation for an operator call (pattern deletes, `clear`), marked in this
+    /// handle's epoch first.
     async fn invalidate(&self, inv: Invalidation<'_>) -> Result<u64, CacheError> {
         self.begin_invalidation();
-        let backend = &self.inner.backend;
-        self.call(
-            self.inner.settings.admin_timeout.max(self.deadline()),
-            || backend.invalidate(&inv),
-        )
-        .await
+        self.invalidate_within(inv, self.inner.settings.admin_timeout.max(self.deadline()))
+            .await
     }
 
     /// Bumps the namespace generation: every fill in flight in this namespace is then refused

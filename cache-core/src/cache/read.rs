@@ -537,6 +537,9 @@ impl Cache {
             .await
             .ok()??;
         let header = Header::parse(&bytes).ok()?;
+        if self.withheld(key, &bytes, &header) {
+            return None;
+        }
         let replaced = header.created_at_ms() != seen.created_at_ms()
             && header.freshness(now_ms()).0 == Freshness::Fresh;
         replaced.then_some((bytes, header))
@@ -544,6 +547,7 @@ impl Cache {
 
     /// One `GET`, the envelope parsed once, classified by [`Header::freshness`].
     async fn lookup(&self, key: &CacheKey, policy: &Policy) -> Lookup {
+        self.before_read().await;
         let backend = &self.inner.backend;
         let bytes = match self
             .call(self.deadline(), || backend.get(key.as_str()))
@@ -563,6 +567,10 @@ impl Cache {
                 return Lookup::Miss { fallback: None };
             }
         };
+        if self.withheld(key, &bytes, &header) {
+            // An invalidation of this entry is still queued: not served, not even as a fallback.
+            return Lookup::Miss { fallback: None };
+        }
         let (freshness, age) = header.freshness(now_ms());
         match freshness {
             Freshness::Fresh => {
@@ -735,6 +743,9 @@ impl Cache {
                 return None;
             }
         };
+        if self.withheld(key, &bytes, &header) {
+            return None;
+        }
         let status = match header.freshness(now_ms()).0 {
             Freshness::Fresh => CacheStatus::Hit,
             Freshness::Stale | Freshness::IfError => CacheStatus::Stale,
@@ -765,6 +776,7 @@ impl Cache {
         if !self.is_enabled() {
             return None;
         }
+        self.before_read().await;
         let backend = &self.inner.backend;
         self.call(self.deadline(), || backend.get(key.as_str()))
             .await

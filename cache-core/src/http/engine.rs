@@ -517,12 +517,12 @@ impl HttpCache {
         }
     }
 
-    /// Invalidates the tags of a [`Plan::Write`] after the handler succeeded. A failure is
-    /// logged (`cache_invalidate_failed`), never returned: the write already happened and the
-    /// entries still expire with their TTL.
+    /// Invalidates the tags of a [`Plan::Write`] after the handler succeeded. One the backend
+    /// does not take in time is queued and replayed (see [`crate::durable`]); any other failure
+    /// is logged (`cache_invalidate_failed`), never returned: the write already happened.
     pub async fn after_write(&self, tags: &[String]) {
         match self.cache.invalidate_tags(tags).await {
-            Ok(_) | Err(CacheError::Disabled) => {}
+            Ok(_) | Err(CacheError::Disabled | CacheError::Queued) => {}
             Err(e) => {
                 tracing::warn!(name: "cache_invalidate_failed", tags = ?tags, error = %e, "invalidation after a write failed");
             }

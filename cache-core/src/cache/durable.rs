@@ -1,0 +1,391 @@
+//! Invalidations that are never lost (see [`crate::durable`] for the guarantee), and recovery in
+//! milliseconds after the backend comes back.
+//!
+//! * **Queue.** An invalidation not delivered within `invalidation_timeout` is queued in order;
+//!   a background task replays the queue as soon as the backend answers. While it is not empty,
+//!   reads first try to deliver it, then withhold every entry it concerns.
+//! * **Prober.** When the breaker opens, a task pings the backend every few milliseconds (each
+//!   ping also drives the reconnection) and closes the breaker, for every caller at once, as soon
+//!   as one answers; then it replays the queue and the outbox.
+//! * **Outbox.** With an [`Outbox`](crate::durable::Outbox), a task delivers its records at the
+//!   first call, every `outbox_poll`, and whenever the backend comes back.
+//!
+//! The tasks hold a weak reference: they end when the last `Cache` handle is dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{Cache, Inner};
+use crate::codec::Header;
+use crate::error::CacheError;
+use crate::key::CacheKey;
+
+/// One queued invalidation.
+#[derive(Debug)]
+struct Op {
+    /// Tag names (as given by the caller).
+    tags: Vec<String>,
+    /// Keys deleted by key.
+    keys: Vec<CacheKey>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    ops: VecDeque<Op>,
+    /// How many queued ops name each tag / key (to withhold entries quickly).
+    tags: HashMap<String, usize>,
+    keys: HashMap<String, usize>,
+}
+
+impl Queue {
+    fn push(&mut self, op: Op) {
+        for t in &op.tags {
+            *self.tags.entry(t.clone()).or_default() += 1;
+        }
+        for k in &op.keys {
+            *self.keys.entry(k.as_str().to_owned()).or_default() += 1;
+        }
+        self.ops.push_back(op);
+    }
+
+    fn pop(&mut self) {
+        let Some(op) = self.ops.pop_front() else {
+            return;
+        };
+        let forget = |map: &mut HashMap<String, usize>, name: &str| {
+            if let Some(n) = map.get_mut(name) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(name);
+                }
+            }
+        };
+        for t in &op.tags {
+            forget(&mut self.tags, t);
+        }
+        for k in &op.keys {
+            forget(&mut self.keys, k.as_str());
+        }
+    }
+}
+
+/// The durability state of one `Cache`.
+#[derive(Debug, Default)]
+pub(crate) struct Durability {
+    queue: Mutex<Queue>,
+    /// Fast check for the read path: something is queued, or the queue overflowed.
+    pending: AtomicBool,
+    /// The queue overflowed: every entry is withheld until the namespace is retired.
+    overflowed: AtomicBool,
+    replaying: tokio::sync::Mutex<()>,
+    replayer: AtomicBool,
+    prober: AtomicBool,
+    outbox: AtomicBool,
+}
+
+impl Durability {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn refresh_flag(&self, q: &Queue) {
+        let pending = !q.ops.is_empty() || self.overflowed.load(Ordering::Acquire);
+        self.pending.store(pending, Ordering::Release);
+    }
+}
+
+impl Cache {
+    fn from_weak(weak: &Weak<Inner>) -> Option<Cache> {
+        weak.upgrade().map(|inner| Cache { inner })
+    }
+
+    /// How many invalidations wait to be delivered (for health and stats).
+    pub fn pending_invalidations(&self) -> usize {
+        self.inner.durable.lock().ops.len()
+    }
+
+    /// Delivers an invalidation of `tags` and `keys`, or queues it. `Ok`: delivered (entries
+    /// deleted). `Err(Queued)`: not delivered in time, queued for replay. Other errors are not
+    /// backend failures and are returned as they are.
+    pub(crate) async fn deliver_or_queue(
+        &self,
+        tags: &[String],
+        keys: &[CacheKey],
+    ) -> Result<u64, CacheError> {
+        // Keep the order: deliver what is already queued first.
+        if self.inner.durable.pending.load(Ordering::Acquire) && !self.flush_pending().await {
+            self.enqueue(tags, keys);
+            return Err(CacheError::Queued);
+        }
+        match self.deliver(tags, keys).await {
+            Ok(n) => Ok(n),
+            Err(e) if e.is_backend_failure() || e.is_oom() => {
+                self.enqueue(tags, keys);
+                warn!(name: "cache_invalidation_queued", tags = ?tags, keys = keys.len(), error = %e, "invalidation not delivered; queued, replayed when the backend answers");
+                Err(CacheError::Queued)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One delivery attempt, within the invalidation deadline.
+    async fn deliver(&self, tags: &[String], keys: &[CacheKey]) -> Result<u64, CacheError> {
+        let tag_ids: Vec<String> = tags.iter().map(|t| self.tag_id(t)).collect();
+        let tag_refs: Vec<&str> = tag_ids.iter().map(String::as_str).collect();
+        let key_ids: Vec<String> = keys.iter().map(|k| self.key_id(k)).collect();
+        let pairs: Vec<(&str, &str)> = keys
+            .iter()
+            .zip(&key_ids)
+            .map(|(k, id)| (k.as_str(), id.as_str()))
+            .collect();
+        self.invalidate_within(
+            crate::backend::Invalidation {
+                tags: &tag_refs,
+                keys: &pairs,
+                bump: &[],
+                retention: self.inner.settings.tag_version_retention,
+            },
+            self.inner.settings.invalidation_timeout,
+        )
+        .await
+    }
+
+    fn enqueue(&self, tags: &[String], keys: &[CacheKey]) {
+        let d = &self.inner.durable;
+        {
+            let mut q = d.lock();
+            if q.ops.len() >= self.inner.settings.invalidation_queue {
+                if !d.overflowed.swap(true, Ordering::AcqRel) {
+                    warn!(name: "cache_invalidation_queue_overflow", capacity = self.inner.settings.invalidation_queue, "invalidation queue full; every entry of the namespace will be retired when the backend answers");
+                }
+                *q = Queue::default();
+            } else {
+                q.push(Op {
+                    tags: tags.to_vec(),
+                    keys: keys.to_vec(),
+                });
+            }
+            d.refresh_flag(&q);
+        }
+        self.spawn_replayer();
+    }
+
+    /// Tries to deliver the whole queue (one replay at a time); `true` when nothing is pending
+    /// any more.
+    pub(crate) async fn flush_pending(&self) -> bool {
+        let d = &self.inner.durable;
+        if !d.pending.load(Ordering::Acquire) {
+            return true;
+        }
+        let Ok(_turn) =
+            tokio::time::timeout(self.inner.settings.invalidation_timeout, d.replaying.lock())
+                .await
+        else {
+            return false;
+        };
+        loop {
+            let next = {
+                let q = d.lock();
+                q.ops.front().map(|op| (op.tags.clone(), op.keys.clone()))
+            };
+            let Some((tags, keys)) = next else { break };
+            match self.deliver(&tags, &keys).await {
+                Ok(_) => {
+                    let mut q = d.lock();
+                    q.pop();
+                    d.refresh_flag(&q);
+                }
+                Err(_) => return false,
+            }
+        }
+        if d.overflowed.load(Ordering::Acquire) {
+            match self.clear().await {
+                Ok(n) => {
+                    info!(name: "cache_invalidation_queue_recovered", deleted = n, "namespace retired after the invalidation queue overflowed");
+                    d.overflowed.store(false, Ordering::Release);
+                }
+                Err(_) => return false,
+            }
+        }
+        let q = d.lock();
+        d.refresh_flag(&q);
+        let empty = q.ops.is_empty();
+        if empty {
+            info!(name: "cache_invalidations_replayed", "queued invalidations delivered");
+        }
+        empty
+    }
+
+    /// Whether this instance must not serve the entry `key` (with its envelope): an invalidation
+    /// concerning it is still queued. Call after [`flush_pending`](Self::flush_pending).
+    pub(crate) fn withheld(&self, key: &CacheKey, bytes: &[u8], header: &Header) -> bool {
+        let d = &self.inner.durable;
+        if !d.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        if d.overflowed.load(Ordering::Acquire) {
+            return true;
+        }
+        let q = d.lock();
+        if q.keys.contains_key(key.as_str()) {
+            return true;
+        }
+        if q.tags.is_empty() {
+            return false;
+        }
+        crate::codec::Envelope::with_header(bytes, *header)
+            .tags()
+            .any(|t| q.tags.contains_key(t))
+    }
+
+    /// Before a read: if invalidations are queued, deliver them first (bounded by the
+    /// invalidation deadline).
+    pub(crate) async fn before_read(&self) {
+        if self.inner.durable.pending.load(Ordering::Acquire) {
+            self.flush_pending().await;
+        }
+    }
+
+    fn spawn_replayer(&self) {
+        let d = &self.inner.durable;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if d.replayer.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        handle.spawn(async move {
+            let mut pause = Duration::from_millis(5);
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                let Some(cache) = Cache::from_weak(&weak) else {
+                    return;
+                };
+                if cache.flush_pending().await {
+                    cache.inner.durable.replayer.store(false, Ordering::Release);
+                    // Something may have been queued between the flush and the flag.
+                    if cache.inner.durable.pending.load(Ordering::Acquire) {
+                        cache.spawn_replayer();
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// When the breaker opened: ping the backend every few milliseconds until it answers, then
+    /// close the breaker for everyone and deliver what waits.
+    pub(crate) fn spawn_prober(&self) {
+        let d = &self.inner.durable;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if d.prober.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        handle.spawn(async move {
+            let mut pause = Duration::from_millis(2);
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+                let Some(cache) = Cache::from_weak(&weak) else {
+                    return;
+                };
+                if cache.inner.breaker.state() == crate::BreakerState::Closed {
+                    break;
+                }
+                let deadline = cache.deadline();
+                let answered = matches!(
+                    tokio::time::timeout(deadline, cache.inner.backend.ping()).await,
+                    Ok(Ok(()))
+                );
+                if answered {
+                    cache.backend_answered();
+                    cache.inner.durable.prober.store(false, Ordering::Release);
+                    if cache.inner.durable.pending.load(Ordering::Acquire) {
+                        cache.spawn_replayer();
+                    }
+                    cache.kick_outbox();
+                    return;
+                }
+            }
+            if let Some(cache) = Cache::from_weak(&weak) {
+                cache.inner.durable.prober.store(false, Ordering::Release);
+            }
+        });
+    }
+
+    /// Starts the outbox task (once), if an outbox is configured.
+    pub(crate) fn start_outbox(&self) {
+        if self.inner.settings.outbox.is_none() {
+            return;
+        }
+        let d = &self.inner.durable;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if d.outbox.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let notify = Arc::clone(&self.inner.outbox_kick);
+        handle.spawn(async move {
+            loop {
+                let Some(cache) = Cache::from_weak(&weak) else {
+                    return;
+                };
+                let every = cache.inner.settings.outbox_poll;
+                cache.deliver_outbox().await;
+                drop(cache);
+                let _ = tokio::time::timeout(every, notify.notified()).await;
+            }
+        });
+    }
+
+    fn kick_outbox(&self) {
+        self.inner.outbox_kick.notify_one();
+    }
+
+    /// Delivers the outbox's undelivered records, oldest first, until one fails.
+    async fn deliver_outbox(&self) {
+        let Some(outbox) = self.inner.settings.outbox.clone() else {
+            return;
+        };
+        loop {
+            let batch = match outbox.undelivered(256).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    warn!(name: "cache_outbox_error", error = %e, "could not read the invalidation outbox");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let mut done = Vec::with_capacity(batch.len());
+            for entry in &batch {
+                match self.deliver(&entry.tags, &[]).await {
+                    Ok(_) => done.push(entry.id),
+                    Err(_) => break,
+                }
+            }
+            if !done.is_empty() {
+                if let Err(e) = outbox.delivered(&done).await {
+                    warn!(name: "cache_outbox_error", error = %e, "could not mark outbox records delivered");
+                    return;
+                }
+                info!(name: "cache_outbox_delivered", records = done.len(), "outbox invalidations delivered");
+            }
+            if done.len() < batch.len() {
+                return; // the backend failed: the next poll or reconnection tries again
+            }
+        }
+    }
+}
