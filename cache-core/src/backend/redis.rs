@@ -1,6 +1,7 @@
 //! The Redis backend.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -55,11 +56,10 @@ end
 return out
 ";
 
-/// Bumps versions and deletes entries, atomically.
-/// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`.
-/// `KEYS` = per tag (version key, index key), per key (entry key, version key), then the `nb`
-/// version keys to bump.
-const INVALIDATE_SCRIPT: &str = r"
+/// The body of the invalidation script (a macro, so that both variants share one literal).
+macro_rules! invalidate_body {
+    () => {
+        r"
 local ret = ARGV[1]
 local nt, nk, nb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local total = 0
@@ -86,7 +86,22 @@ for _ = 1, nb do
   i = i + 1
 end
 return total
-";
+"
+    };
+}
+
+/// Bumps versions and deletes entries, atomically.
+/// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`.
+/// `KEYS` = per tag (version key, index key), per key (entry key, version key), then the `nb`
+/// version keys to bump.
+///
+/// Declared `allow-oom` (Redis 7 script flags): an invalidation must succeed on a full Redis
+/// (`maxmemory` with `noeviction`), where it frees memory; the few bytes of a version bump are
+/// allowed past the limit. Redis 6 does not know flags: [`INVALIDATE_LEGACY`] is used there.
+const INVALIDATE_SCRIPT: &str = concat!("#!lua flags=allow-oom\n", invalidate_body!());
+
+/// The invalidation script without flags, for servers older than Redis 7.
+const INVALIDATE_LEGACY_SCRIPT: &str = invalidate_body!();
 
 const UNLOCK_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -97,6 +112,8 @@ return 0
 
 static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_SCRIPT));
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SCRIPT));
+static INVALIDATE_LEGACY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(INVALIDATE_LEGACY_SCRIPT));
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK_SCRIPT));
 
 /// Connection settings for [`RedisBackend`].
@@ -134,6 +151,8 @@ pub struct RedisBackend {
     /// building a backend never needs a runtime and never blocks.
     conn: OnceLock<ConnectionManager>,
     url_redacted: String,
+    /// The server rejected script flags (older than Redis 7): use the legacy scripts.
+    legacy_scripts: AtomicBool,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -162,6 +181,7 @@ impl RedisBackend {
             config,
             conn: OnceLock::new(),
             url_redacted: redact_url(url),
+            legacy_scripts: AtomicBool::new(false),
         })
     }
 
@@ -289,7 +309,13 @@ impl Backend for RedisBackend {
         if inv.tags.is_empty() && inv.keys.is_empty() && inv.bump.is_empty() {
             return Ok(0);
         }
-        let mut call = INVALIDATE.prepare_invoke();
+        let legacy = self.legacy_scripts.load(Ordering::Relaxed);
+        let script: &Script = if legacy {
+            &INVALIDATE_LEGACY
+        } else {
+            &INVALIDATE
+        };
+        let mut call = script.prepare_invoke();
         for tag in inv.tags {
             call.key(version_key(tag)).key(index_key(tag));
         }
@@ -304,7 +330,15 @@ impl Backend for RedisBackend {
             .arg(inv.keys.len())
             .arg(inv.bump.len());
         let mut conn = self.conn()?;
-        Ok(call.invoke_async(&mut conn).await?)
+        match call.invoke_async(&mut conn).await {
+            Ok(n) => Ok(n),
+            // Redis 6 and older reject the `#!lua` flags line: fall back for good.
+            Err(e) if !legacy && rejects_script_flags(&e) => {
+                self.legacy_scripts.store(true, Ordering::Relaxed);
+                Box::pin(self.invalidate(inv)).await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {
@@ -388,6 +422,12 @@ impl Backend for RedisBackend {
             version: field("redis_version").unwrap_or_default().to_owned(),
         })
     }
+}
+
+/// Whether a script error says the server does not understand script flags (Redis before 7).
+fn rejects_script_flags(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("shebang") || text.contains("Error compiling script")
 }
 
 /// Milliseconds for `PX`, at least 1 (Redis rejects 0).

@@ -89,6 +89,8 @@ struct Inner {
     durable: durable::Durability,
     /// Wakes the outbox task early (the backend came back).
     outbox_kick: Arc<tokio::sync::Notify>,
+    /// Stores fail because Redis is full: logged once per episode.
+    oom: AtomicBool,
 }
 
 /// Overall health, as reported by [`Cache::health`].
@@ -190,6 +192,7 @@ impl Cache {
                 epoch: AtomicU64::new(0),
                 durable: durable::Durability::default(),
                 outbox_kick: Arc::new(tokio::sync::Notify::new()),
+                oom: AtomicBool::new(false),
             }),
         }
     }

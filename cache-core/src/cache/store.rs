@@ -8,6 +8,7 @@
 //! being unchanged, atomically on the backend. So a value loaded before an invalidation is never
 //! stored after the invalidation returned, whichever kind of invalidation it was.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -166,6 +167,9 @@ impl Cache {
                     inc(&c.sets);
                     add(&c.bytes_written, bytes.len() as u64);
                 });
+                if self.inner.oom.swap(false, Ordering::Relaxed) {
+                    info!(name: "cache_store_recovered", "the backend stores values again");
+                }
                 debug!(name: "cache_miss_stored", key = key.as_str(), size = bytes.len(), ttl_ms = duration_ms(header.ttl()), "value stored");
                 Ok(true)
             }
@@ -178,7 +182,12 @@ impl Cache {
             }
             Err(e) => {
                 self.inner.stats.record(key.resource(), |c| inc(&c.errors));
-                warn!(name: "cache_store_error", key = key.as_str(), error = %e, "could not store value");
+                if !e.is_oom() {
+                    warn!(name: "cache_store_error", key = key.as_str(), error = %e, "could not store value");
+                } else if !self.inner.oom.swap(true, Ordering::Relaxed) {
+                    // Once per episode, not per request: every store fails until memory frees.
+                    warn!(name: "cache_store_oom", key = key.as_str(), error = %e, "Redis is full (maxmemory, noeviction): values are not stored until memory frees; reads and invalidations go on");
+                }
                 Err(e)
             }
         }
