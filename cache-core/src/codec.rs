@@ -24,7 +24,7 @@
 //! payloads larger than the threshold are LZ4-compressed (flag bit 2). The ETag is always computed
 //! over the uncompressed payload, so it does not depend on the setting.
 //!
-//! # Envelope format (version 1)
+//! # Envelope format (version 2)
 //! All integers are little-endian.
 //!
 //! | offset | size | field |
@@ -41,6 +41,7 @@
 //! | 40 | 8 | ETag: XXH3-64 (seed 0) of the uncompressed payload |
 //! | 48 | 1 + n | content type: length byte, then UTF-8 |
 //! | … | 2 + … | tags: count (u16), then per tag a u16 length and UTF-8 bytes |
+//! | … | 2 + 8 n | versions (version 2 only): count `n` (u16), then `n` u64: the namespace generation and each tag's version read before the value was loaded (empty when the store was not guarded) |
 //! | … | rest | payload (LZ4 blocks carry a u32 uncompressed-size prefix) |
 //!
 //! ```
@@ -61,7 +62,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::error::CacheError;
 
 const MAGIC: u8 = 0xCA;
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+/// The previous format (no versions section): still read, never written.
+const FORMAT_VERSION_1: u8 = 1;
 const FIXED_HEADER: usize = 48;
 const FLAG_LZ4: u8 = 0b100;
 const CODEC_MASK: u8 = 0b11;
@@ -171,6 +174,9 @@ pub struct EnvelopeMeta<'a> {
     pub recompute: Duration,
     /// Tags the entry carries.
     pub tags: &'a [String],
+    /// The versions the value was loaded under: the namespace generation, then one per tag in
+    /// the order of `tags` (empty: not recorded). Checked on hits when Redis may evict keys.
+    pub versions: &'a [u64],
     /// Compress payloads larger than this many bytes (needs the `compression` feature).
     pub compress_above: Option<usize>,
 }
@@ -203,6 +209,16 @@ fn write_header(
         let tag = truncate_utf8(tag, u16::MAX as usize);
         buf.extend_from_slice(&(tag.len() as u16).to_le_bytes());
         buf.extend_from_slice(tag.as_bytes());
+    }
+    // The versions are recorded only when they match the tags (generation + one per tag).
+    let versions = if meta.versions.len() == count + 1 {
+        meta.versions
+    } else {
+        &[]
+    };
+    buf.extend_from_slice(&(versions.len() as u16).to_le_bytes());
+    for v in versions {
+        buf.extend_from_slice(&v.to_le_bytes());
     }
     buf.len()
 }
@@ -251,6 +267,8 @@ pub(crate) struct Header {
     content_type: (usize, usize),
     tags: (usize, usize),
     tag_count: u16,
+    /// Offset and count of the recorded versions (count 0: none).
+    versions: (usize, u16),
     payload: usize,
 }
 
@@ -267,7 +285,8 @@ impl Header {
         if bytes.len() < FIXED_HEADER + 3 || bytes[0] != MAGIC {
             return Err(bad("missing magic byte"));
         }
-        if bytes[1] != FORMAT_VERSION {
+        let format = bytes[1];
+        if format != FORMAT_VERSION && format != FORMAT_VERSION_1 {
             return Err(bad("unknown format version"));
         }
         let mut at = FIXED_HEADER;
@@ -288,6 +307,20 @@ impl Header {
         if at > bytes.len() {
             return Err(bad("truncated tags"));
         }
+        let tags_end = at;
+        let mut versions = (at, 0u16);
+        if format == FORMAT_VERSION {
+            let n = bytes
+                .get(at..at + 2)
+                .ok_or_else(|| bad("truncated versions"))?;
+            let n = u16::from_le_bytes([n[0], n[1]]);
+            at += 2;
+            versions = (at, n);
+            at += 8 * usize::from(n);
+            if at > bytes.len() {
+                return Err(bad("truncated versions"));
+            }
+        }
         let mut recompute = [0u8; 4];
         recompute.copy_from_slice(&bytes[36..40]);
         Ok(Header {
@@ -299,8 +332,9 @@ impl Header {
             recompute_ms: u32::from_le_bytes(recompute),
             etag: read_u64(bytes, 40),
             content_type,
-            tags: (tags_start, at),
+            tags: (tags_start, tags_end),
             tag_count,
+            versions,
             payload: at,
         })
     }
@@ -308,6 +342,13 @@ impl Header {
     /// Creation time, Unix milliseconds: with the key, identifies one stored value.
     pub(crate) fn created_at_ms(&self) -> u64 {
         self.created_at_ms
+    }
+
+    /// The recorded versions (the generation, then one per tag): `None` when not recorded.
+    pub(crate) fn versions<'b>(&self, bytes: &'b [u8]) -> Option<impl Iterator<Item = u64> + 'b> {
+        let (at, n) = self.versions;
+        (n > 0 && usize::from(n) == usize::from(self.tag_count) + 1)
+            .then(|| (0..usize::from(n)).map(move |i| read_u64(bytes, at + 8 * i)))
     }
 
     /// Offset of the payload in the envelope bytes.
@@ -559,8 +600,33 @@ mod tests {
             stale_if_error: Duration::from_secs(7),
             recompute: Duration::from_millis(12),
             tags,
+            versions: &[],
             compress_above: None,
         }
+    }
+
+    #[test]
+    fn recorded_versions_round_trip_and_version_1_entries_still_parse() {
+        let tags = vec!["trig:1".to_string(), "trigs:list".to_string()];
+        let mut m = meta(&tags);
+        let versions = [7, 8, 9];
+        m.versions = &versions;
+        let bytes = Codec::Json.encode_envelope(&1u32, &m).unwrap();
+        let h = Header::parse(&bytes).unwrap();
+        assert_eq!(h.versions(&bytes).unwrap().collect::<Vec<_>>(), versions);
+        assert_eq!(Envelope::parse(&bytes).unwrap().decode::<u32>().unwrap(), 1);
+        // Versions that do not match the tags (generation + one per tag) are not recorded.
+        m.versions = &versions[..2];
+        let bytes = Codec::Json.encode_envelope(&1u32, &m).unwrap();
+        assert!(Header::parse(&bytes).unwrap().versions(&bytes).is_none());
+        // A version 1 entry (no versions section) is still read.
+        let mut v1 = Codec::Json.encode_envelope(&1u32, &meta(&tags)).unwrap();
+        let at = v1.len() - 1 - 2; // the empty versions count sits before the 1-byte payload
+        v1.drain(at..at + 2);
+        v1[1] = FORMAT_VERSION_1;
+        let env = Envelope::parse(&v1).unwrap();
+        assert_eq!(env.tags().collect::<Vec<_>>(), ["trig:1", "trigs:list"]);
+        assert_eq!(env.decode::<u32>().unwrap(), 1);
     }
 
     #[test]

@@ -70,6 +70,11 @@ const COUNTERS: &[(&str, &str, Field)] = &[
         "Fills not stored because a tag was invalidated while they loaded.",
         |c| c.rejected_fills,
     ),
+    (
+        "cache_rejected_hits_total",
+        "Entries found but not served (queued invalidation, or versions changed under eviction).",
+        |c| c.rejected_hits,
+    ),
     ("cache_loads_total", "Loader runs.", |c| c.loads),
     (
         "cache_bytes_read_total",
@@ -99,7 +104,8 @@ struct Inner {
 /// At render time the engine counters of [`Cache::stats`] are exported as counters with a
 /// `resource` label (`cache_hits_total`, `cache_misses_total`, `cache_stale_total`,
 /// `cache_bypasses_total`, `cache_sets_total`, `cache_deletes_total`, `cache_errors_total`,
-/// `cache_skips_total`, `cache_rejected_fills_total`, `cache_loads_total`,
+/// `cache_skips_total`, `cache_rejected_fills_total`, `cache_rejected_hits_total`,
+/// `cache_loads_total`,
 /// `cache_bytes_read_total`, `cache_bytes_written_total`; a part counted in total only, such as
 /// deletes by pattern, has `resource="_other"`), plus `cache_invalidations_total` without
 /// labels. The exported counters only increase, as Prometheus expects: each render adds what

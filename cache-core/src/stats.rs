@@ -21,6 +21,7 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     pub(crate) skips: AtomicU64,
     pub(crate) rejected_fills: AtomicU64,
+    pub(crate) rejected_hits: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) bytes_read: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
@@ -50,6 +51,9 @@ pub struct CounterValues {
     pub skips: u64,
     /// Fills not stored because a tag they carry was invalidated while they loaded.
     pub rejected_fills: u64,
+    /// Entries found but not served: an invalidation concerning them is queued, or (when Redis
+    /// may evict keys) their versions changed since they were stored.
+    pub rejected_hits: u64,
     /// Loader runs.
     pub loads: u64,
     /// Bytes read from the backend on hits.
@@ -85,6 +89,7 @@ impl Counters {
             errors: l(&self.errors),
             skips: l(&self.skips),
             rejected_fills: l(&self.rejected_fills),
+            rejected_hits: l(&self.rejected_hits),
             loads: l(&self.loads),
             bytes_read: l(&self.bytes_read),
             bytes_written: l(&self.bytes_written),
@@ -103,6 +108,7 @@ impl Counters {
             &self.errors,
             &self.skips,
             &self.rejected_fills,
+            &self.rejected_hits,
             &self.loads,
             &self.bytes_read,
             &self.bytes_written,

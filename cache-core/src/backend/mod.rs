@@ -116,6 +116,41 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// trip.
     async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError>;
 
+    /// Like [`versions`](Self::versions), and creates each id marked in `create` that has no
+    /// version yet with a fresh value (unique to that creation) kept for `retention`, in one
+    /// atomic step. Used when the backend may evict keys: a version that exists when a value is
+    /// loaded and stored can then only change or vanish, never come back to the value it had
+    /// (see [`may_evict`](Self::may_evict)). The default reads without creating (a backend that
+    /// never evicts its bookkeeping needs no more).
+    async fn versions_or_create(
+        &self,
+        ids: &[&str],
+        create: &[bool],
+        retention: Duration,
+    ) -> Result<Vec<u64>, CacheError> {
+        let _ = (create, retention);
+        self.versions(ids).await
+    }
+
+    /// Reads an entry and the current versions of `ids` in one round trip (the default makes
+    /// two calls).
+    async fn get_checked(
+        &self,
+        key: &str,
+        ids: &[&str],
+    ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
+        let value = self.get(key).await?;
+        Ok((value, self.versions(ids).await?))
+    }
+
+    /// Whether the backend may evict keys of its own accord (Redis with `maxmemory` and a policy
+    /// other than `noeviction`): then a tag index or a version may vanish while its entries
+    /// stay, and every hit is checked against the versions it was stored with. The default:
+    /// `false`.
+    async fn may_evict(&self) -> Result<bool, CacheError> {
+        Ok(false)
+    }
+
     /// Stores entries in one round trip. Returns, per entry, whether it was stored (`false`:
     /// its guard saw a changed version).
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError>;

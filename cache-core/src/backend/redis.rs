@@ -103,6 +103,23 @@ const INVALIDATE_SCRIPT: &str = concat!("#!lua flags=allow-oom\n", invalidate_bo
 /// The invalidation script without flags, for servers older than Redis 7.
 const INVALIDATE_LEGACY_SCRIPT: &str = invalidate_body!();
 
+/// Reads versions and creates the missing ones marked in `ARGV[i + 1]` (`1`) with a fresh value:
+/// the server time in microseconds (never reused by a later creation). `ARGV[1]` = retention ms.
+const VERSIONS_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local fresh = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if not v and ARGV[i + 1] == '1' then
+    redis.call('SET', KEYS[i], fresh, 'PX', ARGV[1])
+    v = fresh
+  end
+  out[i] = tonumber(v) or 0
+end
+return out
+";
+
 const UNLOCK_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -115,6 +132,7 @@ static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SC
 static INVALIDATE_LEGACY: LazyLock<Script> =
     LazyLock::new(|| Script::new(INVALIDATE_LEGACY_SCRIPT));
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK_SCRIPT));
+static VERSIONS: LazyLock<Script> = LazyLock::new(|| Script::new(VERSIONS_SCRIPT));
 
 /// Connection settings for [`RedisBackend`].
 #[derive(Debug, Clone)]
@@ -259,6 +277,76 @@ impl Backend for RedisBackend {
             .into_iter()
             .map(Option::unwrap_or_default)
             .collect())
+    }
+
+    async fn versions_or_create(
+        &self,
+        ids: &[&str],
+        create: &[bool],
+        retention: Duration,
+    ) -> Result<Vec<u64>, CacheError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = VERSIONS.prepare_invoke();
+        for id in ids {
+            inv.key(version_key(id));
+        }
+        inv.arg(ttl_ms(retention));
+        for i in 0..ids.len() {
+            inv.arg(if create.get(i).copied().unwrap_or(false) {
+                "1"
+            } else {
+                "0"
+            });
+        }
+        let mut conn = self.conn()?;
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    async fn get_checked(
+        &self,
+        key: &str,
+        ids: &[&str],
+    ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
+        let mut conn = self.conn()?;
+        if ids.is_empty() {
+            let value = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+            return Ok((value, Vec::new()));
+        }
+        let keys: Vec<String> = ids.iter().map(|t| version_key(t)).collect();
+        let (value, versions): (Option<Bytes>, Vec<Option<u64>>) = redis::pipe()
+            .cmd("GET")
+            .arg(key)
+            .cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await?;
+        Ok((
+            value,
+            versions
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
+        ))
+    }
+
+    async fn may_evict(&self) -> Result<bool, CacheError> {
+        let mut conn = self.conn()?;
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await?;
+        let field = |name: &str| {
+            info.lines().find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .map(str::trim)
+            })
+        };
+        let limited = field("maxmemory").is_some_and(|v| v != "0");
+        let evicting = field("maxmemory_policy").is_some_and(|p| p != "noeviction");
+        Ok(limited && evicting)
     }
 
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {

@@ -30,11 +30,21 @@ impl Cache {
             .call(self.deadline(), || backend.get(key.as_str()))
             .await
         {
-            Ok(Some(bytes)) => Ok(Header::parse(&bytes)
-                .ok()
-                .filter(|h| h.freshness(now_ms()).0 == Freshness::Fresh)
-                .filter(|h| !self.withheld(key, &bytes, h))
-                .map(|h| (bytes, h))),
+            Ok(Some(bytes)) => {
+                let found = Header::parse(&bytes)
+                    .ok()
+                    .filter(|h| h.freshness(now_ms()).0 == Freshness::Fresh)
+                    .filter(|h| !self.withheld(key, &bytes, h));
+                match found {
+                    Some(h)
+                        if self.verifying().await && !self.verify_entry(key, &bytes, &h).await =>
+                    {
+                        Ok(None)
+                    }
+                    Some(h) => Ok(Some((bytes, h))),
+                    None => Ok(None),
+                }
+            }
             Ok(None) => Ok(None),
             Err(_) => Err(()),
         }

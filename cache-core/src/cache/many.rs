@@ -93,7 +93,7 @@ impl Cache {
             }
         }
         let versions = if self.is_enabled() {
-            self.read_versions(&all, &keys[missing[0]]).await
+            self.snapshot_versions(&all, &keys[missing[0]]).await
         } else {
             None
         };
@@ -114,7 +114,13 @@ impl Cache {
             let codec = self.inner.settings.codec;
             let mut encoded: Vec<EncodedFragment<'_>> = Vec::new();
             for ((&i, value), ids) in missing.iter().zip(&loaded).zip(&fills) {
-                let meta = self.envelope_meta(&fragments[i].policy, recompute);
+                let expected: Vec<u64> = ids
+                    .all()
+                    .iter()
+                    .map(|id| all.iter().position(|x| x == id).map_or(0, |p| versions[p]))
+                    .collect();
+                let recorded = Cache::recorded_versions(Some(&expected));
+                let meta = self.envelope_meta(&fragments[i].policy, recompute, &recorded);
                 let Ok(bytes) = codec.encode_envelope(value, &meta) else {
                     continue;
                 };
@@ -124,11 +130,6 @@ impl Cache {
                 let Ok(header) = Header::parse(&bytes) else {
                     continue;
                 };
-                let expected: Vec<u64> = ids
-                    .all()
-                    .iter()
-                    .map(|id| all.iter().position(|x| x == id).map_or(0, |p| versions[p]))
-                    .collect();
                 encoded.push((i, ids, bytes, expected, header));
             }
             let puts: Vec<Put<'_>> = encoded
@@ -187,7 +188,17 @@ impl Cache {
         let refs: Vec<&str> = keys.iter().map(CacheKey::as_str).collect();
         let backend = &self.inner.backend;
         match self.call(self.deadline(), || backend.get_many(&refs)).await {
-            Ok(found) if found.len() == keys.len() => found,
+            Ok(mut found) if found.len() == keys.len() => {
+                if self.verifying().await {
+                    let valid = self.verify_many(keys, &found).await;
+                    for (slot, ok) in found.iter_mut().zip(valid) {
+                        if !ok {
+                            *slot = None;
+                        }
+                    }
+                }
+                found
+            }
             Ok(_) => vec![None; keys.len()],
             Err(e) => {
                 self.record_error(keys[0].resource(), "get_many", keys[0].as_str(), &e);

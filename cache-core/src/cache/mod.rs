@@ -10,7 +10,7 @@
 //! | `ops.rs` | explicit operations: `set`, deletes, invalidation, pattern deletes, stats |
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ mod many;
 mod ops;
 pub(crate) mod read;
 mod store;
+mod verify;
 
 pub(crate) use read::Inline;
 #[cfg(feature = "http")]
@@ -91,6 +92,10 @@ struct Inner {
     outbox_kick: Arc<tokio::sync::Notify>,
     /// Stores fail because Redis is full: logged once per episode.
     oom: AtomicBool,
+    /// Whether hits are verified because the backend may evict keys (see `verify.rs`), and
+    /// when that was last read.
+    verify: AtomicU8,
+    verify_checked_ms: AtomicU64,
 }
 
 /// Overall health, as reported by [`Cache::health`].
@@ -193,6 +198,8 @@ impl Cache {
                 durable: durable::Durability::default(),
                 outbox_kick: Arc::new(tokio::sync::Notify::new()),
                 oom: AtomicBool::new(false),
+                verify: AtomicU8::new(0),
+                verify_checked_ms: AtomicU64::new(0),
             }),
         }
     }

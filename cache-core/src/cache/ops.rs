@@ -41,7 +41,14 @@ impl Cache {
             return Err(CacheError::Disabled);
         }
         let policy = policy.into();
-        let meta = self.envelope_meta(&policy, Duration::ZERO);
+        // Under eviction an entry records the versions it was stored under (see `verify.rs`).
+        let recorded = if self.verifying().await {
+            let ids = self.lookup_ids(&policy);
+            self.snapshot_versions(&ids, key).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let meta = self.envelope_meta(&policy, Duration::ZERO, &recorded);
         let bytes = self.inner.settings.codec.encode_envelope(value, &meta)?;
         let tags: Vec<String> = policy.tags.iter().map(|t| self.tag_id(t)).collect();
         self.store(key, &bytes, &tags, None).await.map(|_| ())

@@ -537,7 +537,9 @@ impl Cache {
             .await
             .ok()??;
         let header = Header::parse(&bytes).ok()?;
-        if self.withheld(key, &bytes, &header) {
+        if self.withheld(key, &bytes, &header)
+            || (self.verifying().await && !self.verify_entry(key, &bytes, &header).await)
+        {
             return None;
         }
         let replaced = header.created_at_ms() != seen.created_at_ms()
@@ -549,12 +551,20 @@ impl Cache {
     async fn lookup(&self, key: &CacheKey, policy: &Policy) -> Lookup {
         self.before_read().await;
         let backend = &self.inner.backend;
-        let bytes = match self
-            .call(self.deadline(), || backend.get(key.as_str()))
+        // Under eviction, the entry and the versions of its tags in one round trip.
+        let verify = self.verifying().await;
+        let ids = if verify {
+            self.lookup_ids(policy)
+        } else {
+            Vec::new()
+        };
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (bytes, current) = match self
+            .call(self.deadline(), || backend.get_checked(key.as_str(), &refs))
             .await
         {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Lookup::Miss { fallback: None },
+            Ok((Some(bytes), current)) => (bytes, current),
+            Ok((None, _)) => return Lookup::Miss { fallback: None },
             Err(e) => {
                 self.record_error(key.resource(), "get", key.as_str(), &e);
                 return Lookup::Unavailable;
@@ -570,6 +580,18 @@ impl Cache {
         if self.withheld(key, &bytes, &header) {
             // An invalidation of this entry is still queued: not served, not even as a fallback.
             return Lookup::Miss { fallback: None };
+        }
+        if verify {
+            let valid = match Cache::matches_recorded(&bytes, &header, &policy.tags, &current) {
+                Some(valid) => valid,
+                None => self.verify_entry(key, &bytes, &header).await,
+            };
+            if !valid {
+                self.inner
+                    .stats
+                    .record(key.resource(), |c| inc(&c.rejected_hits));
+                return Lookup::Miss { fallback: None };
+            }
         }
         let (freshness, age) = header.freshness(now_ms());
         match freshness {
@@ -623,7 +645,7 @@ impl Cache {
         // 1. Versions before the loader reads anything.
         let epoch = self.epoch();
         let ids = self.fill_ids(key, policy);
-        let before = self.read_versions(ids.all(), key).await;
+        let before = self.snapshot_versions(ids.all(), key).await;
         // 2. Cross-instance lease. A bypass refreshes now: it must not be answered by the value
         // it bypasses.
         let lease = if policy.lease && before.is_some() && !policy.bypass {
@@ -657,7 +679,11 @@ impl Cache {
         let recompute = started.elapsed();
         // 4. Encode, store guarded, hand the value to the followers if it is still fresh.
         let mut fetched = Fetched::new(value, CacheStatus::Miss);
-        match fmt.encode(&fetched.value, &self.envelope_meta(policy, recompute)) {
+        let recorded = Cache::recorded_versions(before.as_deref());
+        match fmt.encode(
+            &fetched.value,
+            &self.envelope_meta(policy, recompute, &recorded),
+        ) {
             Ok(bytes) => {
                 let bytes = Bytes::from(bytes);
                 if let Ok(header) = Header::parse(&bytes) {
@@ -691,12 +717,13 @@ impl Cache {
     pub(crate) async fn peek<Fm: Format>(
         &self,
         key: &CacheKey,
+        policy: &Policy,
         fmt: &Fm,
     ) -> Result<Option<Fetched<Fm::Value>>, CacheStatus> {
         if !self.is_enabled() {
             return Err(CacheStatus::Skip);
         }
-        match self.lookup(key, &Policy::new()).await {
+        match self.lookup(key, policy).await {
             Lookup::Serve {
                 bytes,
                 header,
@@ -743,7 +770,9 @@ impl Cache {
                 return None;
             }
         };
-        if self.withheld(key, &bytes, &header) {
+        if self.withheld(key, &bytes, &header)
+            || (self.verifying().await && !self.verify_entry(key, &bytes, &header).await)
+        {
             return None;
         }
         let status = match header.freshness(now_ms()).0 {

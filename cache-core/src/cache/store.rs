@@ -101,11 +101,13 @@ impl Cache {
         leader.land(if unchanged { landing } else { Landing::Retry });
     }
 
-    /// The envelope metadata for `policy`: TTL (with jitter), windows and tags.
+    /// The envelope metadata for `policy`: TTL (with jitter), windows, tags, and the versions the
+    /// value was loaded under (see [`Cache::recorded_versions`]).
     pub(crate) fn envelope_meta<'p>(
         &self,
         policy: &'p Policy,
         recompute: Duration,
+        versions: &'p [u64],
     ) -> EnvelopeMeta<'p> {
         let s = &self.inner.settings;
         let mut ttl = policy.ttl.unwrap_or(s.default_ttl);
@@ -119,6 +121,7 @@ impl Cache {
             stale_if_error: policy.stale_if_error,
             recompute,
             tags: &policy.tags,
+            versions,
             compress_above: s.compress_above,
         }
     }

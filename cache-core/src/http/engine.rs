@@ -689,7 +689,7 @@ impl Lookup {
         let label = if self.policy.bypass {
             CacheStatus::Bypass
         } else {
-            match http.cache.peek(&self.key, &fmt).await {
+            match http.cache.peek(&self.key, &self.policy, &fmt).await {
                 Ok(Some(fetched)) => return Answer::Cached(self.respond(http, fetched)),
                 Ok(None) => CacheStatus::Miss,
                 Err(status) => status,
