@@ -156,9 +156,10 @@ impl CacheBuilder {
         if let Some(url) = lookup("REDIS_URL").filter(|v| !v.trim().is_empty()) {
             let url = url.trim().to_owned();
             if redis::parse_redis_url(&url).is_none() {
+                // The value is echoed redacted: a password never reaches an error or a log.
                 return Err(invalid(
                     "REDIS_URL",
-                    &url,
+                    &crate::backend::redact_url(&url),
                     "a URL like redis://127.0.0.1:6379 or redis://user:password@host:6379/0",
                 ));
             }
@@ -444,7 +445,13 @@ impl CacheBuilder {
             BackendChoice::Memory { max_bytes } => Arc::new(MemoryBackend::new(max_bytes)),
             BackendChoice::Redis { url } => {
                 Arc::new(RedisBackend::new(&url, &self.redis).map_err(|e| {
-                    option("redis_url", format!("{e} (expected redis://host:port)"))
+                    option(
+                        "redis_url",
+                        format!(
+                            "{} (expected redis://host:port): {e}",
+                            crate::backend::redact_url(&url)
+                        ),
+                    )
                 })?)
             }
             BackendChoice::Custom(b) => b,

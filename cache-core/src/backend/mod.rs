@@ -37,6 +37,7 @@ mod memory;
 mod redis;
 
 pub use self::memory::MemoryBackend;
+pub(crate) use self::redis::redact_url;
 pub use self::redis::{RedisBackend, RedisOptions};
 
 /// One entry to store.

@@ -1,0 +1,262 @@
+#![allow(missing_docs)]
+//! Secrets and events, with a capturing `tracing` subscriber (one test in this binary: it
+//! installs the global subscriber).
+//!
+//! * No password from the Redis URL appears in any log line, error, health report, stats or
+//!   admin reply, whether the password is right, wrong, or the URL malformed.
+//! * Every `tracing` event the README names is emitted, under that name.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_core::{admin, Cache, CacheBuilder, Policy};
+use cache_tests::{unique_namespace, RedisServer};
+use tracing::Subscriber;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
+
+const GOOD: &str = "s3cretPassw0rd";
+const WRONG: &str = "Wr0ngPassw0rd";
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Everything the fmt layer prints, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The names of the events emitted (`tracing`'s `name:`).
+#[derive(Clone, Default)]
+struct Names(Arc<Mutex<BTreeSet<String>>>);
+
+impl<S: Subscriber> Layer<S> for Names {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(event.metadata().name().to_owned());
+    }
+}
+
+async fn acl(server: &RedisServer, args: &[&str]) {
+    let mut con = server.connection().await;
+    redis::cmd("ACL")
+        .arg(args)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+}
+
+fn url_with(server: &RedisServer, user: &str, password: &str) -> String {
+    format!("redis://{user}:{password}@127.0.0.1:{}", server.port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_leaks_and_every_readme_event_is_emitted() {
+    let log = Captured::default();
+    let names = Names::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::registry().with(names.clone()).with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false),
+    );
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let mut server = RedisServer::start_owned();
+    // An ACL user with every right, and one that may read but not write.
+    acl(
+        &server,
+        &[
+            "SETUSER",
+            "app",
+            "on",
+            &format!(">{GOOD}"),
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    )
+    .await;
+    acl(
+        &server,
+        &[
+            "SETUSER",
+            "reader",
+            "on",
+            &format!(">{GOOD}"),
+            "~*",
+            "+@read",
+            "+@connection",
+            "+info",
+            "+evalsha",
+            "+eval",
+            "+script",
+        ],
+    )
+    .await;
+    let mut outputs: Vec<String> = Vec::new();
+
+    // The right password: misses, hits, a bypass, an invalidation, a value too large.
+    let cache = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(url_with(&server, "app", GOOD))
+        .max_entry_size(1024)
+        .build()
+        .unwrap();
+    outputs.push(format!("{cache:?}"));
+    let key = cache.key("trig").id(1).build();
+    let policy = Policy::ttl(MINUTE).tag("trig:1");
+    let v: String = cache
+        .get_or_load(&key, policy.clone(), || async { "v1".to_owned() })
+        .await;
+    assert_eq!(v, "v1");
+    let v: String = cache
+        .get_or_load(&key, policy.clone(), || async { "v2".to_owned() })
+        .await;
+    assert_eq!(v, "v1", "a hit");
+    let f = cache
+        .fetch(&key, policy.clone().bypass(true), || async {
+            Ok::<_, ()>("v3".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(f.value, "v3");
+    cache.invalidate_tags(&["trig:1"]).await.unwrap();
+    let big = cache.key("trig").id(2).build();
+    let v: String = cache
+        .get_or_load(&big, MINUTE, || async { "x".repeat(4096) })
+        .await;
+    assert_eq!(v.len(), 4096, "too large: returned, not stored");
+    outputs.push(serde_json::to_string(&cache.stats()).unwrap());
+    outputs.push(format!("{:?}", cache.health().await));
+    for reply in [
+        admin::stats(&cache).await,
+        admin::health(&cache).await,
+        admin::invalidate(&cache, vec!["trig:1".into()]).await,
+    ] {
+        outputs.push(reply.body.to_string());
+    }
+
+    // A user that may not write: the stores fail (`cache_store_error`).
+    let reader = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(url_with(&server, "reader", GOOD))
+        .build()
+        .unwrap();
+    let rkey = reader.key("trig").id(3).build();
+    let v: String = reader
+        .get_or_load(&rkey, MINUTE, || async { "loaded".to_owned() })
+        .await;
+    assert_eq!(v, "loaded");
+
+    // The wrong password: every call falls through, the errors are reported.
+    let wrong = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(url_with(&server, "app", WRONG))
+        .breaker_threshold(2)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let v: String = wrong
+            .get_or_load(&key, MINUTE, || async { "origin".to_owned() })
+            .await;
+        assert_eq!(v, "origin");
+    }
+    let health = wrong.health().await;
+    assert!(health.error.is_some(), "{health:?}");
+    outputs.push(format!("{health:?}"));
+    outputs.push(format!("{wrong:?}"));
+    if let Err(e) = wrong.invalidate_tags(&["trig:1"]).await {
+        outputs.push(e.to_string());
+    }
+    for reply in [admin::stats(&wrong).await, admin::health(&wrong).await] {
+        outputs.push(reply.body.to_string());
+    }
+
+    // Malformed URLs in the environment and the builder.
+    for url in [
+        format!("redis://app:{GOOD}@127.0.0.1:notaport"),
+        format!("http://app:{GOOD}@127.0.0.1:6379"),
+    ] {
+        let env = [("REDIS_URL", url.clone())];
+        let err = CacheBuilder::from_env_with(|name| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })
+        .unwrap_err();
+        outputs.push(err.to_string());
+        outputs.push(format!("{err:?}"));
+        if let Err(e) = Cache::builder().redis_url(url).build() {
+            outputs.push(e.to_string());
+        }
+    }
+
+    // Redis gone: the connection failure and the reconnection are logged.
+    server.kill();
+    for _ in 0..6 {
+        let _: String = cache
+            .get_or_load(&key, MINUTE, || async { "origin".to_owned() })
+            .await;
+    }
+    server.restart();
+    acl(
+        &server,
+        &[
+            "SETUSER",
+            "app",
+            "on",
+            &format!(">{GOOD}"),
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    )
+    .await;
+    for _ in 0..200 {
+        let f = cache
+            .fetch(&key, MINUTE, || async { Ok::<_, ()>("origin".to_owned()) })
+            .await
+            .unwrap();
+        if f.status == cache_core::CacheStatus::Hit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    assert!(!text.is_empty());
+    outputs.push(text);
+    for out in &outputs {
+        for secret in [GOOD, WRONG] {
+            assert!(!out.contains(secret), "a password leaked into: {out}");
+        }
+    }
+
+    // The events the README names.
+    let seen = names.0.lock().unwrap().clone();
+    for name in [
+        "cache_hit",
+        "cache_miss_stored",
+        "cache_bypass",
+        "cache_skip",
+        "cache_store_error",
+        "cache_invalidated",
+        "cache_redis_connected",
+        "cache_redis_connection_failed",
+    ] {
+        assert!(
+            seen.contains(name),
+            "event {name} not emitted; seen: {seen:?}"
+        );
+    }
+}
