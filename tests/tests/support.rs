@@ -216,3 +216,148 @@ async fn fault_injection_on_external_server_panics() {
     assert_eq!(ping(&mut con).await.expect("PING"), "PONG");
     external.kill();
 }
+
+// ------------------------------------------------------------------ faults through commands
+
+/// A blocking connection with a reply timeout, for probing a faulty server.
+fn probe_connection(server: &RedisServer, reply_timeout: Duration) -> redis::Connection {
+    let con = server
+        .client()
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .expect("connect");
+    con.set_read_timeout(Some(reply_timeout)).expect("timeout");
+    con
+}
+
+#[test]
+fn debug_sleep_blocks_the_server_for_its_duration() {
+    let server = RedisServer::start_owned();
+    let mut con = probe_connection(&server, Duration::from_secs(5));
+    let block = server.debug_sleep(Duration::from_millis(400));
+    let sent = block.started();
+    // A command sent meanwhile is answered only after the sleep.
+    let pong: String = redis::cmd("PING").query(&mut con).expect("PING");
+    assert_eq!(pong, "PONG");
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "PING answered after {waited:?} during DEBUG SLEEP 0.4"
+    );
+    let answered = block.wait();
+    assert!(answered.duration_since(sent) < Duration::from_secs(3));
+}
+
+#[test]
+fn client_pause_write_holds_writes_and_answers_reads() {
+    let server = RedisServer::start_owned();
+    let mut con = probe_connection(&server, Duration::from_secs(5));
+    redis::cmd("SET").arg("k").arg("v").query::<()>(&mut con).expect("SET");
+
+    server.client_pause(Duration::from_millis(400), cache_tests::PauseMode::Write);
+    let t = std::time::Instant::now();
+    let v: String = redis::cmd("GET").arg("k").query(&mut con).expect("GET");
+    assert_eq!(v, "v");
+    assert!(t.elapsed() < Duration::from_millis(200), "GET waited {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    redis::cmd("SET").arg("k").arg("w").query::<()>(&mut con).expect("SET after pause");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "SET answered after {:?} during CLIENT PAUSE 400 WRITE",
+        t.elapsed()
+    );
+
+    server.client_pause(Duration::from_millis(400), cache_tests::PauseMode::All);
+    let t = std::time::Instant::now();
+    let v: String = redis::cmd("GET").arg("k").query(&mut con).expect("GET after pause");
+    assert_eq!(v, "w");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "GET answered after {:?} during CLIENT PAUSE 400 ALL",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn fill_to_maxmemory_noeviction_refuses_writes_until_reset() {
+    let server = RedisServer::start_owned();
+    let mut con = probe_connection(&server, Duration::from_secs(2));
+    redis::cmd("SET").arg("mine").arg("1").query::<()>(&mut con).expect("SET");
+
+    let report = server.fill_to_maxmemory(cache_tests::EvictionPolicy::NoEviction);
+    assert!(report.full, "{report:?}");
+    assert!(report.oom_errors >= 1 && report.filler_keys > 0, "{report:?}");
+    let err = redis::cmd("SET")
+        .arg("other")
+        .arg(vec![b'y'; 8192])
+        .query::<()>(&mut con)
+        .expect_err("a write on a full noeviction server");
+    assert_eq!(err.code(), Some("OOM"), "{err}");
+    // Reads and deletes still work.
+    let v: String = redis::cmd("GET").arg("mine").query(&mut con).expect("GET");
+    assert_eq!(v, "1");
+
+    let deleted = server.reset_memory();
+    assert_eq!(deleted, report.filler_keys);
+    redis::cmd("SET")
+        .arg("other")
+        .arg(vec![b'y'; 8192])
+        .query::<()>(&mut con)
+        .expect("SET after reset");
+    assert_eq!(server.info_field("memory", "maxmemory"), 0);
+}
+
+#[test]
+fn fill_to_maxmemory_allkeys_lru_evicts() {
+    let server = RedisServer::start_owned();
+    let mut con = probe_connection(&server, Duration::from_secs(2));
+    for i in 0..50 {
+        redis::cmd("SET")
+            .arg(format!("mine:{i}"))
+            .arg(vec![b'z'; 1024])
+            .query::<()>(&mut con)
+            .expect("SET");
+    }
+    let report = server.fill_to_maxmemory(cache_tests::EvictionPolicy::AllKeysLru);
+    assert!(report.full && report.evicted_keys > 0, "{report:?}");
+    assert_eq!(report.oom_errors, 0, "{report:?}");
+    // Writes still succeed: Redis makes room.
+    redis::cmd("SET")
+        .arg("other")
+        .arg(vec![b'y'; 8192])
+        .query::<()>(&mut con)
+        .expect("SET on a full allkeys-lru server");
+    server.reset_memory();
+    let policy: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query(&mut con)
+        .expect("CONFIG GET");
+    assert_eq!(policy, ["maxmemory-policy", "noeviction"]);
+}
+
+#[tokio::test]
+async fn kill_clients_drops_connections() {
+    let server = RedisServer::start_owned();
+    let mut con = connect(&server).await.expect("connect");
+    assert_eq!(ping(&mut con).await.expect("PING"), "PONG");
+    let mut sync_con = probe_connection(&server, Duration::from_secs(1));
+    redis::cmd("PING").query::<String>(&mut sync_con).expect("PING");
+
+    let killed = server.kill_clients();
+    assert!(killed >= 2, "killed {killed}");
+    assert!(
+        redis::cmd("PING").query::<String>(&mut sync_con).is_err(),
+        "the killed connection still answers"
+    );
+    // The server itself is fine: new connections work.
+    let mut fresh = connect(&server).await.expect("connect after CLIENT KILL");
+    assert_eq!(ping(&mut fresh).await.expect("PING"), "PONG");
+}
+
+#[test]
+#[should_panic(expected = "fault tests must use RedisServer::start_owned()")]
+fn command_faults_on_external_server_panic() {
+    let owned = RedisServer::start_owned();
+    let external = RedisServer::external(&owned.url());
+    external.kill_clients();
+}
