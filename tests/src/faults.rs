@@ -336,7 +336,9 @@ impl RedisServer {
             // server over its limit by a little.
             let used =
                 info_field(&mut con, "memory", "used_memory").unwrap_or_else(|e| fail("INFO", e));
-            report.maxmemory = report.maxmemory.min(used.saturating_sub(FULL_HEADROOM_BYTES));
+            report.maxmemory = report
+                .maxmemory
+                .min(used.saturating_sub(FULL_HEADROOM_BYTES));
             config_set(&mut con, "maxmemory", &report.maxmemory.to_string())
                 .unwrap_or_else(|e| fail("CONFIG SET maxmemory", e));
         }

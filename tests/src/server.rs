@@ -531,7 +531,13 @@ fn debug_command_option(bin: &Path) -> bool {
         .ok()
         .and_then(|out| {
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let v = text.split("v=").nth(1)?.split('.').next()?.trim().to_owned();
+            let v = text
+                .split("v=")
+                .nth(1)?
+                .split('.')
+                .next()?
+                .trim()
+                .to_owned();
             v.parse::<u32>().ok()
         })
         .unwrap_or(0);

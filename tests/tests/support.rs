@@ -251,15 +251,27 @@ fn debug_sleep_blocks_the_server_for_its_duration() {
 fn client_pause_write_holds_writes_and_answers_reads() {
     let server = RedisServer::start_owned();
     let mut con = probe_connection(&server, Duration::from_secs(5));
-    redis::cmd("SET").arg("k").arg("v").query::<()>(&mut con).expect("SET");
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query::<()>(&mut con)
+        .expect("SET");
 
     server.client_pause(Duration::from_millis(400), cache_tests::PauseMode::Write);
     let t = std::time::Instant::now();
     let v: String = redis::cmd("GET").arg("k").query(&mut con).expect("GET");
     assert_eq!(v, "v");
-    assert!(t.elapsed() < Duration::from_millis(200), "GET waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "GET waited {:?}",
+        t.elapsed()
+    );
     let t = std::time::Instant::now();
-    redis::cmd("SET").arg("k").arg("w").query::<()>(&mut con).expect("SET after pause");
+    redis::cmd("SET")
+        .arg("k")
+        .arg("w")
+        .query::<()>(&mut con)
+        .expect("SET after pause");
     assert!(
         t.elapsed() >= Duration::from_millis(250),
         "SET answered after {:?} during CLIENT PAUSE 400 WRITE",
@@ -268,7 +280,10 @@ fn client_pause_write_holds_writes_and_answers_reads() {
 
     server.client_pause(Duration::from_millis(400), cache_tests::PauseMode::All);
     let t = std::time::Instant::now();
-    let v: String = redis::cmd("GET").arg("k").query(&mut con).expect("GET after pause");
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query(&mut con)
+        .expect("GET after pause");
     assert_eq!(v, "w");
     assert!(
         t.elapsed() >= Duration::from_millis(250),
@@ -281,11 +296,18 @@ fn client_pause_write_holds_writes_and_answers_reads() {
 fn fill_to_maxmemory_noeviction_refuses_writes_until_reset() {
     let server = RedisServer::start_owned();
     let mut con = probe_connection(&server, Duration::from_secs(2));
-    redis::cmd("SET").arg("mine").arg("1").query::<()>(&mut con).expect("SET");
+    redis::cmd("SET")
+        .arg("mine")
+        .arg("1")
+        .query::<()>(&mut con)
+        .expect("SET");
 
     let report = server.fill_to_maxmemory(cache_tests::EvictionPolicy::NoEviction);
     assert!(report.full, "{report:?}");
-    assert!(report.oom_errors >= 1 && report.filler_keys > 0, "{report:?}");
+    assert!(
+        report.oom_errors >= 1 && report.filler_keys > 0,
+        "{report:?}"
+    );
     let err = redis::cmd("SET")
         .arg("other")
         .arg(vec![b'y'; 8192])
@@ -341,7 +363,9 @@ async fn kill_clients_drops_connections() {
     let mut con = connect(&server).await.expect("connect");
     assert_eq!(ping(&mut con).await.expect("PING"), "PONG");
     let mut sync_con = probe_connection(&server, Duration::from_secs(1));
-    redis::cmd("PING").query::<String>(&mut sync_con).expect("PING");
+    redis::cmd("PING")
+        .query::<String>(&mut sync_con)
+        .expect("PING");
 
     let killed = server.kill_clients();
     assert!(killed >= 2, "killed {killed}");

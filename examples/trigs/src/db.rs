@@ -642,7 +642,11 @@ pub fn create_user(
     today: &str,
 ) -> rusqlite::Result<Option<UserSummary>> {
     let tx = write_tx(conn)?;
-    let taken = count(&tx, "SELECT COUNT(*) FROM users WHERE name = ?1", [&new.name])?;
+    let taken = count(
+        &tx,
+        "SELECT COUNT(*) FROM users WHERE name = ?1",
+        [&new.name],
+    )?;
     if taken > 0 {
         return Ok(None);
     }
