@@ -5,7 +5,9 @@
 //! It sends `Content-Length` bodies and reads `Content-Length`, chunked and close-delimited
 //! bodies (none for `HEAD`, 1xx, 204 and 304). A server's `Connection: close` is honoured: the
 //! next request reconnects. On any error the connection is dropped and the next request
-//! reconnects too, so a caller may keep one client per task for the whole run.
+//! reconnects too, so a caller may keep one client per task for the whole run. An idempotent
+//! request (`GET`, `HEAD`, `PUT`, `DELETE`) that finds its reused connection closed before any
+//! response (the server's idle timeout) is sent once more on a new connection.
 //!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr) -> std::io::Result<()> {
@@ -55,12 +57,20 @@ impl HttpResponse {
     }
 }
 
+fn is_idempotent(method: &str) -> bool {
+    ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
+}
+
 /// A keep-alive HTTP/1.1 client of one server (see the module docs).
 #[derive(Debug)]
 pub struct HttpClient {
     addr: SocketAddr,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
+    /// Whether the current exchange has read a status line.
+    response_started: bool,
 }
 
 impl HttpClient {
@@ -70,6 +80,7 @@ impl HttpClient {
             addr,
             stream: None,
             buf: Vec::with_capacity(8192),
+            response_started: false,
         }
     }
 
@@ -109,12 +120,26 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> io::Result<HttpResponse> {
+        let reused = self.stream.is_some();
         let result = self.exchange(method, path, headers, body).await;
         if result.is_err() {
             self.stream = None;
             self.buf.clear();
         }
-        result
+        match result {
+            // A server may close a keep-alive connection that sat idle (Actix after 5 s) just
+            // as a request goes out on it. Like other clients, resend an idempotent request
+            // once on a new connection when the old one ended before any response.
+            Err(_) if reused && !self.response_started && is_idempotent(method) => {
+                let retry = self.exchange(method, path, headers, body).await;
+                if retry.is_err() {
+                    self.stream = None;
+                    self.buf.clear();
+                }
+                retry
+            }
+            other => other,
+        }
     }
 
     async fn ensure_connected(&mut self) -> io::Result<()> {
@@ -134,6 +159,7 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> io::Result<HttpResponse> {
+        self.response_started = false;
         self.ensure_connected().await?;
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
         for (name, value) in headers {
@@ -158,6 +184,7 @@ impl HttpClient {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+        self.response_started = true;
         let mut headers = Vec::new();
         let (mut length, mut chunked, mut close) = (None, false, false);
         loop {

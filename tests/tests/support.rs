@@ -385,3 +385,86 @@ fn command_faults_on_external_server_panic() {
     let external = RedisServer::external(&owned.url());
     external.kill_clients();
 }
+
+// ------------------------------------------------------------------ the HTTP client
+
+/// A tiny HTTP/1.1 server on loopback: answers each request on a connection with `200` and
+/// the request line as body, and closes every connection after `per_connection` requests
+/// without saying so (like an idle timeout). Returns its address.
+async fn closing_server(per_connection: usize) -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                for _ in 0..per_connection {
+                    let mut request_line = String::new();
+                    if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        stream.read_line(&mut line).await.expect("header");
+                        if line.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().expect("length");
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    stream.read_exact(&mut body).await.expect("body");
+                    let text = request_line.trim();
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nx-cache-status: HIT\r\ncontent-length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    stream
+                        .get_mut()
+                        .write_all(reply.as_bytes())
+                        .await
+                        .expect("write");
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http_client_keeps_alive_and_resends_idempotent_requests_on_closed_connections() {
+    use cache_tests::http::HttpClient;
+    let addr = closing_server(2).await;
+    let mut client = HttpClient::new(addr);
+    for i in 0..5 {
+        let r = client.get(&format!("/r/{i}")).await.expect("GET");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.cache_status(), Some("HIT"));
+        assert_eq!(r.text(), format!("GET /r/{i} HTTP/1.1"));
+    }
+    let r = client
+        .request(
+            "PUT",
+            "/w",
+            &[("content-type", "application/json")],
+            Some(b"{\"a\":1}"),
+        )
+        .await
+        .expect("PUT");
+    assert_eq!(r.text(), "PUT /w HTTP/1.1");
+    // A POST on a connection the server closed is not resent: the caller sees the error.
+    let addr = closing_server(1).await;
+    let mut client = HttpClient::new(addr);
+    client.get("/first").await.expect("GET");
+    assert!(client.request("POST", "/p", &[], Some(b"x")).await.is_err());
+    let r = client
+        .request("POST", "/p", &[], Some(b"x"))
+        .await
+        .expect("POST on a new connection");
+    assert_eq!(r.text(), "POST /p HTTP/1.1");
+}

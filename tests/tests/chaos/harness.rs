@@ -639,6 +639,8 @@ pub struct PhaseReport {
     /// (lost invalidations, as opposed to late ones).
     pub still_stale: u64,
     pub stale_examples: Vec<String>,
+    /// Paths stale at the check and fresh after the grace period.
+    pub healed: Vec<String>,
     /// `X-Cache-Status` of the tallied route groups during the fault: (group, status, count).
     pub fault_statuses: Vec<(&'static str, String, u64)>,
     /// What the fault did (fill sizes, killed connections).
@@ -824,11 +826,10 @@ async fn run_phase<S: Service>(
         let timeout = plan.request_timeout;
         probe_handles.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            let sent_at = Instant::now();
             let mut client = HttpClient::new(svc.addr());
             let mut out = Outcome::default();
             send(&*svc, &mut client, None, &req, timeout, &mut out).await;
-            (sent_at, out)
+            out
         }));
     }
     let mut note = String::new();
@@ -878,7 +879,8 @@ async fn run_phase<S: Service>(
             let removed = server.reset_memory();
             let _ = write!(
                 note,
-                "maxmemory {} KiB: {} filler keys, {} OOM, {} keys evicted in all",
+                "maxmemory {} KiB: {} filler keys, {} OOM, {} keys evicted since the server \
+                 started",
                 fill.maxmemory / 1024,
                 removed,
                 fill.oom_errors,
@@ -929,8 +931,7 @@ async fn run_phase<S: Service>(
         out.absorb(o);
     }
     for h in probe_handles {
-        let (_, o) = h.await.expect("probe writer panicked");
-        out.absorb(o);
+        out.absorb(h.await.expect("probe writer panicked"));
     }
     let fault_writes = out
         .samples
@@ -957,6 +958,7 @@ async fn run_phase<S: Service>(
     extra_failures.extend(checks.iter().filter_map(|c| c.error.clone()));
     // Lost or late? Read the stale ones again after a grace period.
     let mut still_stale = 0u64;
+    let mut healed = Vec::new();
     if !stale_entities.is_empty() {
         tokio::time::sleep(plan.stale_grace).await;
         for e in stale_entities {
@@ -964,7 +966,16 @@ async fn run_phase<S: Service>(
                 None => svc.check_globals(&mut client).await,
                 Some(e) => svc.check(&mut client, e).await,
             };
-            still_stale += again.iter().filter(|c| c.stale.is_some()).count() as u64;
+            for c in again {
+                if c.stale.is_some() {
+                    still_stale += 1;
+                } else if checks
+                    .iter()
+                    .any(|first| first.path == c.path && first.stale.is_some())
+                {
+                    healed.push(c.path);
+                }
+            }
         }
     }
 
@@ -1021,6 +1032,7 @@ async fn run_phase<S: Service>(
         stale: stale.len() as u64,
         still_stale,
         stale_examples: stale.into_iter().take(6).collect(),
+        healed,
         fault_statuses,
         note,
     }
@@ -1142,6 +1154,13 @@ pub fn format_report(r: &RunReport) -> String {
         }
         for s in &p.stale_examples {
             let _ = writeln!(out, "  stale: {s}");
+        }
+        if !p.healed.is_empty() {
+            let _ = writeln!(
+                out,
+                "  fresh after the grace period: {}",
+                p.healed.join(", ")
+            );
         }
     }
     out
