@@ -21,7 +21,7 @@
 //! # Forms
 //!
 //! * bounded (`make test`): every fault for 1 s (0.4 s of load before, 0.5 s after), both
-//!   services in parallel: about 30 s on 2 cores;
+//!   services in parallel: 35 to 40 s on 2 cores (less when nothing is stale: no grace period);
 //! * full (`make chaos`, `CHAOS_FULL=1`): every fault for 10 s (3 s before, 5 s after).
 //!
 //! | variable | effect | default |
