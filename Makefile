@@ -11,7 +11,7 @@ REDIS_PORT ?= 6379
 
 .DEFAULT_GOAL := help
 
-.PHONY: help test test-all fmt fmt-check clippy doc features bench \
+.PHONY: help test test-all chaos fmt fmt-check clippy doc features bench \
 	redis-up redis-down cache-stats cache-flush demo load clean
 
 help:
@@ -20,6 +20,8 @@ help:
 	@echo "  test         ensure redis-server (installs it as root on Debian), run all tests"
 	@echo "               (cargo nextest if available, else cargo test) and the doctests"
 	@echo "  test-all     fmt-check + clippy + test + doc + features (what CI runs)"
+	@echo "  chaos        chaos suite, full form: both examples under load, every Redis fault for 10 s"
+	@echo "               (CHAOS_SECONDS, CHAOS_FAULTS, CHAOS_SEED, CHAOS_RPS; \`make test\` runs 1 s per fault)"
 	@echo "  fmt          format the code"
 	@echo "  fmt-check    check formatting"
 	@echo "  clippy       lint everything, warnings are errors"
@@ -50,6 +52,15 @@ test:
 	$(CARGO) test --workspace --all-features --doc
 
 test-all: fmt-check clippy test doc features
+
+# The chaos suite of tests/tests/chaos.rs in its full form; the report (one table per example)
+# goes to stderr and to $(CARGO_TARGET_DIR or target)/tmp/chaos/{gallery,trigs}.txt.
+chaos:
+	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
+	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
+	CHAOS_FULL=1; export CHAOS_FULL; \
+	echo "==> CHAOS_FULL=1 $(CARGO) test -p cache-tests --all-features --test chaos"; \
+	$(CARGO) test -p cache-tests --all-features --test chaos
 
 fmt:
 	$(CARGO) fmt --all

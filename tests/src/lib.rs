@@ -15,6 +15,13 @@
 //!   against that existing server instead of spawning one. Use
 //!   [`unique_namespace`] for key prefixes so concurrent tests do not collide
 //!   on a shared server.
+//! * Faults through Redis' own commands ([`faults`]): a blocked server
+//!   ([`RedisServer::debug_sleep`]), paused clients ([`RedisServer::client_pause`]),
+//!   a full server ([`RedisServer::fill_to_maxmemory`], undone by
+//!   [`RedisServer::reset_memory`]) and dropped connections
+//!   ([`RedisServer::kill_clients`]).
+//! * [`http::HttpClient`]: a minimal keep-alive HTTP/1.1 client for load and
+//!   fault tests over loopback (the throughput benches and the chaos suite).
 //! * [`init_tracing`] installs a `tracing` subscriber that writes through the
 //!   test harness, filtered by `RUST_LOG`.
 //!
@@ -44,9 +51,12 @@
 //! # }
 //! ```
 
+pub mod faults;
+pub mod http;
 mod server;
 mod trace;
 
+pub use faults::{EvictionPolicy, FillReport, PauseMode, ServerBlock};
 pub use server::{find_redis_server, RedisServer};
 pub use trace::init_tracing;
 

@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -349,6 +350,13 @@ impl Owned {
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--loglevel", "notice"])
+            // `DEBUG SLEEP` for `debug_sleep` (Redis 7 refuses `DEBUG` by default; older
+            // servers allow it and do not know the option).
+            .args(if debug_command_option(&self.bin) {
+                &["--enable-debug-command", "local"][..]
+            } else {
+                &[][..]
+            })
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")
@@ -506,6 +514,36 @@ pub fn find_redis_server() -> Result<PathBuf, String> {
                 FALLBACK_PATHS.join(", ")
             )
         })
+}
+
+/// Whether `bin` knows `--enable-debug-command` (Redis 7 and later), from `--version`; asked
+/// once per binary and process.
+fn debug_command_option(bin: &Path) -> bool {
+    static KNOWN: Mutex<Vec<(PathBuf, bool)>> = Mutex::new(Vec::new());
+    let mut known = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, yes)) = known.iter().find(|(b, _)| b == bin) {
+        return *yes;
+    }
+    // `Redis server v=7.0.15 sha=...`
+    let major = Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let v = text
+                .split("v=")
+                .nth(1)?
+                .split('.')
+                .next()?
+                .trim()
+                .to_owned();
+            v.parse::<u32>().ok()
+        })
+        .unwrap_or(0);
+    let yes = major >= 7;
+    known.push((bin.to_owned(), yes));
+    yes
 }
 
 fn is_executable(path: &Path) -> bool {

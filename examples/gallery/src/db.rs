@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{
+    params, params_from_iter, Connection, OpenFlags, OptionalExtension, Transaction,
+    TransactionBehavior,
+};
 use tokio::sync::Semaphore;
 
 use crate::model::{
@@ -334,6 +337,14 @@ impl Db {
 
     /// Runs `f` in a transaction on the writer connection (committed when `f` returns `Ok`).
     ///
+    /// The transaction is `IMMEDIATE`: it takes SQLite's write lock at `BEGIN`. Every write
+    /// reads before it writes (the item's current tags, its owner); in a deferred transaction
+    /// that read would take a snapshot, and the first write would have to upgrade it, which
+    /// fails at once with `SQLITE_BUSY` ("database is locked", no busy-timeout wait) when
+    /// another connection committed meanwhile. Writes here are serialized by the one writer
+    /// connection, so that cannot happen inside this process today, but any other writer on
+    /// the file (a second instance, a maintenance script) would make it happen.
+    ///
     /// # Errors
     /// What `f` returns, or a SQLite failure.
     pub async fn write<T, F>(&self, f: F) -> Result<T, WriteError>
@@ -344,7 +355,7 @@ impl Db {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
             Ok(out)

@@ -552,26 +552,43 @@ pub fn users(conn: &Connection, page: u32, per_page: u32) -> rusqlite::Result<Pa
     })
 }
 
+/// Starts a write transaction that takes SQLite's write lock at `BEGIN` (`BEGIN IMMEDIATE`).
+///
+/// Every write here reads first (does the trig exist? which photos does the log have?) and
+/// then writes. In a default (deferred) transaction the read takes a snapshot and the first
+/// write must upgrade it to the write lock; when another connection committed meanwhile the
+/// upgrade fails at once with `SQLITE_BUSY` ("database is locked"), without waiting for the
+/// busy timeout, and the request answered 500 under concurrent writes. An immediate
+/// transaction waits (up to the busy timeout) for the write lock before reading, so the read
+/// and the write see the same rows and concurrent writers queue instead of failing.
+fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 /// Inserts a log; `None` when the trig or the user does not exist.
 pub fn create_log(
-    conn: &Connection,
+    conn: &mut Connection,
     trig_id: i64,
     new: &NewLog,
     today: &str,
 ) -> rusqlite::Result<Option<LogSummary>> {
-    let exists = |sql: &str, id: i64| count(conn, sql, [id]).map(|n| n > 0);
+    let tx = write_tx(conn)?;
+    let exists = |sql: &str, id: i64| count(&tx, sql, [id]).map(|n| n > 0);
     if !exists("SELECT COUNT(*) FROM trigs WHERE id = ?1", trig_id)?
         || !exists("SELECT COUNT(*) FROM users WHERE id = ?1", new.user_id)?
     {
         return Ok(None);
     }
-    conn.execute(
+    tx.execute(
         "INSERT INTO logs (trig_id, user_id, date, condition, text) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![trig_id, new.user_id, today, new.condition, new.text],
     )?;
-    let id = conn.last_insert_rowid();
-    conn.query_row(&format!("{LOG_SQL} WHERE id = ?1"), [id], log_summary)
-        .optional()
+    let id = tx.last_insert_rowid();
+    let log = tx
+        .query_row(&format!("{LOG_SQL} WHERE id = ?1"), [id], log_summary)
+        .optional()?;
+    tx.commit()?;
+    Ok(log)
 }
 
 /// Deletes a log and its photos; returns the deleted log and its photos' ids.
@@ -579,7 +596,7 @@ pub fn delete_log(
     conn: &mut Connection,
     id: i64,
 ) -> rusqlite::Result<Option<(LogSummary, Vec<i64>)>> {
-    let tx = conn.transaction()?;
+    let tx = write_tx(conn)?;
     let Some(log) = tx
         .query_row(&format!("{LOG_SQL} WHERE id = ?1"), [id], log_summary)
         .optional()?
@@ -601,41 +618,47 @@ pub fn delete_log(
 
 /// Adds a photo to a log; `None` when the log does not exist.
 pub fn add_photo(
-    conn: &Connection,
+    conn: &mut Connection,
     log_id: i64,
     new: &NewPhoto,
 ) -> rusqlite::Result<Option<Photo>> {
-    if count(conn, "SELECT COUNT(*) FROM logs WHERE id = ?1", [log_id])? == 0 {
+    let tx = write_tx(conn)?;
+    if count(&tx, "SELECT COUNT(*) FROM logs WHERE id = ?1", [log_id])? == 0 {
         return Ok(None);
     }
-    conn.execute(
+    tx.execute(
         "INSERT INTO photos (log_id, caption, url) VALUES (?1, ?2, ?3)",
         params![log_id, new.caption, new.url],
     )?;
-    photo_by_id(conn, conn.last_insert_rowid())
+    let photo = photo_by_id(&tx, tx.last_insert_rowid())?;
+    tx.commit()?;
+    Ok(photo)
 }
 
 /// Registers a user; `None` when the name is taken.
 pub fn create_user(
-    conn: &Connection,
+    conn: &mut Connection,
     new: &NewUser,
     today: &str,
 ) -> rusqlite::Result<Option<UserSummary>> {
+    let tx = write_tx(conn)?;
     let taken = count(
-        conn,
+        &tx,
         "SELECT COUNT(*) FROM users WHERE name = ?1",
         [&new.name],
     )?;
     if taken > 0 {
         return Ok(None);
     }
-    conn.execute(
+    tx.execute(
         "INSERT INTO users (name, joined) VALUES (?1, ?2)",
         params![new.name, today],
     )?;
-    Ok(Some(UserSummary {
-        id: conn.last_insert_rowid(),
+    let user = UserSummary {
+        id: tx.last_insert_rowid(),
         name: new.name.clone(),
         joined: today.to_owned(),
-    }))
+    };
+    tx.commit()?;
+    Ok(Some(user))
 }

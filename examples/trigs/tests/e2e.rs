@@ -420,3 +420,66 @@ async fn caching_disabled() {
     let t = api.expect("/v1/trigs/3", "SKIP").await;
     assert_eq!(n(&t, "log_count"), n(&trig, "log_count") + 1);
 }
+
+/// Concurrent writes never answer 500. `DELETE /v1/logs/{id}` reads the log and its photos,
+/// then deletes: in a deferred transaction the first delete had to upgrade a read snapshot to
+/// the write lock, which SQLite refuses at once ("database is locked") when another connection
+/// committed meanwhile. Every write now takes the write lock at `BEGIN` (`BEGIN IMMEDIATE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_never_fail() {
+    let service = Service::start(&[("CACHE_ENABLED", "false")]);
+    let client = Client::new();
+    const TASKS: usize = 16;
+    const ROUNDS: usize = 12;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let api = Api {
+            client: client.clone(),
+            base: service.base.clone(),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for r in 0..ROUNDS {
+                let trig = 1 + ((t * 7 + r) % 50) as i64;
+                let created = api
+                    .post(
+                        &format!("/v1/trigs/{trig}/logs"),
+                        json!({"user_id": 1 + (t % 40) as i64, "text": "busy", "condition": "Good"}),
+                    )
+                    .await;
+                if created.status != StatusCode::CREATED {
+                    failures.push(format!("create: {} {}", created.status, created.body));
+                    continue;
+                }
+                let id = created.body["id"].as_i64().expect("log id");
+                let photo = api
+                    .post(
+                        &format!("/v1/logs/{id}/photos"),
+                        json!({"caption": "c", "url": "https://example.com/p.jpg"}),
+                    )
+                    .await;
+                if photo.status != StatusCode::CREATED {
+                    failures.push(format!("photo: {} {}", photo.status, photo.body));
+                }
+                let deleted = api
+                    .call(Method::DELETE, &format!("/v1/logs/{id}"), None, None)
+                    .await;
+                if deleted.status != StatusCode::OK {
+                    failures.push(format!("delete: {} {}", deleted.status, deleted.body));
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.expect("task"));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} writes failed, first: {:?}",
+        failures.len(),
+        TASKS * ROUNDS * 3,
+        &failures[..failures.len().min(5)]
+    );
+}

@@ -1,6 +1,6 @@
 //! The shared half of the HTTP throughput benches (`axum_throughput`, `actix_throughput`): the
-//! document, a minimal keep-alive HTTP/1.1 client over `TcpStream`, the timed slices and the
-//! report. Each bench provides only its framework's server.
+//! document, the timed slices over keep-alive connections ([`cache_tests::http::HttpClient`])
+//! and the report. Each bench provides only its framework's server.
 //!
 //! The server under test serves three routes:
 //!
@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_core::Cache;
+use cache_tests::http::{HttpClient, HttpResponse};
 use cache_tests::{unique_namespace, RedisServer};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Concurrent clients, one keep-alive connection each.
 const TASKS: usize = 64;
@@ -97,132 +96,20 @@ pub(crate) struct Served {
     pub(crate) description: String,
 }
 
-struct Reply {
-    status: u16,
-    cache_status: Option<String>,
-    body_len: usize,
-}
-
-/// A minimal keep-alive HTTP/1.1 client: `Content-Length` and chunked bodies.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> std::io::Result<Client> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Client {
-            stream,
-            buf: Vec::with_capacity(8192),
-        })
-    }
-
-    async fn fill(&mut self) -> std::io::Result<()> {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-
-    /// Reads until `\r\n` and returns the line (without it), consuming it.
-    async fn line(&mut self) -> std::io::Result<String> {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
-                self.buf.drain(..i + 2);
-                return Ok(line);
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// Consumes `n` body bytes.
-    async fn skip(&mut self, n: usize) -> std::io::Result<()> {
-        while self.buf.len() < n {
-            self.fill().await?;
-        }
-        self.buf.drain(..n);
-        Ok(())
-    }
-
-    async fn get(&mut self, path: &str) -> std::io::Result<Reply> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        self.stream.write_all(req.as_bytes()).await?;
-        let status_line = self.line().await?;
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let (mut length, mut chunked, mut cache_status) = (None, false, None);
-        loop {
-            let line = self.line().await?;
-            if line.is_empty() {
-                break;
-            }
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            } else if name.eq_ignore_ascii_case("x-cache-status") {
-                cache_status = Some(value.to_owned());
-            }
-        }
-        let body_len = if chunked {
-            let mut total = 0;
-            loop {
-                let size_line = self.line().await?;
-                let size_hex = size_line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_hex, 16)
-                    .map_err(|_| std::io::Error::other(format!("bad chunk size {size_line:?}")))?;
-                if size == 0 {
-                    // Trailers, then the empty line.
-                    while !self.line().await?.is_empty() {}
-                    break;
-                }
-                self.skip(size + 2).await?;
-                total += size;
-            }
-            total
-        } else {
-            let n = length.ok_or_else(|| std::io::Error::other("no body length"))?;
-            self.skip(n).await?;
-            n
-        };
-        Ok(Reply {
-            status,
-            cache_status,
-            body_len,
-        })
-    }
-}
-
 /// Checks one reply of `v`; `Err` describes what is wrong.
-fn check(v: Variant, r: &Reply) -> Result<(), String> {
+fn check(v: Variant, r: &HttpResponse) -> Result<(), String> {
     if r.status != 200 {
         return Err(format!("status {}", r.status));
     }
     match v {
-        Variant::Cached if r.cache_status.as_deref() != Some("HIT") => {
-            Err(format!("x-cache-status {:?}", r.cache_status))
+        Variant::Cached if r.cache_status() != Some("HIT") => {
+            Err(format!("x-cache-status {:?}", r.cache_status()))
         }
-        Variant::Cached | Variant::Uncached if r.body_len < MIN_DATA_BODY => {
-            Err(format!("short body: {} B", r.body_len))
+        Variant::Cached | Variant::Uncached if r.body.len() < MIN_DATA_BODY => {
+            Err(format!("short body: {} B", r.body.len()))
         }
-        Variant::Static if r.body_len != STATIC_BODY.len() => {
-            Err(format!("static body: {} B", r.body_len))
+        Variant::Static if r.body.len() != STATIC_BODY.len() => {
+            Err(format!("static body: {} B", r.body.len()))
         }
         _ => Ok(()),
     }
@@ -247,7 +134,7 @@ async fn slice(addr: SocketAddr, v: Variant, dur: Duration) -> Tally {
         let stop = stop.clone();
         tasks.spawn(async move {
             let mut out = Tally::default();
-            let mut client = match Client::connect(addr).await {
+            let mut client = match HttpClient::connect(addr).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     out.errors.push(format!("connect: {e}"));
@@ -272,7 +159,7 @@ async fn slice(addr: SocketAddr, v: Variant, dur: Duration) -> Tally {
                     },
                     Err(e) => {
                         out.errors.push(format!("{path}: {e}"));
-                        client = Client::connect(addr).await.ok();
+                        client = HttpClient::connect(addr).await.ok();
                     }
                 }
             }
@@ -339,12 +226,12 @@ pub(crate) fn run(
         );
 
         // Warm the cache: one request per id, then every id must be a hit.
-        let mut client = Client::connect(addr).await.expect("connect");
+        let mut client = HttpClient::connect(addr).await.expect("connect");
         let mut doc_len = 0;
         for id in 0..IDS {
             let r = client.get(&format!("/cached/{id}")).await.expect("fill");
             assert_eq!(r.status, 200, "fill of id {id}");
-            doc_len = r.body_len;
+            doc_len = r.body.len();
         }
         for id in 0..IDS {
             let r = client.get(&format!("/cached/{id}")).await.expect("check");
