@@ -152,6 +152,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Ok(false)
     }
 
+    /// What the backend learned about eviction during its last invalidation, if anything (the
+    /// Redis backend reads it in the invalidation script): lets the writer switch to verified
+    /// hits at once when the policy changes at runtime. The default: `None`.
+    fn eviction_hint(&self) -> Option<bool> {
+        None
+    }
+
     /// Stores entries in one round trip. Returns, per entry, whether it was stored (`false`:
     /// its guard saw a changed version).
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError>;

@@ -1,7 +1,7 @@
 //! The Redis backend.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -85,12 +85,19 @@ for _ = 1, nb do
   redis.call('PEXPIRE', KEYS[i], ret)
   i = i + 1
 end
-return total
+local info = redis.call('INFO', 'memory')
+local limit = tonumber(string.match(info, 'maxmemory:(%d+)')) or 0
+local policy = string.match(info, 'maxmemory_policy:(%S+)') or 'noeviction'
+local evicts = 0
+if limit > 0 and policy ~= 'noeviction' then evicts = 1 end
+return {total, evicts}
 "
     };
 }
 
-/// Bumps versions and deletes entries, atomically.
+/// Bumps versions and deletes entries, atomically; returns `{deleted, evicts}` where `evicts`
+/// says whether Redis may evict keys now (`maxmemory` with a policy other than `noeviction`), so
+/// that the writer switches to verified hits at once when the policy changed at runtime.
 /// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`.
 /// `KEYS` = per tag (version key, index key), per key (entry key, version key), then the `nb`
 /// version keys to bump.
@@ -171,6 +178,8 @@ pub struct RedisBackend {
     url_redacted: String,
     /// The server rejected script flags (older than Redis 7): use the legacy scripts.
     legacy_scripts: AtomicBool,
+    /// What the last invalidation said of eviction: 0 unknown, 1 no, 2 yes.
+    evicts: AtomicU8,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -200,6 +209,7 @@ impl RedisBackend {
             conn: OnceLock::new(),
             url_redacted: redact_url(url),
             legacy_scripts: AtomicBool::new(false),
+            evicts: AtomicU8::new(0),
         })
     }
 
@@ -331,6 +341,14 @@ impl Backend for RedisBackend {
         ))
     }
 
+    fn eviction_hint(&self) -> Option<bool> {
+        match self.evicts.load(Ordering::Relaxed) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
+    }
+
     async fn may_evict(&self) -> Result<bool, CacheError> {
         let mut conn = self.conn()?;
         let info: String = redis::cmd("INFO")
@@ -418,8 +436,12 @@ impl Backend for RedisBackend {
             .arg(inv.keys.len())
             .arg(inv.bump.len());
         let mut conn = self.conn()?;
-        match call.invoke_async(&mut conn).await {
-            Ok(n) => Ok(n),
+        match call.invoke_async::<(u64, u8)>(&mut conn).await {
+            Ok((n, evicts)) => {
+                self.evicts
+                    .store(1 + u8::from(evicts == 1), Ordering::Relaxed);
+                Ok(n)
+            }
             // Redis 6 and older reject the `#!lua` flags line: fall back for good.
             Err(e) if !legacy && rejects_script_flags(&e) => {
                 self.legacy_scripts.store(true, Ordering::Relaxed);

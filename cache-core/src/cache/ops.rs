@@ -121,7 +121,9 @@ impl Cache {
         deadline: Duration,
     ) -> Result<u64, CacheError> {
         let backend = &self.inner.backend;
-        self.call(deadline, || backend.invalidate(&inv)).await
+        let n = self.call(deadline, || backend.invalidate(&inv)).await?;
+        self.note_eviction_hint();
+        Ok(n)
     }
 
     /// One atomic invalidation for an operator call (pattern deletes, `clear`), marked in this

@@ -17,7 +17,11 @@
 //! An invalidation bumps the versions even when it finds no index, and a vanished version reads
 //! as `0`, which no recorded version is: either way the old entry is a miss, never a stale hit.
 //! Without eviction (`noeviction`, the recommended setting, or no `maxmemory`) none of this runs:
-//! a hit stays one `GET`.
+//! a hit stays one `GET`. Once an instance has seen Redis evicting it keeps verifying, even if
+//! the policy goes back to `noeviction`: entries left behind while it evicted may still be
+//! there. (An instance that never saw the evicting period, because it was shorter than the one
+//! second between checks and no invalidation of its own ran meanwhile, cannot know; keep the
+//! policy stable.)
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -36,8 +40,9 @@ const UNKNOWN: u8 = 0;
 const OFF: u8 = 1;
 const ON: u8 = 2;
 
-/// How often the eviction policy is read again.
-const RECHECK: Duration = Duration::from_secs(30);
+/// How often the eviction policy is read again (it may change at runtime; each invalidation
+/// also reports it).
+const RECHECK: Duration = Duration::from_secs(1);
 
 impl Cache {
     /// Whether hits are verified (the backend may evict keys). Reads the policy at first use
@@ -64,6 +69,32 @@ impl Cache {
         }
     }
 
+    /// Takes what the last invalidation said of eviction into account.
+    pub(crate) fn note_eviction_hint(&self) {
+        if let Some(evicts) = self.inner.backend.eviction_hint() {
+            self.set_verifying(evicts);
+        }
+    }
+
+    /// Verification is sticky: once Redis was seen evicting, entries it left behind (a tag
+    /// index evicted, so an invalidation could not delete them) may still be there when the
+    /// policy goes back to `noeviction`, so this instance keeps verifying.
+    fn set_verifying(&self, evicts: bool) {
+        if !evicts {
+            let _ = self.inner.verify.compare_exchange(
+                UNKNOWN,
+                OFF,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            return;
+        }
+        let old = self.inner.verify.swap(ON, Ordering::AcqRel);
+        if old != ON {
+            info!(name: "cache_verified_hits", "Redis may evict keys (maxmemory with a policy other than noeviction): every hit is checked against the versions it was stored with; prefer maxmemory-policy noeviction");
+        }
+    }
+
     async fn check_eviction(&self) -> bool {
         let backend = &self.inner.backend;
         let evicts = match self.call(self.deadline(), || backend.may_evict()).await {
@@ -74,11 +105,7 @@ impl Cache {
         self.inner
             .verify_checked_ms
             .store(now_ms(), Ordering::Relaxed);
-        let new = if evicts { ON } else { OFF };
-        let old = self.inner.verify.swap(new, Ordering::AcqRel);
-        if new == ON && old != ON {
-            info!(name: "cache_verified_hits", "Redis may evict keys (maxmemory with a policy other than noeviction): every hit is checked against the versions it was stored with; prefer maxmemory-policy noeviction");
-        }
+        self.set_verifying(evicts);
         evicts
     }
 
