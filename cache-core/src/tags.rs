@@ -54,7 +54,7 @@
 //! **Redis down during invalidation.** An invalidation that the backend does not take within
 //! [`invalidation_timeout`](crate::CacheBuilder::invalidation_timeout) is queued and replayed as
 //! soon as it answers; [`Cache::invalidate_tags`] then returns
-//! [`CacheError::Queued`](crate::CacheError::Queued) and this instance serves no entry carrying
+//! [`CacheError::Queued`] and this instance serves no entry carrying
 //! the tags until the replay. A durable outbox extends the guarantee to other instances and to
 //! crashes. See [`crate::durable`].
 //!

@@ -438,6 +438,55 @@ async fn an_invalidation_while_redis_is_paused_is_queued_then_replayed_for_every
     );
 }
 
+/// `fetch_many` says where each fragment came from: `Miss` when loaded, `Hit` from the cache,
+/// and `Skip` (loaded, nothing stored) while Redis is down, as every other read path does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_many_reports_each_fragments_status_and_skip_while_redis_is_down() {
+    let mut server = cache_tests::RedisServer::start_owned();
+    let cache = cache_core::Cache::builder()
+        .namespace(cache_tests::unique_namespace("fm"))
+        .redis_url(server.url())
+        .build()
+        .unwrap();
+    let frags: Vec<Fragment> = (0..3u32)
+        .map(|i| Fragment::new(cache.key("frag").id(i).build(), Policy::ttl(MINUTE)))
+        .collect();
+    let load = |missing: Vec<usize>| async move {
+        Ok::<_, ()>(missing.iter().map(|&i| i as u32 * 10).collect::<Vec<u32>>())
+    };
+    let statuses = |f: &[cache_core::Fetched<u32>]| -> Vec<(u32, CacheStatus)> {
+        f.iter().map(|f| (f.value, f.status)).collect()
+    };
+    let first = cache.fetch_many(&frags, load).await.unwrap();
+    assert_eq!(
+        statuses(&first),
+        [
+            (0, CacheStatus::Miss),
+            (10, CacheStatus::Miss),
+            (20, CacheStatus::Miss)
+        ]
+    );
+    let second = cache.fetch_many(&frags, load).await.unwrap();
+    assert_eq!(
+        statuses(&second),
+        [
+            (0, CacheStatus::Hit),
+            (10, CacheStatus::Hit),
+            (20, CacheStatus::Hit)
+        ]
+    );
+    server.kill();
+    let down = cache.fetch_many(&frags, load).await.unwrap();
+    assert_eq!(
+        statuses(&down),
+        [
+            (0, CacheStatus::Skip),
+            (10, CacheStatus::Skip),
+            (20, CacheStatus::Skip)
+        ]
+    );
+}
+
 /// Tag bookkeeping does not leak: a store prunes index members whose entries expired, the index
 /// key carries a TTL no shorter than its longest-lived member, and version keys expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

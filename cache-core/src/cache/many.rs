@@ -14,7 +14,7 @@ use crate::backend::{Guard, Put};
 use crate::codec::{now_ms, Freshness, Header};
 use crate::fragments::Fragment;
 use crate::key::CacheKey;
-use crate::policy::CacheStatus;
+use crate::policy::{CacheStatus, Fetched};
 use crate::stats::{add, inc};
 
 /// A loaded fragment ready to store: index, ids, envelope, expected versions, header.
@@ -24,10 +24,13 @@ impl Cache {
     /// Reads many entries in one round trip; one slot per key, `None` for misses, errors and
     /// entries past every window.
     pub async fn get_many<T: DeserializeOwned>(&self, keys: &[CacheKey]) -> Vec<Option<T>> {
+        let Some(raw) = self.get_many_raw(keys).await else {
+            return keys.iter().map(|_| None).collect();
+        };
         let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
-        for slot in self.get_many_raw(keys).await.into_iter().zip(keys) {
+        for slot in raw.into_iter().zip(keys) {
             out.push(match slot {
-                (Some(bytes), key) => self.decode_servable(key, &bytes),
+                (Some(bytes), key) => self.decode_servable(key, &bytes).map(|f| f.value),
                 (None, key) => {
                     self.inner.stats.record(key.resource(), |c| inc(&c.misses));
                     None
@@ -39,7 +42,8 @@ impl Cache {
 
     /// Reads many fragments in one round trip, calls `loader` once with the indices of the
     /// missing ones (it returns their values in that order), stores those in one round trip and
-    /// returns every value in fragment order. See [`crate::fragments`] for a worked example.
+    /// returns every value in fragment order. See [`crate::fragments`] for a worked example, and
+    /// [`fetch_many`](Self::fetch_many) for the status of each fragment.
     ///
     /// Fragments are not single-flighted against each other; each store is guarded by the
     /// versions of its key and tags read before the loader ran, like every fill.
@@ -59,16 +63,44 @@ impl Cache {
         F: FnOnce(Vec<usize>) -> Fut,
         Fut: Future<Output = Result<Vec<T>, E>>,
     {
+        let fetched = self.fetch_many(fragments, loader).await?;
+        Ok(fetched.into_iter().map(|f| f.value).collect())
+    }
+
+    /// [`get_many_or_load`](Self::get_many_or_load) with each fragment's outcome: `Hit` or
+    /// `Stale` when served from the cache, `Miss` when loaded, `Skip` when loaded because the
+    /// cache was unavailable or off (then nothing is stored). An HTTP route built from fragments
+    /// answers `X-Cache-Status` from them (`SKIP` if any was skipped, `HIT` if all hit).
+    ///
+    /// # Errors
+    /// The loader's error (nothing is stored then).
+    ///
+    /// # Panics
+    /// If the loader returns a different number of values than it was asked for.
+    pub async fn fetch_many<T, E, F, Fut>(
+        &self,
+        fragments: &[Fragment],
+        loader: F,
+    ) -> Result<Vec<Fetched<T>>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, E>>,
+    {
         let keys: Vec<CacheKey> = fragments.iter().map(|f| f.key.clone()).collect();
         let raw = self.get_many_raw(&keys).await;
-        let mut values: Vec<Option<T>> = Vec::with_capacity(fragments.len());
+        let available = raw.is_some();
+        let raw = raw.unwrap_or_else(|| vec![None; keys.len()]);
+        let mut values: Vec<Option<Fetched<T>>> = Vec::with_capacity(fragments.len());
         let mut missing = Vec::new();
         for (i, (slot, key)) in raw.iter().zip(&keys).enumerate() {
             let found = match slot {
                 Some(bytes) => self.decode_servable::<T>(key, bytes),
                 None => {
-                    if self.is_enabled() {
+                    if available {
                         self.inner.stats.record(key.resource(), |c| inc(&c.misses));
+                    } else if self.is_enabled() {
+                        self.inner.stats.record(key.resource(), |c| inc(&c.skips));
                     }
                     None
                 }
@@ -81,6 +113,11 @@ impl Cache {
         if missing.is_empty() {
             return Ok(values.into_iter().flatten().collect());
         }
+        let loaded_status = if available {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Skip
+        };
         // The versions every missing fragment depends on, read in one round trip.
         let fills: Vec<FillIds> = missing
             .iter()
@@ -92,7 +129,7 @@ impl Cache {
                 all.push(id.clone());
             }
         }
-        let versions = if self.is_enabled() {
+        let versions = if available {
             self.snapshot_versions(&all, &keys[missing[0]]).await
         } else {
             None
@@ -173,16 +210,24 @@ impl Cache {
             .into_iter()
             .map(|v| match v {
                 Some(v) => v,
-                None => loaded
-                    .next()
-                    .unwrap_or_else(|| unreachable!("one loaded value per missing index")),
+                None => Fetched::new(
+                    loaded
+                        .next()
+                        .unwrap_or_else(|| unreachable!("one loaded value per missing index")),
+                    loaded_status,
+                ),
             })
             .collect())
     }
 
-    pub(crate) async fn get_many_raw(&self, keys: &[CacheKey]) -> Vec<Option<Bytes>> {
-        if !self.is_enabled() || keys.is_empty() {
-            return vec![None; keys.len()];
+    /// Reads many entries in one round trip: one slot per key, or `None` when the backend is
+    /// unavailable or caching is off.
+    pub(crate) async fn get_many_raw(&self, keys: &[CacheKey]) -> Option<Vec<Option<Bytes>>> {
+        if !self.is_enabled() {
+            return None;
+        }
+        if keys.is_empty() {
+            return Some(Vec::new());
         }
         self.before_read().await;
         let refs: Vec<&str> = keys.iter().map(CacheKey::as_str).collect();
@@ -197,19 +242,23 @@ impl Cache {
                         }
                     }
                 }
-                found
+                Some(found)
             }
-            Ok(_) => vec![None; keys.len()],
+            Ok(_) => Some(vec![None; keys.len()]),
             Err(e) => {
                 self.record_error(keys[0].resource(), "get_many", keys[0].as_str(), &e);
-                vec![None; keys.len()]
+                None
             }
         }
     }
 
     /// Decodes an entry if it is fresh or inside its stale-while-revalidate window, counting the
     /// outcome.
-    fn decode_servable<T: DeserializeOwned>(&self, key: &CacheKey, bytes: &Bytes) -> Option<T> {
+    fn decode_servable<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        bytes: &Bytes,
+    ) -> Option<Fetched<T>> {
         let header = match Header::parse(bytes) {
             Ok(h) => h,
             Err(e) => {
@@ -231,9 +280,15 @@ impl Cache {
             }
         };
         match crate::codec::Envelope::with_header(bytes, header).decode() {
-            Ok(v) => {
+            Ok(value) => {
                 self.count_served(key, status, bytes.len(), age);
-                Some(v)
+                Some(Fetched {
+                    value,
+                    status,
+                    age,
+                    ttl: header.ttl().saturating_sub(age),
+                    etag: Some(header.etag()),
+                })
             }
             Err(e) => {
                 self.record_error(key.resource(), "decode", key.as_str(), &e);

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cache_core::{cached, invalidates, Cache, Fragment, PendingInvalidation, Policy};
+use cache_core::{cached, invalidates, Cache, CacheStatus, Fragment, PendingInvalidation, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, Db};
@@ -56,6 +56,9 @@ pub struct FragmentReport {
     pub loaded: usize,
     /// Whether the cache was bypassed on request.
     pub bypassed: bool,
+    /// Whether the cache was unavailable (or off), so every fragment came from the database
+    /// unstored.
+    pub skipped: bool,
 }
 
 impl App {
@@ -163,7 +166,7 @@ impl App {
     /// and a request for one type would drag all four along. With fragments the 4 community
     /// fragments are stored once for everybody, a user's write invalidates only that user's
     /// fragments (`user:{id}:items`), and a write to an engaged item of type `t` only the shared
-    /// fragment of `t` (`gallery:type:{t}`). [`Cache::get_many_or_load`] reads every fragment in
+    /// fragment of `t` (`gallery:type:{t}`). [`Cache::fetch_many`] reads every fragment in
     /// one round trip (`MGET`) and calls the loader once with the missing ones, which we load
     /// with one database job.
     ///
@@ -184,22 +187,28 @@ impl App {
                 .map(|&i| (i, types[i / 2], i % 2 == 0))
                 .collect()
         };
-        let (values, loaded) = if bypass {
+        let (values, loaded, skipped) = if bypass {
             let all: Vec<usize> = (0..fragments.len()).collect();
             (
                 self.load_fragments(user, plan(&all)).await?,
                 fragments.len(),
+                false,
             )
         } else {
             let mut loaded = 0;
-            let values = self
+            let fetched = self
                 .cache
-                .get_many_or_load(&fragments, |missing| {
+                .fetch_many(&fragments, |missing| {
                     loaded = missing.len();
                     self.load_fragments(user, plan(&missing))
                 })
                 .await?;
-            (values, loaded)
+            let skipped = fetched.iter().any(|f| f.status == CacheStatus::Skip);
+            (
+                fetched.into_iter().map(|f| f.value).collect::<Vec<_>>(),
+                loaded,
+                skipped,
+            )
         };
         let mut values = values.into_iter();
         let sections = types
@@ -219,6 +228,7 @@ impl App {
                 total: fragments.len(),
                 loaded,
                 bypassed: bypass,
+                skipped,
             },
         ))
     }

@@ -15,7 +15,7 @@
 //! The merged view `GET /users/{id}/gallery` reads its fragments with
 //! [`Cache::get_many_or_load`](cache_core::Cache::get_many_or_load) and writes its own headers:
 //! `X-Cache-Status` (`HIT` when every fragment came from the cache, `MISS` when some were loaded,
-//! `BYPASS`, or `SKIP` when caching is off) and `X-Cache-Fragments: total=8, loaded=2`.
+//! `BYPASS`, or `SKIP` when the cache is unavailable or off, as on every other route) and `X-Cache-Fragments: total=8, loaded=2`.
 
 use std::time::Duration;
 
@@ -268,7 +268,7 @@ pub async fn user_gallery(
     // The same bypass rules as the layers: `?cache_bypass=1` or `Cache-Control: no-cache`.
     let bypass = HttpRules::default().wants_bypass(uri.query(), &headers);
     let (body, report) = app.user_gallery(owner.0, &types, bypass).await?;
-    let status = if !app.cache.is_enabled() {
+    let status = if !app.cache.is_enabled() || report.skipped {
         "SKIP"
     } else if report.bypassed {
         "BYPASS"
