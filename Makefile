@@ -3,15 +3,17 @@
 # Recipes are POSIX sh; logic longer than a line lives in scripts/.
 # Variables: REDIS_PORT (dev server port, default 6379), REDIS_URL (server
 # for cache-stats/cache-flush; for tests: use that server instead of
-# spawning), NAMESPACE and DRY_RUN (cache-flush), CARGO (default cargo).
+# spawning), NAMESPACE and DRY_RUN (cache-flush), FUZZ_CASES and FUZZ_SEED
+# (fuzz), CARGO (default cargo).
 
 SHELL = /bin/sh
 CARGO ?= cargo
 REDIS_PORT ?= 6379
+FUZZ_CASES ?= 20000
 
 .DEFAULT_GOAL := help
 
-.PHONY: help test test-all chaos fmt fmt-check clippy doc features bench \
+.PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc features bench \
 	redis-up redis-down cache-stats cache-flush demo load clean
 
 help:
@@ -22,6 +24,9 @@ help:
 	@echo "  test-all     fmt-check + clippy + test + doc + features (what CI runs)"
 	@echo "  chaos        chaos suite, full form: both examples under load, every Redis fault for 10 s"
 	@echo "               (CHAOS_SECONDS, CHAOS_FAULTS, CHAOS_SEED, CHAOS_RPS; \`make test\` runs 1 s per fault)"
+	@echo "  fuzz         the property tests with \$$FUZZ_CASES cases each (default 20000): both adapters"
+	@echo "               cached vs uncached on Redis and memory (tests/fuzz_http.rs), the examples'"
+	@echo "               list queries; \$$FUZZ_SEED=<seed> reruns a failure"
 	@echo "  fmt          format the code"
 	@echo "  fmt-check    check formatting"
 	@echo "  clippy       lint everything, warnings are errors"
@@ -61,6 +66,19 @@ chaos:
 	CHAOS_FULL=1; export CHAOS_FULL; \
 	echo "==> CHAOS_FULL=1 $(CARGO) test -p cache-tests --all-features --test chaos"; \
 	$(CARGO) test -p cache-tests --all-features --test chaos
+
+# `make test` runs the same properties with 256 cases each. The minimized regression tests of
+# fuzz_http.rs are not run here (they are in `make test`): this target looks for new failures.
+fuzz:
+	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
+	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
+	FUZZ_CASES="$(FUZZ_CASES)"; export FUZZ_CASES; \
+	echo "==> FUZZ_CASES=$$FUZZ_CASES: tests/fuzz_http.rs (Axum and Actix, Redis and memory)"; \
+	$(CARGO) test -p cache-tests --test fuzz_http -- --nocapture \
+		the_cached_copy_answers_like_the_uncached_one harness_two_uncached_copies_agree || exit 1; \
+	echo "==> FUZZ_CASES=$$FUZZ_CASES: the examples' list queries (trigs, gallery)"; \
+	$(CARGO) test -p trigs --test e2e -- list_queries_never_answer_5xx || exit 1; \
+	$(CARGO) test -p gallery --test e2e -- list_queries_never_answer_5xx
 
 fmt:
 	$(CARGO) fmt --all

@@ -196,7 +196,8 @@ where
         let config = self.config.clone();
         // metrics hook: the route (or `handler`) and the start time.
         let timing = config.metrics.is_some().then(|| {
-            let route = req.match_pattern().unwrap_or_else(|| "handler".to_owned());
+            let route =
+                crate::glue::route_pattern(req.request()).unwrap_or_else(|| "handler".to_owned());
             (route, Instant::now())
         });
         let http_req = req.request();

@@ -11,6 +11,18 @@ use actix_web::HttpResponse;
 use bytes::{Bytes, BytesMut};
 use cache_core::http::{CachedResponse, HeaderSource};
 
+/// The route template of a request (`/trigs/{id}`), before or after routing.
+///
+/// Actix routes on the path with its unreserved escapes decoded (`/%69tems/1` is `/items/1`), not
+/// on the raw `req.path()` that [`HttpRequest::match_pattern`](actix_web::HttpRequest::match_pattern)
+/// matches before routing: a middleware that used it would see no route for a request the router
+/// sends to one (and, for a write, invalidate nothing). The match uses the router's own path.
+pub(crate) fn route_pattern(req: &actix_web::HttpRequest) -> Option<String> {
+    req.resource_map()
+        .match_pattern(req.match_info().as_str())
+        .or_else(|| req.match_pattern())
+}
+
 /// An Actix header map seen through [`HeaderSource`].
 pub(crate) struct Headers<'a>(pub(crate) &'a HeaderMap);
 

@@ -235,8 +235,7 @@ where
         let service = self.service.clone();
         let config = self.config.clone();
         Box::pin(async move {
-            // Pre-routing, the template comes from the resource map (one walk, one String).
-            let route = req.match_pattern();
+            let route = crate::glue::route_pattern(req.request());
             // metrics hook: time the request and label it with the route's resource and status.
             let timing = config.metrics.as_ref().and_then(|m| {
                 let resource = config.http.resource_of(route.as_deref()?)?.to_owned();
@@ -285,7 +284,6 @@ where
     let http = &config.http;
     let plan = {
         let m = method(req.method());
-        let query = req.query_string();
         let info = RequestInfo {
             method: &m,
             route,
@@ -293,7 +291,6 @@ where
             query: req.uri().query(),
             headers: &Headers(req.headers()),
         };
-        let _ = query;
         let http_req = req.request();
         http.plan(
             &info,

@@ -13,6 +13,9 @@ mod common;
 #[path = "common/items_api.rs"]
 mod items_api;
 
+#[path = "common/items_actix.rs"]
+mod items_actix;
+
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,96 +25,16 @@ use std::time::Duration;
 use actix_http::Request;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, Service, ServiceResponse};
-use actix_web::http::{Method, StatusCode};
-use actix_web::test::{self, TestRequest};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use cache_actix::{ResponseCacheLayer, RoutePolicy, RouteScope};
-use cache_core::Cache;
+use actix_web::test;
+use actix_web::{web, App, HttpServer};
 use common::Ctx;
-use items_api::{cache_control, differential, Origin, Out, Reply, Req, Target};
+use items_actix::{call, layer, respond, routes};
+use items_api::{cache_control, differential, Origin, Reply, Req, Target};
 
-const HOUR: Duration = Duration::from_secs(3600);
 /// Bound on every wait for a signal.
 const WAIT: Duration = Duration::from_secs(10);
 
-// ------------------------------------------------------------------ the app
-
-fn respond(out: Out) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(out.status).unwrap())
-        .content_type(out.content_type)
-        .body(out.body)
-}
-
-fn user_of(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get("x-user")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-async fn get_item(o: web::Data<Origin>, id: web::Path<String>) -> HttpResponse {
-    respond(o.get_item(&id))
-}
-
-async fn put_item(o: web::Data<Origin>, id: web::Path<String>, body: String) -> HttpResponse {
-    respond(o.put_item(&id, &body))
-}
-
-async fn list(o: web::Data<Origin>, req: HttpRequest) -> HttpResponse {
-    respond(o.list(req.uri().query()))
-}
-
-async fn create(o: web::Data<Origin>, body: String) -> HttpResponse {
-    respond(o.create(&body))
-}
-
-async fn my_item(o: web::Data<Origin>, id: web::Path<String>, req: HttpRequest) -> HttpResponse {
-    respond(o.my_item(user_of(&req).as_deref(), &id))
-}
-
-/// The items API. `web::get()` does not match HEAD in actix: both are registered.
-fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/items/{id}")
-            .route(web::get().to(get_item))
-            .route(web::head().to(get_item))
-            .route(web::put().to(put_item)),
-    )
-    .service(
-        web::resource("/items")
-            .route(web::get().to(list))
-            .route(web::head().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/me/items/{id}")
-            .route(web::get().to(my_item))
-            .route(web::head().to(my_item)),
-    );
-}
-
-fn layer(cache: Cache) -> ResponseCacheLayer {
-    ResponseCacheLayer::builder(cache)
-        .route(
-            "/items/{id}",
-            RoutePolicy::ttl(HOUR).tag("item:{id}").resource("item"),
-        )
-        .route(
-            "/items",
-            RoutePolicy::ttl(HOUR).tag("items:list").resource("items"),
-        )
-        .route(
-            "/me/items/{id}",
-            RoutePolicy::ttl(HOUR)
-                .tag("item:{id}")
-                .scope(RouteScope::PerUser)
-                .resource("my_item"),
-        )
-        .invalidate_on_write("/items/{id}", ["item:{id}", "items:list"])
-        .invalidate_on_write("/items", ["items:list"])
-        .user(user_of)
-        .build()
-}
+// ------------------------------------------------------------------ the app (common/items_actix.rs)
 
 /// Starts a real server (one worker) for the app built by `$factory`.
 macro_rules! serve {
@@ -127,41 +50,6 @@ macro_rules! serve {
         actix_web::rt::spawn(server);
         (addr, handle)
     }};
-}
-
-fn request(req: &Req) -> Request {
-    let mut r = TestRequest::default()
-        .method(Method::from_bytes(req.method.as_bytes()).unwrap())
-        .uri(&req.uri);
-    for (n, v) in &req.headers {
-        r = r.insert_header((n.as_str(), v.as_str()));
-    }
-    r.set_payload(req.body.clone()).to_request()
-}
-
-async fn call<S, B>(svc: &S, req: &Req) -> Reply
-where
-    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    let resp = test::call_service(svc, request(req)).await;
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = test::read_body(resp).await.to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
 }
 
 /// A copy of the app: in-process for everything but `HEAD`, which goes to a real server of the

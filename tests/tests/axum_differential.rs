@@ -13,190 +13,27 @@ mod common;
 #[path = "common/items_api.rs"]
 mod items_api;
 
-use std::net::SocketAddr;
+#[path = "common/items_axum.rs"]
+mod items_axum;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use cache_axum::{ResponseCacheLayer, RoutePolicy, RouteScope};
-use cache_core::Cache;
 use common::Ctx;
-use http_body_util::BodyExt;
-use items_api::{cache_control, differential, Origin, Out, Reply, Req, Target};
+use items_api::{cache_control, differential, Origin, Req, Target};
+use items_axum::{cached_routes, layer, reply, request, respond, routes, AxumTarget};
 use tower::ServiceExt;
 
-const HOUR: Duration = Duration::from_secs(3600);
 /// Bound on every wait for a signal.
 const WAIT: Duration = Duration::from_secs(10);
 
-// ------------------------------------------------------------------ the app
-
-fn respond(out: Out) -> Response {
-    (
-        StatusCode::from_u16(out.status).unwrap(),
-        [("content-type", out.content_type)],
-        out.body,
-    )
-        .into_response()
-}
-
-fn user_of(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-user")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// The items API, uncached.
-fn routes(origin: Arc<Origin>) -> Router {
-    Router::new()
-        .route(
-            "/items/{id}",
-            get(
-                |State(o): State<Arc<Origin>>, Path(id): Path<String>| async move {
-                    respond(o.get_item(&id))
-                },
-            )
-            .put(
-                |State(o): State<Arc<Origin>>, Path(id): Path<String>, body: String| async move {
-                    respond(o.put_item(&id, &body))
-                },
-            ),
-        )
-        .route(
-            "/items",
-            get(
-                |State(o): State<Arc<Origin>>, RawQuery(q): RawQuery| async move {
-                    respond(o.list(q.as_deref()))
-                },
-            )
-            .post(|State(o): State<Arc<Origin>>, body: String| async move {
-                respond(o.create(&body))
-            }),
-        )
-        .route(
-            "/me/items/{id}",
-            get(
-                |State(o): State<Arc<Origin>>, headers: HeaderMap, Path(id): Path<String>| async move {
-                    respond(o.my_item(user_of(&headers).as_deref(), &id))
-                },
-            ),
-        )
-        .with_state(origin)
-}
-
-fn layer(cache: Cache) -> ResponseCacheLayer {
-    ResponseCacheLayer::builder(cache)
-        .route(
-            "/items/{id}",
-            RoutePolicy::ttl(HOUR).tag("item:{id}").resource("item"),
-        )
-        .route(
-            "/items",
-            RoutePolicy::ttl(HOUR).tag("items:list").resource("items"),
-        )
-        .route(
-            "/me/items/{id}",
-            RoutePolicy::ttl(HOUR)
-                .tag("item:{id}")
-                .scope(RouteScope::PerUser)
-                .resource("my_item"),
-        )
-        .invalidate_on_write("/items/{id}", ["item:{id}", "items:list"])
-        .invalidate_on_write("/items", ["items:list"])
-        .user(|parts| user_of(&parts.headers))
-        .build()
-}
-
-/// The items API behind the cache layer.
-fn cached_routes(cache: Cache, origin: Arc<Origin>) -> Router {
-    routes(origin).layer(layer(cache))
-}
-
-fn request(req: &Req) -> Request {
-    let mut b = Request::builder().method(req.method).uri(&req.uri);
-    for (n, v) in &req.headers {
-        b = b.header(n, v);
-    }
-    b.body(Body::from(req.body.clone())).unwrap()
-}
-
-async fn reply(resp: Response) -> Reply {
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// A copy of the app: in-process (`oneshot`) for everything but `HEAD`, which goes through
-/// `axum::serve` on a real socket (the server writes `Content-Length` and strips the body).
-struct AxumTarget {
-    router: Router,
-    addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl AxumTarget {
-    async fn start(router: Router) -> AxumTarget {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let served = router.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, served).await.unwrap();
-        });
-        AxumTarget {
-            router,
-            addr,
-            server,
-        }
-    }
-
-    async fn oneshot(&self, req: &Req) -> Reply {
-        reply(self.router.clone().oneshot(request(req)).await.unwrap()).await
-    }
-}
-
-impl Drop for AxumTarget {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-impl Target for AxumTarget {
-    async fn send(&self, req: &Req) -> Reply {
-        if req.method == "HEAD" {
-            items_api::tcp_send(self.addr, req).await
-        } else {
-            self.oneshot(req).await
-        }
-    }
-}
+// ------------------------------------------------------------------ the app (common/items_axum.rs)
 
 async fn copies(ctx: &Ctx) -> (AxumTarget, AxumTarget) {
     let cached = AxumTarget::start(cached_routes(ctx.cache(), Arc::new(Origin::seeded()))).await;

@@ -992,21 +992,68 @@ pub fn outcome_body(
 }
 
 /// Replaces `{name}` in a tag template by the path parameter `name` of `route` in `path`
-/// (`fill_tag("trig:{id}", "/trigs/{id}", "/trigs/42")` is `trig:42`). Both `{name}` (Axum) and
-/// `{name:regex}` / `{tail}*` (Actix) route parameters are recognised.
+/// (`fill_tag("trig:{id}", "/trigs/{id}", "/trigs/42")` is `trig:42`). Both `{name}` / `{*name}`
+/// (Axum) and `{name:regex}` / `{name}*` (Actix) route parameters are recognised; a catch-all
+/// takes the rest of the path.
+///
+/// The value is the segment **percent-decoded**, as both frameworks hand it to the handler:
+/// `PUT /trigs/%34%32` is a write on trig `42` and invalidates `trig:42`, the tag the entry of
+/// `GET /trigs/42` carries (escapes that do not decode to UTF-8 are replaced by U+FFFD, which can
+/// only make two raw spellings share a tag: an invalidation of one reaches both).
 pub fn fill_tag(template: &str, route: &str, path: &str) -> String {
     if !template.contains('{') {
         return template.to_owned();
     }
     let mut out = template.to_owned();
-    for (seg, value) in route.split('/').zip(path.split('/')) {
-        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+    let mut rest = path.strip_prefix('/').unwrap_or(path);
+    for seg in route.strip_prefix('/').unwrap_or(route).split('/') {
+        let (value, tail) = match rest.split_once('/') {
+            Some((value, tail)) => (value, tail),
+            None => (rest, ""),
+        };
+        let param = seg
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix("}*").or_else(|| s.strip_suffix('}')));
+        if let Some(name) = param {
+            let catch_all = name.starts_with('*') || seg.ends_with("}*");
             let name = name.trim_start_matches('*');
             let name = name.split(':').next().unwrap_or(name);
-            out = out.replace(&format!("{{{name}}}"), value);
+            let value = if catch_all { rest } else { value };
+            out = out.replace(&format!("{{{name}}}"), &percent_decode_lossy(value));
+            if catch_all {
+                break;
+            }
         }
+        rest = tail;
     }
     out
+}
+
+/// `%XX` escapes decoded (an escape that is not two hex digits is kept as it is), then the bytes
+/// as UTF-8 with invalid sequences replaced by U+FFFD. Borrows when there is no `%`.
+fn percent_decode_lossy(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
@@ -1059,5 +1106,26 @@ mod tests {
             fill_tag("trig:{id}", "/trigs/{id:\\d+}", "/trigs/42"),
             "trig:42"
         );
+        assert_eq!(
+            fill_tag("f:{rest}", "/files/{*rest}", "/files/a/b%20c"),
+            "f:a/b c"
+        );
+        assert_eq!(
+            fill_tag("f:{tail}", "/files/{tail}*", "/files/a/b"),
+            "f:a/b"
+        );
+    }
+
+    /// A write through `/trigs/%34%32` invalidates the tag of `/trigs/42`: values are decoded as
+    /// the frameworks decode path parameters (the fuzzer's first find).
+    #[test]
+    fn tags_are_filled_from_percent_decoded_path_parameters() {
+        assert_eq!(
+            fill_tag("trig:{id}", "/trigs/{id}", "/trigs/%34%32"),
+            "trig:42"
+        );
+        assert_eq!(fill_tag("t:{id}", "/t/{id}", "/t/%e2%82%ac"), "t:\u{20ac}");
+        assert_eq!(fill_tag("t:{id}", "/t/{id}", "/t/%zz%4"), "t:%zz%4");
+        assert_eq!(fill_tag("t:{id}", "/t/{id}", "/t/%FF"), "t:\u{fffd}");
     }
 }

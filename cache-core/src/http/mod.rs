@@ -32,6 +32,8 @@
 //! assert_eq!(rules.decide(&Method::GET, None, &headers, RouteScope::PerUser, true), Decision::Lookup);
 //! ```
 
+use std::fmt::Write as _;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 
@@ -355,11 +357,27 @@ impl HttpRules {
             .exact_query(query)
             .exclude(&self.bypass_param);
         for name in &self.vary {
-            let joined = headers
-                .values(name.as_str())
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .collect::<Vec<_>>()
-                .join(", ");
+            // Absent: no parameter. Present (even empty): `=` then the values joined by `, `,
+            // every byte outside visible ASCII and `%` escaped as `%XX`, so that two requests
+            // share an entry only when their header values are byte for byte the same (RFC 9111
+            // §4.1; an absent header matches only an absent one).
+            let mut values = headers.values(name.as_str()).peekable();
+            if values.peek().is_none() {
+                continue;
+            }
+            let mut joined = String::from("=");
+            for (i, v) in values.enumerate() {
+                if i > 0 {
+                    joined.push_str(", ");
+                }
+                for &b in v {
+                    if (b.is_ascii_graphic() && b != b'%') || b == b' ' {
+                        joined.push(b as char);
+                    } else {
+                        let _ = write!(joined, "%{b:02X}");
+                    }
+                }
+            }
             key = key.param(&format!("header:{name}"), joined);
         }
         if let Some(user) = user {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use cache_tests::RedisServer;
 use gallery::demo::{self, DemoOptions};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
 /// Kills the child process when dropped (also when the test panics).
 struct ChildGuard(Child);
@@ -123,4 +125,148 @@ async fn caching_off_is_a_plain_pass_through() {
     assert_ne!(r.cache_status(), "HIT");
     let r = api.get("/gallery", &[]).await.unwrap();
     assert_ne!(r.cache_status(), "HIT", "caching is off: never a hit");
+}
+
+/// `FUZZ_CASES` (default 256).
+fn fuzz_cases() -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(256)
+}
+
+/// A query parameter value: numbers of every size and sign, empty, garbage, encoded bytes, the
+/// values the filters know.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<u32>().prop_map(|n| n.to_string()),
+        (0u32..=120).prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<u64>().prop_map(|n| n.to_string()),
+        "[0-9]{15,40}",
+        proptest::sample::select(vec![
+            "",
+            "-0",
+            "+5",
+            " 5",
+            "5.0",
+            "1e3",
+            "abc",
+            "%FF",
+            "%00",
+            "%35",
+            "4294967295",
+            "4294967296",
+            "10001",
+            "18446744073709551616",
+            "image",
+            "video",
+            "audio",
+            "text",
+            "hologram",
+            "recent",
+            "popular",
+            "manual",
+            "auto",
+            "cat",
+            "Cats",
+            "%20cats%20",
+        ])
+        .prop_map(str::to_owned),
+        "[a-zA-Z0-9%+._~-]{0,8}",
+    ]
+}
+
+fn query() -> impl Strategy<Value = String> {
+    let name = proptest::sample::select(vec![
+        "page", "limit", "type", "tag", "sort", "user", "source", "page", "limit", "x",
+    ]);
+    proptest::collection::vec((name, value()), 0..4).prop_map(|pairs| {
+        pairs
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
+/// A list endpoint, and the `X-User-Id` to send (the owner's routes need the path's user).
+fn list_endpoint() -> impl Strategy<Value = (String, Option<String>)> {
+    let id = prop_oneof![
+        (1i64..=5).prop_map(|n| n.to_string()),
+        proptest::sample::select(vec![
+            "0",
+            "-1",
+            "9223372036854775807",
+            "99999999999999999999",
+            "abc"
+        ])
+        .prop_map(str::to_owned),
+    ];
+    (0usize..7, id, any::<bool>()).prop_map(|(which, id, as_owner)| {
+        let user = as_owner.then(|| id.clone());
+        match which {
+            0 => ("/gallery".to_owned(), None),
+            1 => ("/content".to_owned(), None),
+            2 => ("/tags".to_owned(), None),
+            3 => (format!("/users/{id}/content_items"), user),
+            4 => (format!("/users/{id}/content_items_auto"), user),
+            5 => (format!("/users/{id}/gallery"), user),
+            _ => ("/generation-types".to_owned(), None),
+        }
+    })
+}
+
+/// No query of a list endpoint answers 5xx or drops the connection, and every 4xx says why
+/// (proptest, `FUZZ_CASES` cases against the binary).
+#[test]
+fn list_queries_never_answer_5xx() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_gallery, base) = spawn_gallery(&[
+        ("ADDR", "127.0.0.1:0".into()),
+        (
+            "GALLERY_DB",
+            dir.path().join("g.sqlite3").display().to_string(),
+        ),
+        ("GALLERY_SEED_ITEMS", "500".into()),
+        ("GALLERY_SEED_USERS", "20".into()),
+    ]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let config = ProptestConfig {
+        cases: fuzz_cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&(list_endpoint(), query()), |((endpoint, user), query)| {
+        let url = format!("{base}{endpoint}?{query}");
+        let (status, text) = rt.block_on(async {
+            let mut req = client.get(&url);
+            if let Some(user) = &user {
+                req = req.header("x-user-id", user);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| TestCaseError::fail(format!("GET {url}: {e}")))?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            Ok::<_, TestCaseError>((status, text))
+        })?;
+        prop_assert!(!status.is_server_error(), "GET {url}: {status} {text}");
+        if status.is_client_error() {
+            prop_assert!(
+                !text.trim().is_empty(),
+                "GET {url}: {status} with an empty body"
+            );
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }

@@ -292,11 +292,16 @@ impl Db {
     }
 }
 
-/// Page number and size of a list (`?page=2&per_page=50`), 1-based, `per_page` at most 100.
-fn bounds(page: u32, per_page: u32) -> (u32, u32, u32) {
+/// Page number, size and row offset of a list (`?page=2&per_page=50`), 1-based, `per_page` at
+/// most 100. The handlers reject values out of range with a 400 ([`PageQuery::get`]); here any
+/// `u32` is safe: the offset is computed in `i64` (at most `(2^32 - 2) * 100`), never overflowing
+/// (`page=4294967295` used to overflow `u32` and panic).
+///
+/// [`PageQuery::get`]: crate::model::PageQuery::get
+fn bounds(page: u32, per_page: u32) -> (u32, u32, i64) {
     let page = page.max(1);
     let per_page = per_page.clamp(1, 100);
-    (page, per_page, (page - 1) * per_page)
+    (page, per_page, i64::from(page - 1) * i64::from(per_page))
 }
 
 fn count(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<u64> {
@@ -377,7 +382,7 @@ pub fn trigs(conn: &Connection, page: u32, per_page: u32) -> rusqlite::Result<Pa
          FROM trigs t ORDER BY t.id LIMIT ?1 OFFSET ?2",
     )?;
     let items = st
-        .query_map([per_page, offset], |r| {
+        .query_map(params![per_page, offset], |r| {
             Ok(TrigSummary {
                 id: r.get(0)?,
                 waypoint: r.get(1)?,
@@ -536,7 +541,7 @@ pub fn users(conn: &Connection, page: u32, per_page: u32) -> rusqlite::Result<Pa
     let mut st =
         conn.prepare_cached("SELECT id, name, joined FROM users ORDER BY id LIMIT ?1 OFFSET ?2")?;
     let items = st
-        .query_map([per_page, offset], |r| {
+        .query_map(params![per_page, offset], |r| {
             Ok(UserSummary {
                 id: r.get(0)?,
                 name: r.get(1)?,
@@ -661,4 +666,20 @@ pub fn create_user(
     };
     tx.commit()?;
     Ok(Some(user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounds;
+
+    /// Regression: `page = u32::MAX` overflowed `(page - 1) * per_page` in `u32` and panicked.
+    #[test]
+    fn bounds_never_overflow() {
+        assert_eq!(
+            bounds(u32::MAX, u32::MAX),
+            (u32::MAX, 100, i64::from(u32::MAX - 1) * 100)
+        );
+        assert_eq!(bounds(0, 0), (1, 1, 0));
+        assert_eq!(bounds(3, 20), (3, 20, 40));
+    }
 }

@@ -76,7 +76,8 @@ pub async fn get_trig(
     Ok(web::Json(trig))
 }
 
-/// `GET /v1/trigs?page=&per_page=`: trigs with their log counts.
+/// `GET /v1/trigs?page=&per_page=`: trigs with their log counts. A page or page size out of
+/// range is a 400 ([`PageQuery::get`]), as on every list.
 ///
 /// Cached for 12 h under tag `trigs:list`. Each page is its own entry (the query is in the
 /// key); any log write invalidates them all, as the guide's "any log (conservative)".
@@ -85,7 +86,7 @@ pub async fn list_trigs(
     app: web::Data<App>,
     q: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<TrigSummary>>, ApiError> {
-    let (page, per_page) = q.get();
+    let (page, per_page) = q.get()?;
     let list = app
         .db
         .run(move |c| Ok(db::trigs(c, page, per_page)?))
@@ -103,7 +104,7 @@ pub async fn trig_logs(
     id: web::Path<i64>,
     q: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<LogSummary>>, ApiError> {
-    let (id, (page, per_page)) = (id.into_inner(), q.get());
+    let (id, (page, per_page)) = (id.into_inner(), q.get()?);
     let list = app
         .db
         .run(move |c| Ok(db::logs(c, LogFilter::Trig(id), page, per_page)?))
@@ -121,7 +122,7 @@ pub async fn trig_photos(
     id: web::Path<i64>,
     q: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<Photo>>, ApiError> {
-    let (id, (page, per_page)) = (id.into_inner(), q.get());
+    let (id, (page, per_page)) = (id.into_inner(), q.get()?);
     let list = app
         .db
         .run(move |c| Ok(db::trig_photos(c, id, page, per_page)?))
@@ -154,7 +155,7 @@ pub async fn user_logs(
     id: web::Path<i64>,
     q: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<LogSummary>>, ApiError> {
-    let (id, (page, per_page)) = (id.into_inner(), q.get());
+    let (id, (page, per_page)) = (id.into_inner(), q.get()?);
     let list = app
         .db
         .run(move |c| Ok(db::logs(c, LogFilter::User(id), page, per_page)?))
@@ -171,7 +172,7 @@ pub async fn list_users(
     app: web::Data<App>,
     q: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<UserSummary>>, ApiError> {
-    let (page, per_page) = q.get();
+    let (page, per_page) = q.get()?;
     let list = app
         .db
         .run(move |c| Ok(db::users(c, page, per_page)?))
@@ -187,7 +188,7 @@ pub async fn list_logs(
     app: web::Data<App>,
     q: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<LogSummary>>, ApiError> {
-    let (page, per_page) = q.get();
+    let (page, per_page) = q.get()?;
     let list = app
         .db
         .run(move |c| Ok(db::logs(c, LogFilter::All, page, per_page)?))

@@ -49,6 +49,14 @@
 //! entry survives the race. A failed write (`Err`: 400, 404, 409) invalidates nothing. When Redis is down, reads answer
 //! from SQLite (`X-Cache-Status: SKIP`) and writes still succeed.
 //!
+//! # Inputs
+//!
+//! Lists take `?page=` (1 to 100,000, default 1) and `?per_page=` (1 to 100, default 20); a
+//! value out of range, empty, negative or not a number is a 400 naming it
+//! (`{"error": "page=\"4294967295\": expected a whole number from 1 to 100000"}`). A path id
+//! that is not an `i64` is a 400 (`{"error": "invalid path: ..."}`), an unknown one a 404; a
+//! query or JSON body the extractors refuse is a 4xx with a JSON `error`. No input answers 5xx.
+//!
 //! # Environment
 //!
 //! | variable | meaning | default |
@@ -64,7 +72,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::error::{InternalError, JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use cache_actix::{admin_scope, metrics_route, AdminGuard, CacheMetrics};
 use cache_core::{Cache, CacheBuilder};
 
@@ -74,6 +83,7 @@ pub mod handlers;
 pub mod model;
 
 pub use crate::db::{Db, SeedSize};
+use crate::error::ApiError;
 
 /// What the handlers share (as `web::Data<App>`): the cache their annotations use and the
 /// database.
@@ -150,6 +160,9 @@ pub fn configure(
     cfg.app_data(web::Data::new(app.clone()))
         .service(
             web::scope("/v1")
+                .app_data(web::QueryConfig::default().error_handler(query_error))
+                .app_data(web::PathConfig::default().error_handler(path_error))
+                .app_data(web::JsonConfig::default().error_handler(json_error))
                 .route("/stats/site", web::get().to(h::site_stats))
                 .route("/trigs", web::get().to(h::list_trigs))
                 .route("/trigs/{id}", web::get().to(h::get_trig))
@@ -172,6 +185,38 @@ pub fn configure(
             AdminGuard::bearer(admin_token),
         ))
         .service(metrics_route("/metrics", metrics.clone()));
+}
+
+/// A query string the extractor cannot read (`?page=1&page=2`, a value that is not valid in
+/// its field) as the API's own 400, `{"error": "invalid query string: ..."}`, rather than
+/// Actix's plain-text one. Values out of range are checked by the handlers
+/// ([`model::PageQuery::get`]).
+fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let detail = match &err {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    let body = ApiError::BadRequest(format!("invalid query string: {detail}")).error_response();
+    InternalError::from_response(err, body).into()
+}
+
+/// A path parameter that does not parse (`/v1/trigs/abc`, an id beyond `i64`) as a 400,
+/// `{"error": "invalid path: ..."}`, rather than Actix's plain-text 404.
+fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    let detail = match &err {
+        PathError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    let body = ApiError::BadRequest(format!("invalid path: {detail}")).error_response();
+    InternalError::from_response(err, body).into()
+}
+
+/// A JSON body the extractor refuses, with Actix's status (400, 413, 415) and the API's JSON
+/// error body.
+fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let body = HttpResponse::build(err.status_code())
+        .json(serde_json::json!({ "error": format!("invalid body: {err}") }));
+    InternalError::from_response(err, body).into()
 }
 
 /// Today's date, `YYYY-MM-DD` (UTC), for new logs and users.

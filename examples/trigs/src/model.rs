@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ApiError;
+
 /// `GET /v1/stats/site`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteStats {
@@ -153,21 +155,56 @@ pub struct Page<T> {
     pub items: Vec<T>,
 }
 
-/// `?page=&per_page=` of the list endpoints (defaults 1 and 20). Part of the cache key: each
-/// page is its own entry, and one tag invalidates them all.
+/// `?page=&per_page=` of the list endpoints: `page` from 1 to [`PageQuery::MAX_PAGE`]
+/// (default 1), `per_page` from 1 to [`PageQuery::MAX_PER_PAGE`] (default 20); anything else
+/// (empty, negative, not a number, too large) is a 400 naming the parameter and its range. Part
+/// of the cache key: each page is its own entry, and one tag invalidates them all.
+///
+/// The values are kept as sent and parsed by [`PageQuery::get`], so that the 400 can name the
+/// parameter (a typed field would fail in the extractor, with a message that does not).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageQuery {
     /// Page number, from 1.
-    pub page: Option<u32>,
+    pub page: Option<String>,
     /// Rows per page, at most 100.
-    pub per_page: Option<u32>,
+    pub per_page: Option<String>,
 }
 
 impl PageQuery {
+    /// The largest page number: 100,000 pages of 100 rows is more than any list holds, and the
+    /// row offset stays far from overflowing.
+    pub const MAX_PAGE: u32 = 100_000;
+    /// The largest page size.
+    pub const MAX_PER_PAGE: u32 = 100;
+
     /// `(page, per_page)` with the defaults applied.
-    pub fn get(&self) -> (u32, u32) {
-        (self.page.unwrap_or(1), self.per_page.unwrap_or(20))
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`] when a value is not a whole number in its range, e.g.
+    /// `page="4294967295": expected a whole number from 1 to 100000`.
+    pub fn get(&self) -> Result<(u32, u32), ApiError> {
+        Ok((
+            number("page", self.page.as_deref(), 1, Self::MAX_PAGE)?,
+            number("per_page", self.per_page.as_deref(), 20, Self::MAX_PER_PAGE)?,
+        ))
     }
+}
+
+/// The value of the query parameter `name` (`default` when absent), a whole number from 1 to
+/// `max`.
+fn number(name: &str, value: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name}={value:?}: expected a whole number from 1 to {max}"
+            ))
+        })
 }
 
 /// Body of `POST /v1/trigs/{id}/logs`.
@@ -195,4 +232,77 @@ pub struct NewPhoto {
 pub struct NewUser {
     /// Name, unique.
     pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(page: Option<&str>, per_page: Option<&str>) -> PageQuery {
+        PageQuery {
+            page: page.map(str::to_owned),
+            per_page: per_page.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn pages_in_range_are_read_and_defaulted() {
+        assert_eq!(q(None, None).get().unwrap(), (1, 20));
+        assert_eq!(
+            q(Some("100000"), Some("100")).get().unwrap(),
+            (100_000, 100)
+        );
+        assert_eq!(q(Some("1"), Some("1")).get().unwrap(), (1, 1));
+    }
+
+    #[test]
+    fn pages_out_of_range_are_400s_naming_the_parameter() {
+        for (page, per_page, message) in [
+            (
+                Some("4294967295"),
+                None,
+                "page=\"4294967295\": expected a whole number from 1 to 100000",
+            ),
+            (
+                Some("0"),
+                None,
+                "page=\"0\": expected a whole number from 1 to 100000",
+            ),
+            (
+                Some("-1"),
+                None,
+                "page=\"-1\": expected a whole number from 1 to 100000",
+            ),
+            (
+                Some(""),
+                None,
+                "page=\"\": expected a whole number from 1 to 100000",
+            ),
+            (
+                Some("99999999999999999999"),
+                None,
+                "page=\"99999999999999999999\": expected a whole number from 1 to 100000",
+            ),
+            (
+                None,
+                Some("0"),
+                "per_page=\"0\": expected a whole number from 1 to 100",
+            ),
+            (
+                None,
+                Some("101"),
+                "per_page=\"101\": expected a whole number from 1 to 100",
+            ),
+            (
+                None,
+                Some("1e2"),
+                "per_page=\"1e2\": expected a whole number from 1 to 100",
+            ),
+        ] {
+            match q(page, per_page).get() {
+                Err(ApiError::BadRequest(m)) => assert_eq!(m, message),
+                other => panic!("{page:?} {per_page:?}: {other:?}"),
+            }
+        }
+    }
 }

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use cache_tests::RedisServer;
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -482,4 +484,242 @@ async fn concurrent_writes_never_fail() {
         TASKS * ROUNDS * 3,
         &failures[..failures.len().min(5)]
     );
+}
+
+/// Bad inputs of the list and item endpoints are 400s whose JSON `error` names what is wrong;
+/// values in range still work.
+///
+/// Regression: `GET /v1/trigs?page=4294967295` overflowed `u32` in `db::bounds` (`(page - 1) *
+/// per_page`): a panic on the blocking pool, answered 500. `page=0` and `per_page=0` or `101`
+/// were silently replaced, and a bad query or path got Actix's plain-text 400 / 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_are_400s_naming_the_parameter() {
+    let service = Service::start(&[]);
+    let api = Api {
+        client: Client::new(),
+        base: service.base.clone(),
+    };
+    let page_range = "expected a whole number from 1 to 100000";
+    let per_page_range = "expected a whole number from 1 to 100";
+    let cases: Vec<(String, String)> = [
+        (
+            "/v1/trigs?page=4294967295",
+            format!("page=\"4294967295\": {page_range}"),
+        ),
+        (
+            "/v1/trigs?page=100001",
+            format!("page=\"100001\": {page_range}"),
+        ),
+        ("/v1/trigs?page=0", format!("page=\"0\": {page_range}")),
+        ("/v1/trigs?page=-1", format!("page=\"-1\": {page_range}")),
+        ("/v1/trigs?page=", format!("page=\"\": {page_range}")),
+        ("/v1/trigs?page=abc", format!("page=\"abc\": {page_range}")),
+        (
+            "/v1/trigs?page=99999999999999999999",
+            format!("page=\"99999999999999999999\": {page_range}"),
+        ),
+        (
+            "/v1/trigs?per_page=0",
+            format!("per_page=\"0\": {per_page_range}"),
+        ),
+        (
+            "/v1/trigs?per_page=101",
+            format!("per_page=\"101\": {per_page_range}"),
+        ),
+        (
+            "/v1/users?page=4294967295",
+            format!("page=\"4294967295\": {page_range}"),
+        ),
+        (
+            "/v1/logs?page=4294967295&per_page=100",
+            format!("page=\"4294967295\": {page_range}"),
+        ),
+        (
+            "/v1/trigs/1/logs?page=4294967295",
+            format!("page=\"4294967295\": {page_range}"),
+        ),
+        (
+            "/v1/trigs/1/photos?page=4294967295",
+            format!("page=\"4294967295\": {page_range}"),
+        ),
+        (
+            "/v1/users/1/logs?per_page=-5",
+            format!("per_page=\"-5\": {per_page_range}"),
+        ),
+        (
+            "/v1/trigs?page=1&page=2",
+            "invalid query string: duplicate field `page`".to_owned(),
+        ),
+        ("/v1/trigs/abc", "invalid path: ".to_owned()),
+        (
+            "/v1/trigs/99999999999999999999",
+            "invalid path: ".to_owned(),
+        ),
+        ("/v1/users/1.5/logs", "invalid path: ".to_owned()),
+    ]
+    .into_iter()
+    .map(|(p, m)| (p.to_owned(), m))
+    .collect();
+    for (path, message) in &cases {
+        let r = api.get(path).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "GET {path}: {:?}",
+            r.body
+        );
+        let error = r.body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with(message.as_str()),
+            "GET {path}: error {error:?}, expected it to start with {message:?}"
+        );
+    }
+    // The bounds themselves are fine: the last page number is an empty page, 100 rows a page.
+    let last = api.get("/v1/trigs?page=100000&per_page=100").await;
+    assert_eq!(last.status, StatusCode::OK, "{:?}", last.body);
+    assert_eq!(
+        (
+            last.body["page"].as_u64(),
+            last.body["items"].as_array().map(Vec::len)
+        ),
+        (Some(100_000), Some(0))
+    );
+    let first = api.get("/v1/trigs?page=1&per_page=1").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body["items"].as_array().map(Vec::len), Some(1));
+    // An unknown id is still a 404; a body the JSON extractor refuses is a JSON 400.
+    assert_eq!(api.get("/v1/trigs/-1").await.status, StatusCode::NOT_FOUND);
+    let bad = api
+        .client
+        .post(format!("{}/v1/users", api.base))
+        .header("content-type", "application/json")
+        .body("{\"name\": 5}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let body: Value = bad.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid body: ")),
+        "{body}"
+    );
+}
+
+/// `FUZZ_CASES` (default 256).
+fn fuzz_cases() -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(256)
+}
+
+/// A query parameter value: numbers of every size and sign, empty, garbage, encoded bytes.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<u32>().prop_map(|n| n.to_string()),
+        (0u32..=120).prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<u64>().prop_map(|n| n.to_string()),
+        "[0-9]{15,40}",
+        proptest::sample::select(vec![
+            "",
+            "-0",
+            "+5",
+            " 5",
+            "5 ",
+            "5.0",
+            "1e3",
+            "0x10",
+            "abc",
+            "%FF",
+            "%00",
+            "%35",
+            "4294967295",
+            "4294967296",
+            "100000",
+            "100001",
+            "18446744073709551616",
+            "-2147483649",
+        ])
+        .prop_map(str::to_owned),
+        "[a-zA-Z0-9%+._~-]{0,8}",
+    ]
+}
+
+fn query() -> impl Strategy<Value = String> {
+    let name = proptest::sample::select(vec!["page", "per_page", "page", "per_page", "x", "PAGE"]);
+    proptest::collection::vec((name, value()), 0..4).prop_map(|pairs| {
+        pairs
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
+fn list_endpoint() -> impl Strategy<Value = String> {
+    let id = prop_oneof![
+        (1i64..=5).prop_map(|n| n.to_string()),
+        proptest::sample::select(vec![
+            "0",
+            "-1",
+            "9223372036854775807",
+            "99999999999999999999",
+            "abc"
+        ])
+        .prop_map(str::to_owned),
+    ];
+    (0usize..6, id).prop_map(|(which, id)| match which {
+        0 => "/v1/trigs".to_owned(),
+        1 => "/v1/users".to_owned(),
+        2 => "/v1/logs".to_owned(),
+        3 => format!("/v1/trigs/{id}/logs"),
+        4 => format!("/v1/trigs/{id}/photos"),
+        _ => format!("/v1/users/{id}/logs"),
+    })
+}
+
+/// No query of a list endpoint answers 5xx or drops the connection; every 4xx carries a JSON
+/// `error` (proptest, `FUZZ_CASES` cases against the binary).
+#[test]
+fn list_queries_never_answer_5xx() {
+    let service = Service::start(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new();
+    let config = ProptestConfig {
+        cases: fuzz_cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&(list_endpoint(), query()), |(endpoint, query)| {
+        let url = format!("{}{endpoint}?{query}", service.base);
+        let (status, text) = rt.block_on(async {
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| TestCaseError::fail(format!("GET {url}: {e}")))?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            Ok::<_, TestCaseError>((status, text))
+        })?;
+        prop_assert!(!status.is_server_error(), "GET {url}: {status} {text}");
+        if status.is_client_error() {
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            prop_assert!(
+                body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "GET {url}: {status} without a JSON error: {text}"
+            );
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }
