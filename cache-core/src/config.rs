@@ -8,6 +8,8 @@
 //! | `CACHE_DEFAULT_TTL` | TTL when a call names none | `"90s"`, `"5m"`, `"24h"`, `"1h30m"` or seconds | `5m` |
 //! | `CACHE_COMMAND_TIMEOUT_MS` | deadline of every backend call | positive integer (ms) | `50` |
 //! | `CACHE_MAX_ENTRY_BYTES` | larger encoded values are not stored | positive integer | `1048576` |
+//! | `CACHE_INVALIDATION_TIMEOUT_MS` | how long a write's invalidation waits for the backend before it is queued ([`crate::durable`]) | positive integer (ms) | `250` |
+//! | `CACHE_INVALIDATION_QUEUE` | undelivered invalidations kept in order; past that, the namespace is retired when the backend answers | integer | `10000` |
 //!
 //! ```
 //! use cache_core::CacheBuilder;
@@ -197,6 +199,30 @@ impl CacheBuilder {
                         "CACHE_COMMAND_TIMEOUT_MS",
                         &v,
                         "a positive whole number of milliseconds, like 50",
+                    ))
+                }
+            }
+        }
+        if let Some(v) = lookup("CACHE_INVALIDATION_TIMEOUT_MS") {
+            match v.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => b = b.invalidation_timeout(Duration::from_millis(ms)),
+                _ => {
+                    return Err(invalid(
+                        "CACHE_INVALIDATION_TIMEOUT_MS",
+                        &v,
+                        "a positive whole number of milliseconds, like 250",
+                    ))
+                }
+            }
+        }
+        if let Some(v) = lookup("CACHE_INVALIDATION_QUEUE") {
+            match v.trim().parse::<usize>() {
+                Ok(n) => b = b.invalidation_queue(n),
+                _ => {
+                    return Err(invalid(
+                        "CACHE_INVALIDATION_QUEUE",
+                        &v,
+                        "a whole number of invalidations, like 10000",
                     ))
                 }
             }
@@ -488,6 +514,8 @@ mod tests {
             ("CACHE_COMMAND_TIMEOUT_MS", "-3"),
             ("CACHE_COMMAND_TIMEOUT_MS", "fast"),
             ("CACHE_MAX_ENTRY_BYTES", "lots"),
+            ("CACHE_INVALIDATION_TIMEOUT_MS", "0"),
+            ("CACHE_INVALIDATION_QUEUE", "-1"),
             ("REDIS_URL", "http://nope"),
         ] {
             let err = CacheBuilder::from_env_with(env(&[(var, value)])).unwrap_err();
@@ -513,8 +541,12 @@ mod tests {
             ("CACHE_NAMESPACE", "trigs"),
             ("CACHE_DEFAULT_TTL", "24h"),
             ("CACHE_COMMAND_TIMEOUT_MS", "20"),
+            ("CACHE_INVALIDATION_TIMEOUT_MS", "400"),
+            ("CACHE_INVALIDATION_QUEUE", "50"),
         ]))
         .unwrap();
+        assert_eq!(b.settings.invalidation_timeout, Duration::from_millis(400));
+        assert_eq!(b.settings.invalidation_queue, 50);
         assert!(matches!(b.backend, BackendChoice::Redis { .. }));
         assert!(!b.settings.enabled);
         assert_eq!(b.namespace, "trigs");

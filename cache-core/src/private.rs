@@ -338,6 +338,13 @@ pub fn typed<R, F: Future<Output = R>>(f: F) -> F {
     f
 }
 
+/// Runs the body of a plain `fn` under `#[invalidates(defer = ..)]` as a closure of the
+/// declared return type (its `return` and `?` stay inside it, as in an `async` block).
+#[inline(always)]
+pub fn typed_sync<R, F: FnOnce() -> R>(f: F) -> R {
+    f()
+}
+
 // ------------------------------------------------------------------------------ read-through
 
 /// The body of a `#[cached]` function: read-through with `body` as the loader.

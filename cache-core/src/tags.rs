@@ -142,7 +142,29 @@ impl PendingInvalidation {
     /// Any other failure (caching disabled, an invalid argument); the collector is handed back
     /// inside [`CommitError`].
     pub async fn commit(self) -> Result<u64, CommitError> {
+        self.run(None).await
+    }
+
+    /// [`commit`](Self::commit) for an invalidation the service recorded in its
+    /// [`Outbox`](crate::durable::Outbox) as record `outbox_id`, in the write's transaction (the
+    /// tags of [`tags`](Self::tags)): when the invalidation is delivered, the record is marked
+    /// delivered through the cache's outbox, so no instance replays it; when it is queued, the
+    /// record stays for the outbox task of every instance (see [`crate::durable`]).
+    ///
+    /// A failure to mark the record is logged (`cache_outbox_error`) and harmless: the record is
+    /// delivered again by the next poll, and invalidations are idempotent.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit); the record then stays undelivered.
+    pub async fn commit_recorded(self, outbox_id: u64) -> Result<u64, CommitError> {
+        self.run(Some(outbox_id)).await
+    }
+
+    async fn run(self, outbox_id: Option<u64>) -> Result<u64, CommitError> {
         if self.is_empty() {
+            if let Some(id) = outbox_id {
+                self.cache.outbox_delivered(id).await;
+            }
             return Ok(0);
         }
         if !self.cache.is_enabled() {
@@ -154,7 +176,10 @@ impl PendingInvalidation {
         self.cache.begin_invalidation();
         match self.cache.deliver_or_queue(&self.tags, &self.keys).await {
             Ok(n) => {
-                tracing::info!(name: "cache_invalidated", tags = ?self.tags, keys = self.keys.len(), deleted = n, "deferred invalidation committed");
+                tracing::info!(name: "cache_invalidated", tags = ?self.tags, keys = self.keys.len(), deleted = n, outbox_id, "deferred invalidation committed");
+                if let Some(id) = outbox_id {
+                    self.cache.outbox_delivered(id).await;
+                }
                 Ok(n)
             }
             Err(CacheError::Queued) => Ok(0),

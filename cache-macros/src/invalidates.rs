@@ -1,4 +1,5 @@
-//! `#[invalidates(...)]`: tag invalidation after an `async fn` succeeds.
+//! `#[invalidates(...)]`: tag invalidation after a function succeeds (`async fn`, or a plain `fn`
+//! with `defer`).
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
@@ -13,12 +14,6 @@ const VALID: &[&str] = &["defer", "cache", "crate"];
 /// Expands `#[invalidates(args)] item`.
 pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
-    if item.sig.asyncness.is_none() {
-        errors.at(
-            item.sig.fn_token.span(),
-            "`#[invalidates]` works on `async fn` only: make this function `async`",
-        );
-    }
     let mut tags: Vec<LitStr> = Vec::new();
     let mut named = Vec::new();
     match options::parse_args(args) {
@@ -52,6 +47,16 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
             "cache" => cache = Some(value),
             _ => unreachable!("checked by check_names"),
         }
+    }
+    // Without `defer` the invalidation is awaited after the body, so the function must be
+    // `async`; with `defer` nothing is awaited, and a plain `fn` (a database transaction's body,
+    // which records the tags in the same transaction) works too.
+    if item.sig.asyncness.is_none() && defer.is_none() {
+        errors.at(
+            item.sig.fn_token.span(),
+            "`#[invalidates]` works on `async fn`, or on a plain `fn` with `defer = ...`: make \
+             this function `async`, or collect the tags into a `PendingInvalidation` with `defer`",
+        );
     }
     if let (Some(_), Some(c)) = (&defer, &cache) {
         errors.push(syn::Error::new_spanned(
@@ -137,19 +142,22 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
             }
         }
     };
+    let run_body = if item.sig.asyncness.is_some() {
+        let block = &item.block;
+        quote!(let #out_v = #private::typed::<#ret, _>(async #block).await;)
+    } else {
+        let block = &item.block;
+        quote!(let #out_v = #private::typed_sync::<#ret, _>(|| #block);)
+    };
     let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-        ..
+        attrs, vis, sig, ..
     } = item;
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
             let #mutability #tags_v: #private::Vec<#private::String> = #private::Vec::from([#(#before),*]);
             #cache_select
-            let #out_v = #private::typed::<#ret, _>(async #block).await;
+            #run_body
             let #shape_v = #token;
             if #private::succeeded(&#out_v, &#shape_v) {
                 #from_result

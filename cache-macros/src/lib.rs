@@ -175,6 +175,12 @@
 //! // Inside a transaction: collect the tags, invalidate after the commit.
 //! #[invalidates("trig:{trig_id}", defer = pending)]
 //! async fn add_log_tx(trig_id: i64, pending: &mut PendingInvalidation) -> Result<(), DbError> { .. }
+//!
+//! // A transaction's body that is a plain `fn` (rusqlite, diesel): with `defer`, no `async`
+//! // needed, so the tags are known inside the transaction and can be recorded in an outbox
+//! // table before it commits (see `cache_core::durable`).
+//! #[invalidates("trig:{trig_id}", defer = pending)]
+//! fn add_log_in(tx: &Transaction, trig_id: i64, pending: &mut PendingInvalidation) -> Result<(), DbError> { .. }
 //! ```
 //!
 //! | option | example | meaning |
@@ -184,16 +190,18 @@
 //! | `defer` | `defer = pending` | a `&mut PendingInvalidation`: add the tags to it instead of invalidating now (evaluated after the body) |
 //! | `crate` | `crate = "my_app::cache_core"` | as for `#[cached]` |
 //!
-//! **Trade-off:** an invalidation failure (Redis down) is logged as a `warn` event
-//! (`cache_invalidate_after_failed`) and does not change the function's return value: the write
-//! has already happened, and failing the request would invite a retry of it. The stale entries
-//! live until their TTL; keep TTLs of invalidated resources bounded. Use `defer` and
-//! `PendingInvalidation::commit` when the caller must see the failure.
+//! **Failures never fail the function.** An invalidation that Redis does not take within
+//! `invalidation_timeout` (250 ms) is **queued** and replayed as soon as Redis answers, and this
+//! instance serves no entry it concerns meanwhile (see `cache_core::durable`; with an outbox,
+//! every instance and a crash are covered too). Any other failure (caching disabled) is logged as
+//! a `warn` event (`cache_invalidate_after_failed`) and does not change the function's return
+//! value: the write has already happened, and failing the request would invite a retry of it.
+//! Use `defer` and `PendingInvalidation::commit` when the caller must see it.
 //!
 //! # Errors
 //!
 //! Mistakes are compile errors on the offending token, each naming the rule and the fix: a
-//! non-`async` function, an unknown or repeated option, a malformed duration, a `{name}` that is
+//! non-`async` function (except `#[invalidates(.., defer = ..)]`), an unknown or repeated option, a malformed duration, a `{name}` that is
 //! not an argument, a key argument that is not `Serialize` (on the argument: `skip` it or list
 //! the key), a cached value that is not `Serialize + DeserializeOwned` (on the return type). The function is emitted unchanged next to the errors, so no follow-up errors
 //! appear.
@@ -212,7 +220,8 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     run("cached", args, item, cached::expand)
 }
 
-/// Invalidates cache tags after an `async fn` succeeds; see the [crate docs](crate).
+/// Invalidates cache tags after a function succeeds (an `async fn`, or a plain `fn` with
+/// `defer`); see the [crate docs](crate).
 #[proc_macro_attribute]
 pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     run("invalidates", args, item, invalidates::expand)

@@ -53,6 +53,7 @@
 
 pub mod faults;
 pub mod http;
+pub mod proxy;
 mod server;
 mod trace;
 

@@ -283,6 +283,20 @@ async fn add_log_in_tx(trig_id: u32, pending: &mut PendingInvalidation) -> Resul
     Ok(())
 }
 
+/// A transaction's body: a plain `fn`, its tags collected only on `Ok`, `?` and `return` inside.
+#[invalidates("trig:{trig_id}", "log:{result}", defer = pending)]
+fn add_log_sync(
+    trig_id: u32,
+    text: &str,
+    pending: &mut PendingInvalidation,
+) -> Result<u32, String> {
+    if text.is_empty() {
+        return Err("empty".into());
+    }
+    let n: u32 = text.parse().map_err(|_| format!("not a number: {text}"))?;
+    Ok(trig_id * 100 + n)
+}
+
 #[invalidates("trig:{trig_id}", cache = cache)]
 async fn add_log_aliased(cache: &Cache, trig_id: u32, fail: bool) -> ApiResult<u32> {
     if fail {
@@ -340,6 +354,21 @@ async fn invalidates_only_on_success(ctx: Ctx) {
     trig_page(&cache, &loads, 2, 1).await;
     trig_page(&cache, &loads, 1, 1).await;
     assert_eq!(count(&loads), 7, "`trigs:list` tags every page");
+
+    // A plain `fn` with `defer`: tags only on `Ok`, `{result}` formatted from the value.
+    let mut pending = cache.defer();
+    assert_eq!(add_log_sync(2, "", &mut pending), Err("empty".into()));
+    assert_eq!(
+        add_log_sync(2, "x", &mut pending),
+        Err("not a number: x".into())
+    );
+    assert!(pending.is_empty(), "failed bodies collect nothing");
+    assert_eq!(add_log_sync(2, "7", &mut pending), Ok(207));
+    assert_eq!(pending.tags(), ["trig:2", "log:207"]);
+    pending.commit().await.unwrap();
+    trig_page(&cache, &loads, 2, 1).await;
+    trig_page(&cache, &loads, 1, 1).await;
+    assert_eq!(count(&loads), 8, "only trig 2 reloads");
 }
 
 // ------------------------------------------------------------------ users, keys, versions

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cache_core::durable::{Outbox, OutboxEntry};
+use cache_core::error::BoxError;
 use cache_core::{admin, Cache, CacheBuilder, Policy};
 use cache_tests::{unique_namespace, RedisServer};
 use tracing::Subscriber;
@@ -45,6 +47,21 @@ impl<S: Subscriber> Layer<S> for Names {
             .lock()
             .unwrap()
             .insert(event.metadata().name().to_owned());
+    }
+}
+
+/// An outbox in memory.
+#[derive(Debug, Default)]
+struct MemOutbox(Mutex<Vec<OutboxEntry>>);
+
+#[async_trait::async_trait]
+impl Outbox for MemOutbox {
+    async fn undelivered(&self, limit: usize) -> Result<Vec<OutboxEntry>, BoxError> {
+        Ok(self.0.lock().unwrap().iter().take(limit).cloned().collect())
+    }
+    async fn delivered(&self, ids: &[u64]) -> Result<(), BoxError> {
+        self.0.lock().unwrap().retain(|e| !ids.contains(&e.id));
+        Ok(())
     }
 }
 
@@ -201,13 +218,45 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
         }
     }
 
-    // Redis gone: the connection failure and the reconnection are logged.
+    // An outbox with one record: delivered at start (`cache_outbox_delivered`).
+    let outbox = Arc::new(MemOutbox::default());
+    outbox
+        .0
+        .lock()
+        .unwrap()
+        .push(OutboxEntry::new(1, ["trig:1"]));
+    let with_outbox = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(url_with(&server, "app", GOOD))
+        .outbox(outbox.clone())
+        .build()
+        .unwrap();
+    for _ in 0..500 {
+        if outbox.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        outbox.0.lock().unwrap().is_empty(),
+        "the record is delivered"
+    );
+    drop(with_outbox);
+
+    // Redis gone: the connection failure and the reconnection are logged; a write's
+    // invalidation is queued (`cache_invalidation_queued`), then replayed
+    // (`cache_invalidations_replayed`).
     server.kill();
     for _ in 0..6 {
         let _: String = cache
             .get_or_load(&key, MINUTE, || async { "origin".to_owned() })
             .await;
     }
+    assert!(cache
+        .invalidate_tags(&["trig:1"])
+        .await
+        .unwrap_err()
+        .is_queued());
     server.restart();
     acl(
         &server,
@@ -227,11 +276,12 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
             .fetch(&key, MINUTE, || async { Ok::<_, ()>("origin".to_owned()) })
             .await
             .unwrap();
-        if f.status == cache_core::CacheStatus::Hit {
+        if f.status == cache_core::CacheStatus::Hit && cache.pending_invalidations() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(cache.pending_invalidations(), 0, "replayed");
 
     let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
     assert!(!text.is_empty());
@@ -253,6 +303,9 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
         "cache_invalidated",
         "cache_redis_connected",
         "cache_redis_connection_failed",
+        "cache_invalidation_queued",
+        "cache_invalidations_replayed",
+        "cache_outbox_delivered",
     ] {
         assert!(
             seen.contains(name),

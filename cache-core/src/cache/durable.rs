@@ -7,8 +7,12 @@
 //! * **Prober.** When the breaker opens, a task pings the backend every few milliseconds (each
 //!   ping also drives the reconnection) and closes the breaker, for every caller at once, as soon
 //!   as one answers; then it replays the queue and the outbox.
-//! * **Outbox.** With an [`Outbox`](crate::durable::Outbox), a task delivers its records at the
-//!   first call, every `outbox_poll`, and whenever the backend comes back.
+//! * **Outbox.** With an [`Outbox`](crate::durable::Outbox), a task reads its records at start,
+//!   every `outbox_poll`, and whenever the backend comes back: it delivers them oldest first
+//!   and marks them delivered; from the first the backend does not take, it queues the rest
+//!   (withheld and replayed like this instance's own). Until such a pass completes after start
+//!   or after a failed backend call, this instance serves no hit at all: another instance may
+//!   have recorded an invalidation meanwhile.
 //!
 //! The tasks hold a weak reference: they end when the last `Cache` handle is dropped.
 
@@ -31,6 +35,8 @@ struct Op {
     tags: Vec<String>,
     /// Keys deleted by key.
     keys: Vec<CacheKey>,
+    /// The outbox record this op replays (marked delivered with it).
+    record: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -85,9 +91,24 @@ pub(crate) struct Durability {
     replayer: AtomicBool,
     prober: AtomicBool,
     outbox: AtomicBool,
+    /// The outbox may hold records this instance has neither delivered nor queued (at start,
+    /// and from a failed backend call until the next complete outbox pass): every hit is
+    /// withheld meanwhile.
+    outbox_dirty: AtomicBool,
+    /// Outbox records already in the queue (not queued twice while the backend is down).
+    outbox_queued: Mutex<std::collections::HashSet<u64>>,
+    /// One outbox pass at a time.
+    outbox_pass: tokio::sync::Mutex<()>,
 }
 
 impl Durability {
+    /// The state of a cache with an outbox or without (with one, dirty until the first pass).
+    pub(crate) fn new(outbox: bool) -> Durability {
+        let d = Durability::default();
+        d.outbox_dirty.store(outbox, Ordering::Release);
+        d
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -101,6 +122,13 @@ impl Durability {
 impl Cache {
     fn from_weak(weak: &Weak<Inner>) -> Option<Cache> {
         weak.upgrade().map(|inner| Cache { inner })
+    }
+
+    /// Whether an [`Outbox`](crate::durable::Outbox) is configured (and caching is enabled):
+    /// then a write should record its invalidation in it and commit with
+    /// [`PendingInvalidation::commit_recorded`](crate::PendingInvalidation::commit_recorded).
+    pub fn has_outbox(&self) -> bool {
+        self.inner.settings.enabled && self.inner.settings.outbox.is_some()
     }
 
     /// How many invalidations wait to be delivered (for health and stats).
@@ -155,6 +183,10 @@ impl Cache {
     }
 
     fn enqueue(&self, tags: &[String], keys: &[CacheKey]) {
+        self.enqueue_op(tags, keys, None);
+    }
+
+    fn enqueue_op(&self, tags: &[String], keys: &[CacheKey], record: Option<u64>) {
         let d = &self.inner.durable;
         {
             let mut q = d.lock();
@@ -167,6 +199,7 @@ impl Cache {
                 q.push(Op {
                     tags: tags.to_vec(),
                     keys: keys.to_vec(),
+                    record,
                 });
             }
             d.refresh_flag(&q);
@@ -190,14 +223,23 @@ impl Cache {
         loop {
             let next = {
                 let q = d.lock();
-                q.ops.front().map(|op| (op.tags.clone(), op.keys.clone()))
+                q.ops
+                    .front()
+                    .map(|op| (op.tags.clone(), op.keys.clone(), op.record))
             };
-            let Some((tags, keys)) = next else { break };
+            let Some((tags, keys, record)) = next else {
+                break;
+            };
             match self.deliver(&tags, &keys).await {
                 Ok(_) => {
-                    let mut q = d.lock();
-                    q.pop();
-                    d.refresh_flag(&q);
+                    {
+                        let mut q = d.lock();
+                        q.pop();
+                        d.refresh_flag(&q);
+                    }
+                    if let Some(id) = record {
+                        self.outbox_delivered(id).await;
+                    }
                 }
                 Err(_) => return false,
             }
@@ -215,6 +257,11 @@ impl Cache {
         d.refresh_flag(&q);
         let empty = q.ops.is_empty();
         if empty {
+            // Queued outbox records were delivered: the next outbox pass marks them.
+            d.outbox_queued
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
             info!(name: "cache_invalidations_replayed", "queued invalidations delivered");
         }
         empty
@@ -224,6 +271,9 @@ impl Cache {
     /// concerning it is still queued. Call after [`flush_pending`](Self::flush_pending).
     pub(crate) fn withheld(&self, key: &CacheKey, bytes: &[u8], header: &Header) -> bool {
         let d = &self.inner.durable;
+        if d.outbox_dirty.load(Ordering::Acquire) {
+            return true;
+        }
         if !d.pending.load(Ordering::Acquire) {
             return false;
         }
@@ -242,11 +292,17 @@ impl Cache {
             .any(|t| q.tags.contains_key(t))
     }
 
-    /// Before a read: if invalidations are queued, deliver them first (bounded by the
-    /// invalidation deadline).
+    /// Before a read: if invalidations are queued, make sure the replayer runs; if the outbox
+    /// may hold unseen records, wake its task.
+    ///
+    /// Never waits: the entries concerned are withheld until the replay (or the outbox pass)
+    /// has run, so a read during an outage costs no more than the read's own deadline.
     pub(crate) async fn before_read(&self) {
         if self.inner.durable.pending.load(Ordering::Acquire) {
-            self.flush_pending().await;
+            self.spawn_replayer();
+        }
+        if self.inner.durable.outbox_dirty.load(Ordering::Acquire) {
+            self.kick_outbox();
         }
     }
 
@@ -289,6 +345,7 @@ impl Cache {
         if d.prober.swap(true, Ordering::AcqRel) {
             return;
         }
+
         let weak = Arc::downgrade(&self.inner);
         handle.spawn(async move {
             let mut pause = Duration::from_millis(2);
@@ -342,50 +399,106 @@ impl Cache {
                     return;
                 };
                 let every = cache.inner.settings.outbox_poll;
-                cache.deliver_outbox().await;
+                cache.outbox_pass().await;
                 drop(cache);
                 let _ = tokio::time::timeout(every, notify.notified()).await;
             }
         });
     }
 
-    fn kick_outbox(&self) {
-        self.inner.outbox_kick.notify_one();
+    /// One pass over the outbox (one at a time); a complete pass clears the dirty flag.
+    async fn outbox_pass(&self) {
+        let d = &self.inner.durable;
+        let _turn = d.outbox_pass.lock().await;
+        // Cleared before reading: a breaker opening during the pass sets it again.
+        let was_dirty = d.outbox_dirty.swap(false, Ordering::AcqRel);
+        if !self.deliver_outbox().await && was_dirty {
+            d.outbox_dirty.store(true, Ordering::Release);
+        }
     }
 
-    /// Delivers the outbox's undelivered records, oldest first, until one fails.
-    async fn deliver_outbox(&self) {
+    /// Delivers the outbox's records, oldest first, marking them delivered; from the first that
+    /// the backend does not take, queues the rest here (withheld by this instance, replayed with
+    /// the queue, marked by a later pass). `true` when every record was delivered or queued.
+    async fn deliver_outbox(&self) -> bool {
         let Some(outbox) = self.inner.settings.outbox.clone() else {
-            return;
+            return true;
         };
+        let d = &self.inner.durable;
+        let limit = self.inner.settings.invalidation_queue.max(1);
         loop {
-            let batch = match outbox.undelivered(256).await {
+            // The queue first (it may hold outbox records: delivered, they are marked).
+            let mut down = d.pending.load(Ordering::Acquire) && !self.flush_pending().await;
+            let batch = match outbox.undelivered(limit).await {
                 Ok(batch) => batch,
                 Err(e) => {
                     warn!(name: "cache_outbox_error", error = %e, "could not read the invalidation outbox");
-                    return;
+                    return false;
                 }
             };
-            if batch.is_empty() {
-                return;
-            }
-            let mut done = Vec::with_capacity(batch.len());
+            let mut done = Vec::new();
+            let mut queued = 0;
             for entry in &batch {
-                match self.deliver(&entry.tags, &[]).await {
-                    Ok(_) => done.push(entry.id),
-                    Err(_) => break,
+                if !down {
+                    match self.deliver(&entry.tags, &[]).await {
+                        Ok(_) => {
+                            done.push(entry.id);
+                            continue;
+                        }
+                        Err(_) => down = true,
+                    }
+                }
+                let fresh = d
+                    .outbox_queued
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(entry.id);
+                if fresh {
+                    self.enqueue_op(&entry.tags, &[], Some(entry.id));
+                    queued += 1;
                 }
             }
             if !done.is_empty() {
                 if let Err(e) = outbox.delivered(&done).await {
+                    // Every record was delivered or queued all the same; the next pass delivers
+                    // them again (idempotent).
                     warn!(name: "cache_outbox_error", error = %e, "could not mark outbox records delivered");
-                    return;
+                    return true;
                 }
                 info!(name: "cache_outbox_delivered", records = done.len(), "outbox invalidations delivered");
             }
-            if done.len() < batch.len() {
-                return; // the backend failed: the next poll or reconnection tries again
+            if queued > 0 {
+                warn!(name: "cache_invalidation_queued", records = queued, "outbox invalidations not delivered; queued, replayed when the backend answers");
+            }
+            if down || batch.len() < limit {
+                return true;
             }
         }
+    }
+
+    /// Marks one outbox record delivered (after its writer delivered it itself).
+    pub(crate) async fn outbox_delivered(&self, id: u64) {
+        let Some(outbox) = self.inner.settings.outbox.clone() else {
+            return;
+        };
+        if let Err(e) = outbox.delivered(&[id]).await {
+            warn!(name: "cache_outbox_error", error = %e, "could not mark an outbox record delivered");
+        }
+    }
+
+    /// A backend call failed: another instance may record invalidations that this one cannot
+    /// deliver now (or that an outbox pass in flight delivers only later), so no hit is served
+    /// until a complete outbox pass after the backend answers again.
+    pub(crate) fn outbox_suspect(&self) {
+        if self.inner.settings.outbox.is_some() {
+            self.inner
+                .durable
+                .outbox_dirty
+                .store(true, Ordering::Release);
+        }
+    }
+
+    fn kick_outbox(&self) {
+        self.inner.outbox_kick.notify_one();
     }
 }

@@ -181,7 +181,8 @@ impl Cache {
         let lock_prefix = format!("{ns}:lock:");
         let key_id_prefix = format!("{ns}:k:");
         let generation_id = format!("{ns}:g");
-        Cache {
+        let settings_outbox = settings.outbox.is_some() && settings.enabled;
+        let cache = Cache {
             inner: Arc::new(Inner {
                 keyspace,
                 tag_prefix,
@@ -195,13 +196,16 @@ impl Cache {
                 flights: Flights::default(),
                 connected: AtomicBool::new(false),
                 epoch: AtomicU64::new(0),
-                durable: durable::Durability::default(),
+                durable: durable::Durability::new(settings_outbox),
                 outbox_kick: Arc::new(tokio::sync::Notify::new()),
                 oom: AtomicBool::new(false),
                 verify: AtomicU8::new(0),
                 verify_checked_ms: AtomicU64::new(0),
             }),
-        }
+        };
+        // Replay the outbox at start (when built inside a runtime; otherwise at the first call).
+        cache.start_outbox();
+        cache
     }
 
     /// Starts a key for `resource` in this cache's keyspace.
@@ -263,6 +267,7 @@ impl Cache {
         match &result {
             Ok(_) => self.backend_answered(),
             Err(e) if e.is_backend_failure() => {
+                self.outbox_suspect();
                 let t = self.inner.breaker.failure(probe);
                 let was_connected = self.inner.connected.swap(false, Ordering::Relaxed);
                 if t == Transition::Opened || was_connected {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cache_core::{cached, invalidates, Cache, CacheStatus, Fragment, PendingInvalidation, Policy};
+use cache_core::{cached, Cache, CacheStatus, Fragment, PendingInvalidation, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, Db};
@@ -235,101 +235,86 @@ impl App {
 
     // -------------------------------------------------------------------------- writes
 
-    /// Creates an item. The write runs in a transaction; `#[invalidates(..., defer = pending)]`
-    /// adds the route-level tags to `pending` only when it returns `Ok`, and the handler commits
-    /// them (with the data-dependent [`WriteOutcome::data_tags`]) after the transaction
-    /// committed, so no reader can refill an entry from the old data after the invalidation.
-    ///
-    /// * `content:all`: unfiltered lists gain an item;
-    /// * `tags:list`: tag counts change;
-    /// * `content:{result.id}`: defensive (ids are never reused: `AUTOINCREMENT`);
-    /// * `user:{result.owner_id}:items`: the owner's lists, own fragments and `?user=` lists;
-    /// * `type:{result.generation_type}`: `?type=` lists;
-    /// * data tags: `tag:{t}` for each of its tags. Not `gallery`: a new item has no views or
-    ///   likes, and the gallery ranks only engaged items, so it cannot change.
-    #[invalidates(
-        "content:all",
-        "tags:list",
-        "content:{result.id}",
-        "user:{result.owner_id}:items",
-        "type:{result.generation_type}",
-        defer = pending
-    )]
+    /// Creates an item: [`db::create_content`] (its doc lists the tags it invalidates), through
+    /// `App::write` (delivered or recorded: never lost).
     pub async fn create_content(
         &self,
         owner: i64,
         input: NewContent,
-        pending: &mut PendingInvalidation,
     ) -> Result<WriteOutcome, ApiError> {
-        Ok(self
-            .db
-            .write(move |tx| db::create_content(tx, owner, &input))
-            .await?)
+        self.write(move |tx, pending| db::create_content(tx, owner, &input, pending))
+            .await
     }
 
-    /// Replaces an item's tags. Route-level tags: `content:{id}` (the item), `content:all`,
-    /// `tags:list`, `user:{result.owner_id}:items`, `type:{result.generation_type}`; data tags:
-    /// `tag:{t}` for the old **and** new tags (lists of a removed tag lose the item, lists of an
-    /// added tag gain it), and `gallery` + `gallery:type:{g}` when the item is engaged (the
-    /// gallery shows tags).
-    #[invalidates(
-        "content:{id}",
-        "content:all",
-        "tags:list",
-        "user:{result.owner_id}:items",
-        "type:{result.generation_type}",
-        defer = pending
-    )]
+    /// Replaces an item's tags: [`db::update_tags`], through `App::write` (delivered or recorded: never lost).
     pub async fn update_tags(
         &self,
         caller: i64,
         id: i64,
         tags: Vec<String>,
-        pending: &mut PendingInvalidation,
     ) -> Result<WriteOutcome, ApiError> {
-        Ok(self
-            .db
-            .write(move |tx| db::update_tags(tx, caller, id, &tags))
-            .await?)
+        self.write(move |tx, pending| db::update_tags(tx, caller, id, &tags, pending))
+            .await
     }
 
-    /// Deletes an item: the same tags as [`App::update_tags`], with its tags as the touched ones.
-    #[invalidates(
-        "content:{id}",
-        "content:all",
-        "tags:list",
-        "user:{result.owner_id}:items",
-        "type:{result.generation_type}",
-        defer = pending
-    )]
-    pub async fn delete_content(
-        &self,
-        caller: i64,
-        id: i64,
-        pending: &mut PendingInvalidation,
-    ) -> Result<WriteOutcome, ApiError> {
-        Ok(self
-            .db
-            .write(move |tx| db::delete_content(tx, caller, id))
-            .await?)
+    /// Deletes an item: [`db::delete_content`], through `App::write` (delivered or recorded: never lost).
+    pub async fn delete_content(&self, caller: i64, id: i64) -> Result<WriteOutcome, ApiError> {
+        self.write(move |tx, pending| db::delete_content(tx, caller, id, pending))
+            .await
     }
 
-    /// Commits the invalidation of a successful write: the route-level tags `#[invalidates]`
-    /// deferred into `pending`, plus the outcome's data tags, in one call. A failure (Redis
-    /// down) is logged and does not fail the request: the write happened, and the entries expire
-    /// by TTL (the breaker makes a dead Redis cheap).
-    pub async fn commit(&self, mut pending: PendingInvalidation, outcome: &WriteOutcome) {
-        if !self.cache.is_enabled() {
-            return; // CACHE_ENABLED=false: nothing is cached, nothing to invalidate.
+    /// Runs a write and its invalidation, so that no invalidation is lost:
+    ///
+    /// 1. `f` runs in a database transaction. Its `#[invalidates(.., defer = pending)]` adds the
+    ///    route-level tags to the [`PendingInvalidation`] only when it returns `Ok`, and the
+    ///    data-dependent [`WriteOutcome::data_tags`] are added next.
+    /// 2. The tags are recorded in the `cache_outbox` table **in the same transaction**
+    ///    ([`Db::write_recorded`]); the transaction commits.
+    /// 3. The invalidation is delivered after the commit, so no reader can refill an entry from
+    ///    the old data after it ([`PendingInvalidation::commit_recorded`], which deletes the
+    ///    record). If Redis does not take it within the invalidation deadline, it is queued on
+    ///    this instance (which serves none of the entries concerned meanwhile), and the record
+    ///    stays for every instance's outbox task: nothing is lost if this instance then crashes.
+    ///
+    /// A failed write (an error from `f`) rolls back and invalidates nothing.
+    async fn write<F>(&self, f: F) -> Result<WriteOutcome, ApiError>
+    where
+        F: FnOnce(
+                &rusqlite::Transaction<'_>,
+                &mut PendingInvalidation,
+            ) -> Result<WriteOutcome, db::WriteError>
+            + Send
+            + 'static,
+    {
+        let enabled = self.cache.is_enabled();
+        let (outcome, pending, record) = self
+            .db
+            .write_recorded(
+                self.cache.defer(),
+                self.cache.has_outbox(),
+                move |tx, pending| {
+                    let outcome = f(tx, pending)?;
+                    for t in outcome.data_tags() {
+                        pending.tag(t);
+                    }
+                    Ok(outcome)
+                },
+            )
+            .await?;
+        if enabled {
+            let tags = pending.tags().to_vec();
+            let result = match record {
+                Some(id) => pending.commit_recorded(id).await,
+                None => pending.commit().await,
+            };
+            match result {
+                Ok(n) => tracing::debug!(?tags, removed = n, "invalidated after write"),
+                Err(e) => {
+                    tracing::warn!(?tags, error = %e.error, "invalidation after write failed")
+                }
+            }
         }
-        for t in outcome.data_tags() {
-            pending.tag(t);
-        }
-        let tags = pending.tags().to_vec();
-        match pending.commit().await {
-            Ok(n) => tracing::debug!(?tags, removed = n, "invalidated after write"),
-            Err(e) => tracing::warn!(?tags, error = %e.error, "invalidation after write failed"),
-        }
+        Ok(outcome)
     }
 
     /// Every generation type name.

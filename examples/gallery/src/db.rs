@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cache_core::{invalidates, PendingInvalidation};
 use rusqlite::{
     params, params_from_iter, Connection, OpenFlags, OptionalExtension, Transaction,
     TransactionBehavior,
@@ -240,6 +241,7 @@ impl Db {
         {
             let mut conn = open_conn(path)?;
             conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(crate::outbox::SCHEMA)?;
             let marker: Option<String> = conn
                 .query_row("SELECT value FROM meta WHERE key = 'seed'", [], |r| {
                     r.get(0)
@@ -255,6 +257,8 @@ impl Db {
                     }
                     conn = open_conn(path)?;
                     conn.execute_batch(SCHEMA)?;
+                    conn.execute_batch(crate::outbox::SCHEMA)?;
+                    conn.execute_batch(crate::outbox::SCHEMA)?;
                 }
                 let start = Instant::now();
                 seed_database(&mut conn, seed)?;
@@ -362,6 +366,41 @@ impl Db {
         })
         .await
         .map_err(|e| WriteError::Db(DbError(e.to_string())))?
+    }
+}
+
+impl Db {
+    /// [`Db::write`] for a write that invalidates cache entries: `f` runs in the transaction and
+    /// adds the tags to invalidate to `pending` (`#[invalidates(.., defer = pending)]` on a plain
+    /// `fn` does that for the tags it names). When `record` is true and there are tags, they are
+    /// recorded in the outbox ([`crate::outbox::record`]) **in the same transaction**, so the
+    /// invalidation is durable exactly when the data changed. Returns `f`'s value, the collected
+    /// invalidation (to commit after this returns) and the record's id.
+    ///
+    /// # Errors
+    /// What `f` returns, or a SQLite failure (nothing committed, nothing recorded).
+    pub async fn write_recorded<T, F>(
+        &self,
+        mut pending: PendingInvalidation,
+        record: bool,
+        f: F,
+    ) -> Result<(T, PendingInvalidation, Option<u64>), WriteError>
+    where
+        F: FnOnce(&Transaction<'_>, &mut PendingInvalidation) -> Result<T, WriteError>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        self.write(move |tx| {
+            let out = f(tx, &mut pending)?;
+            let id = if record && !pending.tags().is_empty() {
+                Some(crate::outbox::record(tx, pending.tags())?)
+            } else {
+                None
+            };
+            Ok((out, pending, id))
+        })
+        .await
     }
 }
 
@@ -990,11 +1029,30 @@ fn load_in_tx(tx: &Transaction<'_>, id: i64) -> Result<ContentItem, WriteError> 
     Ok(item)
 }
 
-/// Inserts an item owned by `owner`.
+/// Inserts an item owned by `owner`. On success, adds the tags of the route to `pending`
+/// (the caller adds [`WriteOutcome::data_tags`]):
+///
+/// * `content:all`: unfiltered lists gain an item;
+/// * `tags:list`: tag counts change;
+/// * `content:{result.id}`: defensive (ids are never reused: `AUTOINCREMENT`);
+/// * `user:{result.owner_id}:items`: the owner's lists, own fragments and `?user=` lists;
+/// * `type:{result.generation_type}`: `?type=` lists.
+///
+/// Not `gallery`: a new item has no views or likes, and the gallery ranks only engaged items,
+/// so it cannot change.
+#[invalidates(
+    "content:all",
+    "tags:list",
+    "content:{result.id}",
+    "user:{result.owner_id}:items",
+    "type:{result.generation_type}",
+    defer = pending
+)]
 pub fn create_content(
     tx: &Transaction<'_>,
     owner: i64,
     input: &NewContent,
+    pending: &mut PendingInvalidation,
 ) -> Result<WriteOutcome, WriteError> {
     let title = input.title.trim();
     if title.is_empty() || title.len() > 200 {
@@ -1040,12 +1098,25 @@ pub fn create_content(
     Ok(WriteOutcome::new(item, tags, None))
 }
 
-/// Replaces the tags of item `id`, owned by `caller`.
+/// Replaces the tags of item `id`, owned by `caller`. Route-level tags: `content:{id}` (the
+/// item), `content:all`, `tags:list`, `user:{result.owner_id}:items`,
+/// `type:{result.generation_type}`; the data tags ([`WriteOutcome::data_tags`]) name the old
+/// **and** new tags (lists of a removed tag lose the item, lists of an added tag gain it), and
+/// `gallery` + `gallery:type:{g}` when the item is engaged (the gallery shows tags).
+#[invalidates(
+    "content:{id}",
+    "content:all",
+    "tags:list",
+    "user:{result.owner_id}:items",
+    "type:{result.generation_type}",
+    defer = pending
+)]
 pub fn update_tags(
     tx: &Transaction<'_>,
     caller: i64,
     id: i64,
     tags: &[String],
+    pending: &mut PendingInvalidation,
 ) -> Result<WriteOutcome, WriteError> {
     let tags = normalize_tags(tags).map_err(WriteError::Invalid)?;
     let before = load_in_tx(tx, id)?;
@@ -1066,11 +1137,21 @@ pub fn update_tags(
     Ok(WriteOutcome::new(after, touched, Some(&before)))
 }
 
-/// Deletes item `id`, owned by `caller`.
+/// Deletes item `id`, owned by `caller`: the same tags as [`update_tags`], with its tags as the
+/// touched ones.
+#[invalidates(
+    "content:{id}",
+    "content:all",
+    "tags:list",
+    "user:{result.owner_id}:items",
+    "type:{result.generation_type}",
+    defer = pending
+)]
 pub fn delete_content(
     tx: &Transaction<'_>,
     caller: i64,
     id: i64,
+    pending: &mut PendingInvalidation,
 ) -> Result<WriteOutcome, WriteError> {
     let before = load_in_tx(tx, id)?;
     if before.owner_id != caller {

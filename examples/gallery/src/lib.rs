@@ -31,7 +31,10 @@
 //! | `GET /users/{id}/gallery` community fragment per type | `get_many_or_load` | `community:type:{t}` (shared) | `gallery:type:{t}` | 5m |
 //!
 //! # Writes and the tags they invalidate
-//! Every write invalidates after its transaction committed, and only when it succeeded.
+//! Every write invalidates after its transaction committed, and only when it succeeded. The
+//! tags are recorded in the `cache_outbox` table in the same transaction ([`outbox`]), so an
+//! invalidation that Redis does not take at once is delivered by whichever instance reaches
+//! Redis first, even if this one crashed.
 //!
 //! | write | route-level tags (`#[invalidates]`) | data-dependent tags |
 //! | --- | --- | --- |
@@ -63,5 +66,6 @@ pub mod db;
 pub mod demo;
 pub mod load;
 pub mod model;
+pub mod outbox;
 pub mod routes;
 pub mod server;

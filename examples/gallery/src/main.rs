@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         )
         .init();
     let config = Config::from_env()?;
-    let cache = server::cache_from_env()?;
+    let cache = server::cache_builder_from_env()?;
     tracing::info!(
         db = %config.db_path.display(),
         items = config.seed.items,

@@ -297,9 +297,7 @@ pub async fn create_content(
     viewer: Viewer,
     Json(input): Json<NewContent>,
 ) -> Result<(StatusCode, Json<ContentItem>), ApiError> {
-    let mut pending = app.cache.defer();
-    let outcome = app.create_content(viewer.0, input, &mut pending).await?;
-    app.commit(pending, &outcome).await;
+    let outcome = app.create_content(viewer.0, input).await?;
     let item = outcome
         .item
         .ok_or_else(|| ApiError::Internal("created item missing".into()))?;
@@ -313,11 +311,7 @@ pub async fn update_tags(
     Path(id): Path<i64>,
     Json(body): Json<TagUpdate>,
 ) -> Result<Json<ContentItem>, ApiError> {
-    let mut pending = app.cache.defer();
-    let outcome = app
-        .update_tags(viewer.0, id, body.tags, &mut pending)
-        .await?;
-    app.commit(pending, &outcome).await;
+    let outcome = app.update_tags(viewer.0, id, body.tags).await?;
     outcome
         .item
         .map(Json)
@@ -330,9 +324,7 @@ pub async fn delete_content(
     viewer: Viewer,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let mut pending = app.cache.defer();
-    let outcome = app.delete_content(viewer.0, id, &mut pending).await?;
-    app.commit(pending, &outcome).await;
+    app.delete_content(viewer.0, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,10 +3,12 @@
 use cache_core::{Cache, CacheBuilder};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::db::{Db, OpenReport, SeedConfig};
+use crate::outbox::SqliteOutbox;
 use crate::routes;
 
 /// The admin token used when `ADMIN_TOKEN` is unset. For local use only.
@@ -80,18 +82,19 @@ impl Config {
     }
 }
 
-/// The cache from the environment (`REDIS_URL`, `CACHE_ENABLED`, `CACHE_NAMESPACE`, ...; see
-/// `cache_core::config`), with the namespace `gallery` unless `CACHE_NAMESPACE` says otherwise,
-/// and 10% TTL jitter so entries filled together do not expire together.
+/// The cache's configuration from the environment (`REDIS_URL`, `CACHE_ENABLED`,
+/// `CACHE_NAMESPACE`, ...; see `cache_core::config`), with the namespace `gallery` unless
+/// `CACHE_NAMESPACE` says otherwise, and 10% TTL jitter so entries filled together do not expire
+/// together. [`start`] adds the database's invalidation outbox and builds it.
 ///
 /// # Errors
 /// A message naming the bad variable.
-pub fn cache_from_env() -> Result<Cache, String> {
+pub fn cache_builder_from_env() -> Result<CacheBuilder, String> {
     let mut builder = CacheBuilder::from_env().map_err(|e| e.to_string())?;
     if std::env::var("CACHE_NAMESPACE").is_err() {
         builder = builder.namespace("gallery");
     }
-    builder.ttl_jitter(0.1).build().map_err(|e| e.to_string())
+    Ok(builder.ttl_jitter(0.1))
 }
 
 /// A started service.
@@ -107,19 +110,23 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Opens (seeding on first use) the database, binds `config.addr` and serves until `shutdown`
-/// completes.
+/// Opens (seeding on first use) the database, builds the cache from `cache` with the database's
+/// invalidation outbox ([`SqliteOutbox`]: every write's invalidation survives a Redis outage and
+/// a crash of this instance), binds `config.addr` and serves until `shutdown` completes.
 ///
 /// # Errors
 /// Database or bind errors.
 pub async fn start(
     config: &Config,
-    cache: Cache,
+    cache: CacheBuilder,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
     let (path, seed, readers) = (config.db_path.clone(), config.seed, config.readers);
     let (db, report) =
         tokio::task::spawn_blocking(move || Db::open(&path, seed, readers)).await??;
+    let cache = cache
+        .outbox(Arc::new(SqliteOutbox::new(db.clone())))
+        .build()?;
     let app = App {
         cache: cache.clone(),
         db,

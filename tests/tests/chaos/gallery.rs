@@ -1,7 +1,7 @@
 //! The gallery example (Axum + SQLite) under chaos: served in-process from its library
 //! (`gallery::routes::router`) with a Redis-backed cache configured as `gallery` configures it
-//! (namespace `gallery`, 10% TTL jitter, library defaults otherwise), on a small seeded
-//! database in a temporary directory.
+//! (namespace `gallery`, 10% TTL jitter, the database's invalidation outbox, library defaults
+//! otherwise), on a small seeded database in a temporary directory.
 #![allow(unreachable_pub, dead_code)]
 
 use std::net::SocketAddr;
@@ -73,16 +73,20 @@ impl Gallery {
     pub async fn start(redis_url: &str, write_percent: u32) -> Gallery {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("gallery.sqlite3");
-        let cache = CacheBuilder::new()
-            .namespace("gallery")
-            .ttl_jitter(0.1)
-            .redis_url(redis_url)
-            .build()
-            .expect("cache");
         let (db, _) = tokio::task::spawn_blocking(move || Db::open(&path, SEED, 2))
             .await
             .expect("open task")
             .expect("open the gallery database");
+        // As `gallery::server::start` configures it: with the database's invalidation outbox.
+        let cache = CacheBuilder::new()
+            .namespace("gallery")
+            .ttl_jitter(0.1)
+            .redis_url(redis_url)
+            .outbox(std::sync::Arc::new(gallery::outbox::SqliteOutbox::new(
+                db.clone(),
+            )))
+            .build()
+            .expect("cache");
         let app = App { cache, db };
         let router = gallery::routes::router(app.clone(), "chaos-admin-token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

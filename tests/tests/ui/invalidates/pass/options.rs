@@ -17,6 +17,16 @@ async fn deferred(trig_id: i64, pending: &mut PendingInvalidation) -> Result<u8,
     Ok(1)
 }
 
+/// A transaction's body: a plain `fn` is accepted with `defer` (nothing is awaited).
+#[invalidates("trig:{trig_id}", "log:{result}", defer = pending)]
+fn deferred_sync(trig_id: i64, pending: &mut PendingInvalidation) -> Result<u8, String> {
+    if trig_id < 0 {
+        return Err("negative".into());
+    }
+    let n: u8 = "1".parse().map_err(|_| "parse".to_owned())?;
+    Ok(n)
+}
+
 fn main() {
-    let _ = (default_cache, explicit, deferred);
+    let _ = (default_cache, explicit, deferred, deferred_sync);
 }
