@@ -9,7 +9,7 @@
 //! | `CACHE_COMMAND_TIMEOUT_MS` | deadline of every backend call | positive integer (ms) | `50` |
 //! | `CACHE_MAX_ENTRY_BYTES` | larger encoded values are not stored | positive integer | `1048576` |
 //! | `CACHE_INVALIDATION_TIMEOUT_MS` | how long a write's invalidation waits for the backend before it is queued ([`crate::durable`]) | positive integer (ms) | `250` |
-//! | `CACHE_INVALIDATION_QUEUE` | undelivered invalidations kept in order; past that, the namespace is retired when the backend answers | integer | `10000` |
+//! | `CACHE_INVALIDATION_QUEUE` | undelivered invalidations kept; past that, the namespace is retired when the backend answers | integer | `10000` |
 //!
 //! ```
 //! use cache_core::CacheBuilder;
@@ -377,7 +377,7 @@ impl CacheBuilder {
 
     /// How long an invalidation (`invalidate_tags`, `delete`, `#[invalidates]`, ...) waits for the
     /// backend (default 250 ms). One that is not delivered by then is not lost: it is queued,
-    /// replayed in order as soon as the backend answers, and until then this instance serves no
+    /// replayed as soon as the backend answers, and until then this instance serves no
     /// entry it concerns (see [`crate::durable`]).
     pub fn invalidation_timeout(mut self, timeout: Duration) -> Self {
         self.settings.invalidation_timeout = timeout;

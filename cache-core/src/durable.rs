@@ -9,15 +9,15 @@
 //!    [`invalidation_timeout`](crate::CacheBuilder::invalidation_timeout) (250 ms by default,
 //!    never the seconds of a connection timeout), so a write request is never held up by a slow
 //!    or paused Redis.
-//! 2. **Queued, in this process.** One that is not delivered in time is kept, in order, in a
-//!    bounded queue ([`invalidation_queue`](crate::CacheBuilder::invalidation_queue), 10,000 by
-//!    default), and the call returns [`CacheError::Queued`](crate::CacheError::Queued). A
-//!    background task replays the queue as soon as the backend answers (it probes every few
-//!    milliseconds). Until the queue is empty, **this instance serves no entry a queued
-//!    invalidation concerns**: a read first tries to deliver the queue, and an entry carrying a
-//!    queued tag (or under a queued key) is treated as a miss. If the queue overflows, it is
-//!    dropped and, once the backend answers, every entry of the namespace is retired (`clear`):
-//!    a cold cache, never a wrong one.
+//! 2. **Queued, in this process.** One that is not delivered in time is kept in a bounded queue
+//!    ([`invalidation_queue`](crate::CacheBuilder::invalidation_queue), 10,000 by default), and
+//!    the call returns [`CacheError::Queued`](crate::CacheError::Queued). A background task
+//!    replays the queue as soon as the backend answers (it probes every few milliseconds; up to
+//!    64 invalidations per round trip: they commute, so order does not matter). Until the queue
+//!    is empty, **this instance serves no entry a queued invalidation concerns**: an entry
+//!    carrying a queued tag (or under a queued key) is treated as a miss; no read waits for the
+//!    queue. If the queue overflows, it is dropped and, once the backend answers, every entry of
+//!    the namespace is retired (`clear`): a cold cache, never a wrong one.
 //! 3. **Durable, for every instance.** The queue lives in the process, and another instance
 //!    connected to Redis may serve the old entries until it is delivered; a crash loses it.
 //!    With an [`Outbox`] ([`CacheBuilder::outbox`](crate::CacheBuilder::outbox)), the service

@@ -51,7 +51,7 @@ pub enum CacheError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// An invalidation could not be delivered in time. It is **not lost**: it is queued, replayed
-    /// in order as soon as the backend answers, and until then this instance serves no entry it
+    /// as soon as the backend answers, and until then this instance serves no entry it
     /// concerns (see [`crate::durable`]).
     #[error("invalidation queued: the cache backend did not answer in time; it is replayed as soon as it does")]
     Queued,

@@ -163,7 +163,7 @@ impl PendingInvalidation {
     async fn run(self, outbox_id: Option<u64>) -> Result<u64, CommitError> {
         if self.is_empty() {
             if let Some(id) = outbox_id {
-                self.cache.outbox_delivered(id).await;
+                self.cache.outbox_delivered(&[id]).await;
             }
             return Ok(0);
         }
@@ -178,7 +178,7 @@ impl PendingInvalidation {
             Ok(n) => {
                 tracing::info!(name: "cache_invalidated", tags = ?self.tags, keys = self.keys.len(), deleted = n, outbox_id, "deferred invalidation committed");
                 if let Some(id) = outbox_id {
-                    self.cache.outbox_delivered(id).await;
+                    self.cache.outbox_delivered(&[id]).await;
                 }
                 Ok(n)
             }

@@ -271,7 +271,7 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
         ],
     )
     .await;
-    for _ in 0..200 {
+    for _ in 0..500 {
         let f = cache
             .fetch(&key, MINUTE, || async { Ok::<_, ()>("origin".to_owned()) })
             .await

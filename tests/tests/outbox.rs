@@ -40,7 +40,9 @@ async fn instance(path: &Path, redis_url: &str, namespace: &str, with_outbox: bo
         .redis_url(redis_url)
         .outbox_poll(POLL);
     if with_outbox {
-        builder = builder.outbox(std::sync::Arc::new(SqliteOutbox::new(db.clone())));
+        builder = builder.outbox(std::sync::Arc::new(
+            SqliteOutbox::new(db.clone()).expect("outbox"),
+        ));
     }
     App {
         cache: builder.build().expect("cache"),
@@ -230,7 +232,13 @@ async fn without_an_outbox_other_instances_get_a_partitioned_writers_invalidatio
     proxy.heal();
     let took = until_fresh(&reader, item.id, healed).await;
     println!("no outbox: other instance fresh {took:?} after the writer's link healed");
-    assert_eq!(writer.cache.pending_invalidations(), 0);
+    while writer.cache.pending_invalidations() > 0 {
+        assert!(
+            healed.elapsed() < PATIENCE,
+            "the writer's queue is replayed"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 /// The writer crashes with its invalidation queued (Redis paused): the other instance, which

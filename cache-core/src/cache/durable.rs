@@ -1,9 +1,11 @@
 //! Invalidations that are never lost (see [`crate::durable`] for the guarantee), and recovery in
 //! milliseconds after the backend comes back.
 //!
-//! * **Queue.** An invalidation not delivered within `invalidation_timeout` is queued in order;
-//!   a background task replays the queue as soon as the backend answers. While it is not empty,
-//!   reads first try to deliver it, then withhold every entry it concerns.
+//! * **Queue.** An invalidation not delivered within `invalidation_timeout` is queued; a
+//!   background task replays the queue as soon as the backend answers, up to 64 queued
+//!   invalidations per round trip (invalidations commute: version bumps and deletes, so their
+//!   union has the effect of each in turn). While the queue is not empty, reads withhold every
+//!   entry it concerns; neither reads nor later writes wait for it.
 //! * **Prober.** When the breaker opens, a task pings the backend every few milliseconds (each
 //!   ping also drives the reconnection) and closes the breaker, for every caller at once, as soon
 //!   as one answers; then it replays the queue and the outbox.
@@ -45,6 +47,8 @@ struct Queue {
     /// How many queued ops name each tag / key (to withhold entries quickly).
     tags: HashMap<String, usize>,
     keys: HashMap<String, usize>,
+    /// How many times an overflow emptied the queue.
+    resets: u64,
 }
 
 impl Queue {
@@ -77,6 +81,20 @@ impl Queue {
             forget(&mut self.keys, k.as_str());
         }
     }
+}
+
+/// The tags of several invalidations, each once, in first-seen order.
+fn union<'a>(lists: impl Iterator<Item = &'a [String]>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for list in lists {
+        for t in list {
+            if seen.insert(t.as_str()) {
+                out.push(t.clone());
+            }
+        }
+    }
+    out
 }
 
 /// The durability state of one `Cache`.
@@ -144,10 +162,10 @@ impl Cache {
         tags: &[String],
         keys: &[CacheKey],
     ) -> Result<u64, CacheError> {
-        // Keep the order: deliver what is already queued first.
-        if self.inner.durable.pending.load(Ordering::Acquire) && !self.flush_pending().await {
-            self.enqueue(tags, keys);
-            return Err(CacheError::Queued);
+        // Invalidations commute (version bumps and deletes), so this one need not wait for the
+        // queue: the replayer delivers that in the background.
+        if self.inner.durable.pending.load(Ordering::Acquire) {
+            self.spawn_replayer();
         }
         match self.deliver(tags, keys).await {
             Ok(n) => Ok(n),
@@ -194,7 +212,11 @@ impl Cache {
                 if !d.overflowed.swap(true, Ordering::AcqRel) {
                     warn!(name: "cache_invalidation_queue_overflow", capacity = self.inner.settings.invalidation_queue, "invalidation queue full; every entry of the namespace will be retired when the backend answers");
                 }
-                *q = Queue::default();
+                let resets = q.resets + 1;
+                *q = Queue {
+                    resets,
+                    ..Queue::default()
+                };
             } else {
                 q.push(Op {
                     tags: tags.to_vec(),
@@ -220,26 +242,35 @@ impl Cache {
         else {
             return false;
         };
+        // Queued ops are delivered many at once: invalidations are idempotent and commute (a
+        // version bump and deletes per tag or key), so the union of several ops has the effect
+        // of delivering them one by one, in one round trip.
+        const BATCH: usize = 64;
         loop {
-            let next = {
+            let (tags, keys, records, n, resets) = {
                 let q = d.lock();
-                q.ops
-                    .front()
-                    .map(|op| (op.tags.clone(), op.keys.clone(), op.record))
+                let ops = || q.ops.iter().take(BATCH);
+                let tags = union(ops().map(|op| op.tags.as_slice()));
+                let keys: Vec<CacheKey> = ops().flat_map(|op| op.keys.iter().cloned()).collect();
+                let records: Vec<u64> = ops().filter_map(|op| op.record).collect();
+                (tags, keys, records, q.ops.len().min(BATCH), q.resets)
             };
-            let Some((tags, keys, record)) = next else {
+            if n == 0 {
                 break;
-            };
+            }
             match self.deliver(&tags, &keys).await {
                 Ok(_) => {
                     {
                         let mut q = d.lock();
-                        q.pop();
+                        // An overflow reset the queue meanwhile: the namespace is retired below.
+                        if q.resets == resets {
+                            for _ in 0..n {
+                                q.pop();
+                            }
+                        }
                         d.refresh_flag(&q);
                     }
-                    if let Some(id) = record {
-                        self.outbox_delivered(id).await;
-                    }
+                    self.outbox_delivered(&records).await;
                 }
                 Err(_) => return false,
             }
@@ -438,24 +469,29 @@ impl Cache {
             };
             let mut done = Vec::new();
             let mut queued = 0;
-            for entry in &batch {
+            // Delivered 64 records at a time, in order (their union in one round trip, as the
+            // queue replays); from the first chunk the backend refuses, queued one by one.
+            for chunk in batch.chunks(64) {
                 if !down {
-                    match self.deliver(&entry.tags, &[]).await {
+                    let tags = union(chunk.iter().map(|e| e.tags.as_slice()));
+                    match self.deliver(&tags, &[]).await {
                         Ok(_) => {
-                            done.push(entry.id);
+                            done.extend(chunk.iter().map(|e| e.id));
                             continue;
                         }
                         Err(_) => down = true,
                     }
                 }
-                let fresh = d
-                    .outbox_queued
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(entry.id);
-                if fresh {
-                    self.enqueue_op(&entry.tags, &[], Some(entry.id));
-                    queued += 1;
+                for entry in chunk {
+                    let fresh = d
+                        .outbox_queued
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(entry.id);
+                    if fresh {
+                        self.enqueue_op(&entry.tags, &[], Some(entry.id));
+                        queued += 1;
+                    }
                 }
             }
             if !done.is_empty() {
@@ -476,12 +512,16 @@ impl Cache {
         }
     }
 
-    /// Marks one outbox record delivered (after its writer delivered it itself).
-    pub(crate) async fn outbox_delivered(&self, id: u64) {
+    /// Marks outbox records delivered (after they were delivered from the queue, or by their
+    /// writer itself).
+    pub(crate) async fn outbox_delivered(&self, ids: &[u64]) {
         let Some(outbox) = self.inner.settings.outbox.clone() else {
             return;
         };
-        if let Err(e) = outbox.delivered(&[id]).await {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = outbox.delivered(ids).await {
             warn!(name: "cache_outbox_error", error = %e, "could not mark an outbox record delivered");
         }
     }

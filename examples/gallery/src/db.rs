@@ -163,7 +163,7 @@ impl fmt::Debug for Db {
     }
 }
 
-fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+pub(crate) fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE

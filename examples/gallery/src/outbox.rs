@@ -23,7 +23,10 @@
 use async_trait::async_trait;
 use cache_core::durable::{Outbox, OutboxEntry};
 use cache_core::error::BoxError;
-use rusqlite::{params, params_from_iter, Transaction};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::{params, params_from_iter, Connection, Transaction};
 
 use crate::db::{now_secs, Db, DbError};
 
@@ -51,47 +54,69 @@ pub fn record(tx: &Transaction<'_>, tags: &[String]) -> rusqlite::Result<u64> {
 /// # Errors
 /// SQLite errors.
 pub async fn pending(db: &Db) -> Result<Vec<OutboxEntry>, DbError> {
-    undelivered(db, u32::MAX as usize).await
+    db.read(|c| Ok(undelivered(c, i64::MAX)?)).await
 }
 
-async fn undelivered(db: &Db, limit: usize) -> Result<Vec<OutboxEntry>, DbError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    db.read(move |c| {
-        let mut stmt =
-            c.prepare_cached("SELECT id, tags FROM cache_outbox ORDER BY id LIMIT ?1")?;
-        let rows = stmt.query_map([limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, tags) = row?;
-            // A record this code did not write is delivered as no tags rather than blocking
-            // the ones after it.
-            let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
-            out.push(OutboxEntry::new(id as u64, tags));
-        }
-        Ok(out)
-    })
-    .await
+fn undelivered(c: &Connection, limit: i64) -> rusqlite::Result<Vec<OutboxEntry>> {
+    let mut stmt = c.prepare_cached("SELECT id, tags FROM cache_outbox ORDER BY id LIMIT ?1")?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, tags) = row?;
+        // A record this code did not write is delivered as no tags rather than blocking the
+        // ones after it.
+        let tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
+        out.push(OutboxEntry::new(id as u64, tags));
+    }
+    Ok(out)
 }
 
 /// [`Outbox`] over the `cache_outbox` table of a [`Db`].
-#[derive(Debug, Clone)]
+///
+/// Reads go through a connection of its own, so a poll never queues behind the service's
+/// queries (when Redis is down, every read is a database query); deletes go through the
+/// database's writer.
+#[derive(Clone)]
 pub struct SqliteOutbox {
     db: Db,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl fmt::Debug for SqliteOutbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteOutbox")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqliteOutbox {
-    /// The outbox of `db`.
-    pub fn new(db: Db) -> SqliteOutbox {
-        SqliteOutbox { db }
+    /// The outbox of `db` (opens one more connection to its file).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn new(db: Db) -> Result<SqliteOutbox, DbError> {
+        let reader = crate::db::open_conn(db.path())?;
+        Ok(SqliteOutbox {
+            db,
+            reader: Arc::new(Mutex::new(reader)),
+        })
     }
 }
 
 #[async_trait]
 impl Outbox for SqliteOutbox {
     async fn undelivered(&self, limit: usize) -> Result<Vec<OutboxEntry>, BoxError> {
-        Ok(undelivered(&self.db, limit).await?)
+        let reader = Arc::clone(&self.reader);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tokio::task::spawn_blocking(move || {
+            let c = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            undelivered(&c, limit)
+        })
+        .await??;
+        Ok(rows)
     }
 
     async fn delivered(&self, ids: &[u64]) -> Result<(), BoxError> {

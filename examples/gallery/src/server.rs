@@ -125,7 +125,7 @@ pub async fn start(
     let (db, report) =
         tokio::task::spawn_blocking(move || Db::open(&path, seed, readers)).await??;
     let cache = cache
-        .outbox(Arc::new(SqliteOutbox::new(db.clone())))
+        .outbox(Arc::new(SqliteOutbox::new(db.clone())?))
         .build()?;
     let app = App {
         cache: cache.clone(),

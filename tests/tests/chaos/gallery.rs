@@ -82,9 +82,9 @@ impl Gallery {
             .namespace("gallery")
             .ttl_jitter(0.1)
             .redis_url(redis_url)
-            .outbox(std::sync::Arc::new(gallery::outbox::SqliteOutbox::new(
-                db.clone(),
-            )))
+            .outbox(std::sync::Arc::new(
+                gallery::outbox::SqliteOutbox::new(db.clone()).expect("outbox"),
+            ))
             .build()
             .expect("cache");
         let app = App { cache, db };
