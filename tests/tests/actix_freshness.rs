@@ -24,7 +24,7 @@ use actix_web::http::header::HeaderMap;
 use actix_web::test::{self, TestRequest};
 use actix_web::{web, App, HttpResponse};
 use cache_actix::{ResponseCacheLayer, RoutePolicy};
-use cache_core::backend::{Backend, BackendInfo, Invalidation, Put};
+use cache_core::backend::{Backend, BackendInfo, Invalidation, Put, VersionRead};
 use cache_core::codec::Envelope;
 use cache_core::http::{HttpRules, RequestView};
 use cache_core::{cached, Cache, CacheError, CacheKey};
@@ -530,7 +530,7 @@ impl Backend for PausingGet {
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<bytes::Bytes>>, CacheError> {
         self.inner.get_many(keys).await
     }
-    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError> {
+    async fn versions(&self, ids: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError> {
         self.inner.versions(ids).await
     }
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use cache_axum::{ResponseCacheLayer, RoutePolicy};
-use cache_core::backend::{Backend, BackendInfo, Invalidation, Put};
+use cache_core::backend::{Backend, BackendInfo, Invalidation, Put, VersionRead};
 use cache_core::http::{HttpRules, RequestView};
 use cache_core::{cached, Cache, CacheError, CacheKey};
 use common::Ctx;
@@ -457,7 +457,7 @@ impl Backend for PausingGet {
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<bytes::Bytes>>, CacheError> {
         self.inner.get_many(keys).await
     }
-    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError> {
+    async fn versions(&self, ids: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError> {
         self.inner.versions(ids).await
     }
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::backend::{Backend, Invalidation, Put};
+use cache_core::backend::{Backend, Invalidation, Put, VersionRead};
 use cache_core::{CacheError, CacheStatus, Fragment, Policy};
 use common::Ctx;
 
@@ -253,7 +253,7 @@ impl Backend for Counting {
         self.note("get_many");
         self.inner.get_many(keys).await
     }
-    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError> {
+    async fn versions(&self, ids: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError> {
         self.note("versions");
         self.inner.versions(ids).await
     }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use moka::sync::Cache as Moka;
 use moka::Expiry;
 
-use super::{Backend, BackendInfo, Invalidation, Put};
+use super::{Backend, BackendInfo, Invalidation, Put, VersionRead};
 use crate::error::CacheError;
 
 #[derive(Clone)]
@@ -180,10 +180,10 @@ impl Backend for MemoryBackend {
         Ok(keys.iter().map(|k| self.read(k)).collect())
     }
 
-    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError> {
+    async fn versions(&self, reads: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError> {
         let now = Instant::now();
         let books = lock(&self.books);
-        Ok(ids.iter().map(|id| books.version(id, now)).collect())
+        Ok(reads.iter().map(|r| books.version(r.id, now)).collect())
     }
 
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {

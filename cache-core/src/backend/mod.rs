@@ -55,6 +55,15 @@ pub struct Put<'a> {
     pub guard: Option<Guard<'a>>,
 }
 
+/// One version to read (see [`Backend::versions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionRead<'a> {
+    /// The entry key the version is read for.
+    pub anchor: &'a str,
+    /// The version id (namespaced).
+    pub id: &'a str,
+}
+
 /// The condition of a guarded [`Put`]: every version id still has the version read before the
 /// value was loaded.
 #[derive(Debug, Clone, Copy)]
@@ -113,24 +122,26 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Reads many entries in one round trip; the result has one slot per key, in order.
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, CacheError>;
 
-    /// Current versions of the given version ids (`0` for an id never bumped), in one round
-    /// trip.
-    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError>;
+    /// Current versions of the given version ids (`0` for an id never bumped), in one result
+    /// slot per read, in order. Each read names the entry key it is made for (its *anchor*): a
+    /// backend that keeps an entry's bookkeeping next to the entry (Redis Cluster) reads the
+    /// version there; the others ignore it.
+    async fn versions(&self, reads: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError>;
 
     /// Like [`versions`](Self::versions), and creates each id marked in `create` that has no
     /// version yet with a fresh value (unique to that creation) kept for `retention`, in one
-    /// atomic step. Used when the backend may evict keys: a version that exists when a value is
-    /// loaded and stored can then only change or vanish, never come back to the value it had
-    /// (see [`may_evict`](Self::may_evict)). The default reads without creating (a backend that
-    /// never evicts its bookkeeping needs no more).
+    /// atomic step per anchor. Used when the backend may evict keys: a version that exists when
+    /// a value is loaded and stored can then only change or vanish, never come back to the value
+    /// it had (see [`may_evict`](Self::may_evict)). The default reads without creating (a
+    /// backend that never evicts its bookkeeping needs no more).
     async fn versions_or_create(
         &self,
-        ids: &[&str],
+        reads: &[VersionRead<'_>],
         create: &[bool],
         retention: Duration,
     ) -> Result<Vec<u64>, CacheError> {
         let _ = (create, retention);
-        self.versions(ids).await
+        self.versions(reads).await
     }
 
     /// Reads an entry and the current versions of `ids` in one round trip (the default makes
@@ -141,7 +152,11 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         ids: &[&str],
     ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
         let value = self.get(key).await?;
-        Ok((value, self.versions(ids).await?))
+        let reads: Vec<VersionRead<'_>> = ids
+            .iter()
+            .map(|id| VersionRead { anchor: key, id })
+            .collect();
+        Ok((value, self.versions(&reads).await?))
     }
 
     /// Whether the backend may evict keys of its own accord (Redis with `maxmemory` and a policy

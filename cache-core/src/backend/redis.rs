@@ -10,7 +10,7 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
-use super::{index_key, version_key, Backend, BackendInfo, Invalidation, Put};
+use super::{index_key, version_key, Backend, BackendInfo, Invalidation, Put, VersionRead};
 use crate::error::CacheError;
 
 /// Stores entries and indexes them under their tags, each entry only if its guard holds.
@@ -275,11 +275,11 @@ impl Backend for RedisBackend {
         Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
     }
 
-    async fn versions(&self, ids: &[&str]) -> Result<Vec<u64>, CacheError> {
-        if ids.is_empty() {
+    async fn versions(&self, reads: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError> {
+        if reads.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|t| version_key(t)).collect();
+        let keys: Vec<String> = reads.iter().map(|r| version_key(r.id)).collect();
         let mut conn = self.conn()?;
         let versions: Vec<Option<u64>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
@@ -291,19 +291,19 @@ impl Backend for RedisBackend {
 
     async fn versions_or_create(
         &self,
-        ids: &[&str],
+        reads: &[VersionRead<'_>],
         create: &[bool],
         retention: Duration,
     ) -> Result<Vec<u64>, CacheError> {
-        if ids.is_empty() {
+        if reads.is_empty() {
             return Ok(Vec::new());
         }
         let mut inv = VERSIONS.prepare_invoke();
-        for id in ids {
-            inv.key(version_key(id));
+        for r in reads {
+            inv.key(version_key(r.id));
         }
         inv.arg(ttl_ms(retention));
-        for i in 0..ids.len() {
+        for i in 0..reads.len() {
             inv.arg(if create.get(i).copied().unwrap_or(false) {
                 "1"
             } else {

@@ -123,14 +123,14 @@ impl Cache {
             .iter()
             .map(|&i| self.fill_ids(&keys[i], &fragments[i].policy))
             .collect();
-        let mut all: Vec<String> = Vec::new();
-        for id in fills.iter().flat_map(|f| f.all()) {
-            if !all.contains(id) {
-                all.push(id.clone());
-            }
-        }
+        // Each fragment's versions, read where its bookkeeping lives (its own key).
+        let reads: Vec<crate::backend::VersionRead<'_>> = missing
+            .iter()
+            .zip(&fills)
+            .flat_map(|(&i, f)| super::store::anchored(keys[i].as_str(), f.all()))
+            .collect();
         let versions = if available {
-            self.snapshot_versions(&all, &keys[missing[0]]).await
+            self.snapshot_versions_at(&reads, &keys[missing[0]]).await
         } else {
             None
         };
@@ -150,12 +150,11 @@ impl Cache {
         if let Some(versions) = versions {
             let codec = self.inner.settings.codec;
             let mut encoded: Vec<EncodedFragment<'_>> = Vec::new();
+            let mut at = 0;
             for ((&i, value), ids) in missing.iter().zip(&loaded).zip(&fills) {
-                let expected: Vec<u64> = ids
-                    .all()
-                    .iter()
-                    .map(|id| all.iter().position(|x| x == id).map_or(0, |p| versions[p]))
-                    .collect();
+                let n = ids.all().len();
+                let expected: Vec<u64> = versions[at..at + n].to_vec();
+                at += n;
                 let recorded = Cache::recorded_versions(Some(&expected));
                 let meta = self.envelope_meta(&fragments[i].policy, recompute, &recorded);
                 let Ok(bytes) = codec.encode_envelope(value, &meta) else {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::Cache;
-use crate::backend::{Guard, Put};
+use crate::backend::{Guard, Put, VersionRead};
 use crate::codec::{duration_ms, EnvelopeMeta, Header};
 use crate::error::CacheError;
 use crate::flight::{Landing, LeaderGuard};
@@ -55,13 +55,23 @@ impl Cache {
     /// Reads the current versions of `ids` in one round trip. `None` when the backend failed:
     /// the fill then cannot be proven race-free and is not stored.
     pub(crate) async fn read_versions(&self, ids: &[String], key: &CacheKey) -> Option<Vec<u64>> {
-        if ids.is_empty() {
+        let reads = anchored(key.as_str(), ids);
+        self.read_versions_at(&reads, key).await
+    }
+
+    /// Reads the versions of `reads` (each for its own entry) in one call; `key` names the
+    /// request in error reports.
+    pub(crate) async fn read_versions_at(
+        &self,
+        reads: &[VersionRead<'_>],
+        key: &CacheKey,
+    ) -> Option<Vec<u64>> {
+        if reads.is_empty() {
             return Some(Vec::new());
         }
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let backend = &self.inner.backend;
-        match self.call(self.deadline(), || backend.versions(&refs)).await {
-            Ok(v) if v.len() == ids.len() => Some(v),
+        match self.call(self.deadline(), || backend.versions(reads)).await {
+            Ok(v) if v.len() == reads.len() => Some(v),
             Ok(_) => None,
             Err(e) => {
                 self.record_error(key.resource(), "versions", key.as_str(), &e);
@@ -222,4 +232,9 @@ impl Cache {
             Err(_) => (false, Landing::Value(bytes.clone())),
         }
     }
+}
+
+/// The reads of `ids`, all for the entry `anchor`.
+pub(crate) fn anchored<'a>(anchor: &'a str, ids: &'a [String]) -> Vec<VersionRead<'a>> {
+    ids.iter().map(|id| VersionRead { anchor, id }).collect()
 }

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use super::Cache;
+use crate::backend::VersionRead;
 use crate::codec::{now_ms, Header};
 use crate::key::CacheKey;
 use crate::policy::Policy;
@@ -116,23 +117,32 @@ impl Cache {
         ids: &[String],
         key: &CacheKey,
     ) -> Option<Vec<u64>> {
-        if ids.is_empty() || !self.verifying().await {
-            return self.read_versions(ids, key).await;
+        let reads = super::store::anchored(key.as_str(), ids);
+        self.snapshot_versions_at(&reads, key).await
+    }
+
+    /// [`snapshot_versions`](Self::snapshot_versions) of reads made for several entries.
+    pub(crate) async fn snapshot_versions_at(
+        &self,
+        reads: &[VersionRead<'_>],
+        key: &CacheKey,
+    ) -> Option<Vec<u64>> {
+        if reads.is_empty() || !self.verifying().await {
+            return self.read_versions_at(reads, key).await;
         }
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let create: Vec<bool> = ids
+        let create: Vec<bool> = reads
             .iter()
-            .map(|id| !id.starts_with(&self.inner.key_id_prefix))
+            .map(|r| !r.id.starts_with(&self.inner.key_id_prefix))
             .collect();
         let retention = self.inner.settings.tag_version_retention;
         let backend = &self.inner.backend;
         match self
             .call(self.deadline(), || {
-                backend.versions_or_create(&refs, &create, retention)
+                backend.versions_or_create(reads, &create, retention)
             })
             .await
         {
-            Ok(v) if v.len() == ids.len() => Some(v),
+            Ok(v) if v.len() == reads.len() => Some(v),
             Ok(_) => None,
             Err(e) => {
                 self.record_error(key.resource(), "versions", key.as_str(), &e);
@@ -160,17 +170,24 @@ impl Cache {
         let ids: Vec<String> = std::iter::once(self.inner.generation_id.clone())
             .chain(tags.iter().map(|t| self.tag_id(t)))
             .collect();
+        // Each entry's versions are read where its bookkeeping lives (its anchor).
+        let reads: Vec<VersionRead<'_>> = keys
+            .iter()
+            .flat_map(|k| super::store::anchored(k.as_str(), &ids))
+            .collect();
         let current = match keys.first() {
-            Some(first) => self.read_versions(&ids, first).await,
+            Some(first) => self.read_versions_at(&reads, first).await,
             None => None,
         };
         raws.iter()
             .zip(&parsed)
             .zip(keys)
-            .map(|((raw, header), key)| {
+            .enumerate()
+            .map(|(i, ((raw, header), key))| {
                 let (Some(bytes), Some(header), Some(current)) = (raw, header, &current) else {
                     return raw.is_none();
                 };
+                let current = &current[i * ids.len()..(i + 1) * ids.len()];
                 let valid = Self::matches_recorded(bytes, header, &tags, current) == Some(true);
                 if !valid {
                     self.inner
