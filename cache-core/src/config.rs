@@ -3,6 +3,7 @@
 //! | variable | meaning | form | default |
 //! | --- | --- | --- | --- |
 //! | `REDIS_URL` | Redis server; unset means the in-memory backend | `redis://[user:pass@]host:port[/db]` | unset |
+//! | `REDIS_CLUSTER_URLS` | Redis Cluster seed nodes (any of them); takes precedence over `REDIS_URL` | `redis://host:port,redis://host:port,...` | unset |
 //! | `CACHE_ENABLED` | kill switch: `false` makes every call a pass-through | `true`/`false`/`1`/`0`/`yes`/`no`/`on`/`off` | `true` |
 //! | `CACHE_NAMESPACE` | first segment of every key | 1–64 of `A-Za-z0-9_.-` | `cache` |
 //! | `CACHE_DEFAULT_TTL` | TTL when a call names none | `"90s"`, `"5m"`, `"24h"`, `"1h30m"` or seconds | `5m` |
@@ -24,7 +25,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, MemoryBackend, RedisBackend, RedisOptions};
+use crate::backend::{Backend, MemoryBackend, RedisBackend, RedisClusterBackend, RedisOptions};
 use crate::codec::Codec;
 use crate::error::ConfigError;
 use crate::key::KeySpace;
@@ -35,6 +36,7 @@ use crate::Cache;
 pub(crate) enum BackendChoice {
     Memory { max_bytes: u64 },
     Redis { url: String },
+    RedisCluster { seeds: Vec<String>, buckets: u16 },
     Custom(Arc<dyn Backend>),
 }
 
@@ -166,6 +168,22 @@ impl CacheBuilder {
                 ));
             }
             b = b.redis_url(url);
+        }
+        if let Some(urls) = lookup("REDIS_CLUSTER_URLS").filter(|v| !v.trim().is_empty()) {
+            let seeds: Vec<String> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if let Some(bad) = seeds.iter().find(|u| redis::parse_redis_url(u).is_none()) {
+                return Err(invalid(
+                    "REDIS_CLUSTER_URLS",
+                    &crate::backend::redact_url(bad),
+                    "comma-separated seed URLs like redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+                ));
+            }
+            b = b.redis_cluster(seeds);
         }
         if let Some(v) = lookup("CACHE_ENABLED") {
             let enabled = match v.trim().to_ascii_lowercase().as_str() {
@@ -320,6 +338,42 @@ impl CacheBuilder {
     /// Use Redis at `url`. The connection is made lazily; a down Redis never fails `build`.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.backend = BackendChoice::Redis { url: url.into() };
+        self
+    }
+
+    /// Use the Redis Cluster reachable through `seeds` (any of its nodes, `redis://host:port`).
+    /// The connection is made lazily; an unreachable cluster never fails `build`. Entries and
+    /// their bookkeeping are laid out in slot buckets (see
+    /// [`RedisClusterBackend`](crate::backend::RedisClusterBackend)).
+    pub fn redis_cluster<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let buckets = match &self.backend {
+            BackendChoice::RedisCluster { buckets, .. } => *buckets,
+            _ => crate::backend::DEFAULT_BUCKETS,
+        };
+        self.backend = BackendChoice::RedisCluster {
+            seeds: seeds.into_iter().map(Into::into).collect(),
+            buckets,
+        };
+        self
+    }
+
+    /// Slot buckets per namespace on a Redis Cluster (default 32, 1 to 1024): more spreads a
+    /// namespace over more nodes; each tag invalidation runs one script per bucket. Every
+    /// instance of a service must use the same value.
+    pub fn cluster_buckets(mut self, buckets: u16) -> Self {
+        match &mut self.backend {
+            BackendChoice::RedisCluster { buckets: b, .. } => *b = buckets,
+            _ => {
+                self.backend = BackendChoice::RedisCluster {
+                    seeds: Vec::new(),
+                    buckets,
+                }
+            }
+        }
         self
     }
 
@@ -479,6 +533,27 @@ impl CacheBuilder {
                         ),
                     )
                 })?)
+            }
+            BackendChoice::RedisCluster { seeds, buckets } => {
+                if !(1..=1024).contains(&buckets) {
+                    return Err(option("cluster_buckets", "must be 1 to 1024".into()));
+                }
+                for url in &seeds {
+                    if redis::parse_redis_url(url).is_none() {
+                        return Err(option(
+                            "redis_cluster",
+                            format!(
+                                "{} (expected redis://host:port)",
+                                crate::backend::redact_url(url)
+                            ),
+                        ));
+                    }
+                }
+                Arc::new(
+                    RedisClusterBackend::new(&seeds, &self.redis, buckets).map_err(|e| {
+                        option("redis_cluster", format!("seed nodes: {e}"))
+                    })?,
+                )
             }
             BackendChoice::Custom(b) => b,
         };

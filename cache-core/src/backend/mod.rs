@@ -33,9 +33,11 @@ use bytes::Bytes;
 
 use crate::error::CacheError;
 
+mod cluster;
 mod memory;
 mod redis;
 
+pub use self::cluster::{RedisClusterBackend, DEFAULT_BUCKETS};
 pub use self::memory::MemoryBackend;
 pub(crate) use self::redis::redact_url;
 pub use self::redis::{RedisBackend, RedisOptions};

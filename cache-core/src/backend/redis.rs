@@ -134,12 +134,12 @@ end
 return 0
 ";
 
-static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_SCRIPT));
-static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SCRIPT));
+pub(super) static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_SCRIPT));
+pub(super) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SCRIPT));
 static INVALIDATE_LEGACY: LazyLock<Script> =
     LazyLock::new(|| Script::new(INVALIDATE_LEGACY_SCRIPT));
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK_SCRIPT));
-static VERSIONS: LazyLock<Script> = LazyLock::new(|| Script::new(VERSIONS_SCRIPT));
+pub(super) static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK_SCRIPT));
+pub(super) static VERSIONS: LazyLock<Script> = LazyLock::new(|| Script::new(VERSIONS_SCRIPT));
 
 /// Connection settings for [`RedisBackend`].
 #[derive(Debug, Clone)]
@@ -541,7 +541,7 @@ fn rejects_script_flags(e: &redis::RedisError) -> bool {
 }
 
 /// Milliseconds for `PX`, at least 1 (Redis rejects 0).
-fn ttl_ms(d: Duration) -> u64 {
+pub(super) fn ttl_ms(d: Duration) -> u64 {
     crate::codec::duration_ms(d).max(1)
 }
 

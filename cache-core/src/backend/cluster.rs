@@ -1,0 +1,572 @@
+//! The Redis Cluster backend: the single-node scripts, run on keys laid out in slot buckets.
+//!
+//! # Layout
+//! Every multi-key step of the engine concerns **one entry** and its bookkeeping: a guarded
+//! store reads the versions it depends on (the namespace generation, the entry's key id, its
+//! tags) and adds the entry to its tags' indexes; a hit under eviction reads the same versions.
+//! So each entry is given a *bucket* (`xxh3(entry key) % buckets`, 32 by default), and the entry
+//! and every bookkeeping key it touches are stored under the bucket's hash tag:
+//!
+//! ```text
+//! logical                        physical (bucket 7 of namespace `gallery`)
+//! gallery:v1:content_item:5      gallery:{gallery.7}:v1:content_item:5
+//! gallery:t:cat:v   (version)    gallery:{gallery.7}:t:cat:v
+//! gallery:t:cat:k   (index)      gallery:{gallery.7}:t:cat:k
+//! gallery:g:v       (generation) gallery:{gallery.7}:g:v
+//! ```
+//!
+//! Keys keep the namespace as their first segment (an ACL rule `~gallery:*` still covers them),
+//! and the first `{...}` of a physical key is always the bucket's (the key builder escapes braces
+//! in logical keys). A tag thus has one version and one index per bucket.
+//!
+//! * A guarded store runs the single-node script in its entry's bucket: one slot, atomic.
+//! * Invalidating a tag runs the single-node invalidation script once per bucket (bump the tag's
+//!   version there, delete the entries of its index there), concurrently; the call returns when
+//!   every bucket has answered. Race-safety holds bucket by bucket: a fill in bucket `b` and the
+//!   invalidation's step in `b` are both atomic on `b`'s node, so the fill either lands before
+//!   (and is deleted) or sees the bumped version (and is refused). **Cost:** `buckets` script
+//!   calls per invalidation, each proportional to the entries of that tag in that bucket; it
+//!   never grows with the total keyspace.
+//! * A key delete runs in the key's bucket; a generation bump (pattern delete, `clear`) in every
+//!   bucket.
+//! * Reads of several entries (`MGET`) are split by slot by the cluster client. Pattern deletes
+//!   `SCAN` every master. Statistics add up every master.
+//!
+//! Leases are single keys, placed in their own bucket.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::Script;
+use tokio::sync::OnceCell;
+
+use super::redis::{redact_url, ttl_ms, INVALIDATE, PUT, UNLOCK, VERSIONS};
+use super::{index_key, version_key, Backend, BackendInfo, Invalidation, Put, VersionRead};
+use crate::error::CacheError;
+
+/// Buckets per namespace unless configured otherwise.
+pub const DEFAULT_BUCKETS: u16 = 32;
+
+/// The bucket of an entry key.
+pub(crate) fn bucket_of(anchor: &str, buckets: u16) -> u16 {
+    (xxhash_rust::xxh3::xxh3_64(anchor.as_bytes()) % u64::from(buckets.max(1))) as u16
+}
+
+/// The physical key of `key` (namespace first) in bucket `b`.
+pub(crate) fn place(key: &str, b: u16) -> String {
+    match key.split_once(':') {
+        Some((ns, rest)) => format!("{ns}:{{{ns}.{b}}}:{rest}"),
+        None => format!("{{{key}.{b}}}:{key}"),
+    }
+}
+
+/// Redis Cluster storage through redis-rs's async cluster client (slot routing, `MOVED`/`ASK`,
+/// reconnection, topology refresh). See the module docs for the key layout.
+///
+/// The connection is made on first use and retried on the next call after a failure, so a
+/// service starts (and answers, without the cache) while the cluster is unreachable.
+pub struct RedisClusterBackend {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+    buckets: u16,
+    seeds_redacted: Vec<String>,
+    evicts: std::sync::atomic::AtomicU8,
+}
+
+impl fmt::Debug for RedisClusterBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisClusterBackend")
+            .field("seeds", &self.seeds_redacted)
+            .field("buckets", &self.buckets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisClusterBackend {
+    /// A backend for the cluster reachable through `seeds` (any nodes of it), without
+    /// connecting.
+    ///
+    /// # Errors
+    /// [`CacheError::Redis`] if a seed URL cannot be parsed.
+    pub fn new<S: AsRef<str>>(
+        seeds: &[S],
+        options: &super::RedisOptions,
+        buckets: u16,
+    ) -> Result<RedisClusterBackend, CacheError> {
+        let urls: Vec<&str> = seeds.iter().map(AsRef::as_ref).collect();
+        if urls.is_empty() {
+            return Err(CacheError::InvalidArgument(
+                "a Redis Cluster needs at least one seed URL".into(),
+            ));
+        }
+        let client = redis::cluster::ClusterClientBuilder::new(urls.clone())
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(options.response_timeout)
+            .retries(2)
+            .build()?;
+        Ok(RedisClusterBackend {
+            client,
+            conn: OnceCell::new(),
+            buckets: buckets.max(1),
+            seeds_redacted: urls.iter().map(|u| redact_url(u)).collect(),
+            evicts: std::sync::atomic::AtomicU8::new(0),
+        })
+    }
+
+    /// The seed URLs, with passwords replaced by `***`.
+    pub fn seeds(&self) -> &[String] {
+        &self.seeds_redacted
+    }
+
+    /// Buckets per namespace.
+    pub fn buckets(&self) -> u16 {
+        self.buckets
+    }
+
+    async fn conn(&self) -> Result<ClusterConnection, CacheError> {
+        if let Some(c) = self.conn.get() {
+            return Ok(c.clone());
+        }
+        let c = self
+            .conn
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await?;
+        Ok(c.clone())
+    }
+
+    fn at(&self, key: &str) -> String {
+        place(key, bucket_of(key, self.buckets))
+    }
+
+    /// Current masters as `(host, port)`, from `CLUSTER SHARDS`' older sibling `CLUSTER SLOTS`.
+    async fn masters(&self) -> Result<Vec<(String, u16)>, CacheError> {
+        let mut conn = self.conn().await?;
+        let slots: redis::Value = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await?;
+        let mut out: Vec<(String, u16)> = Vec::new();
+        if let redis::Value::Array(ranges) = slots {
+            for range in ranges {
+                let redis::Value::Array(parts) = range else {
+                    continue;
+                };
+                // [start, end, [host, port, id, ...] (master), replicas...]
+                if let Some(redis::Value::Array(node)) = parts.get(2) {
+                    let host = match node.first() {
+                        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                        Some(redis::Value::SimpleString(s)) => s.clone(),
+                        _ => continue,
+                    };
+                    let port = match node.get(1) {
+                        Some(redis::Value::Int(p)) => *p as u16,
+                        _ => continue,
+                    };
+                    if !out.contains(&(host.clone(), port)) {
+                        out.push((host, port));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        host: &str,
+        port: u16,
+        cmd: redis::Cmd,
+    ) -> Result<T, CacheError> {
+        let mut conn = self.conn().await?;
+        let v = conn
+            .route_command(
+                cmd,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.to_owned(),
+                    port,
+                }),
+            )
+            .await?;
+        redis::from_redis_value(v).map_err(|e| CacheError::Redis(e.into()))
+    }
+}
+
+/// Runs one script invocation per group concurrently; the results in group order.
+async fn run_all<T>(
+    conn: &ClusterConnection,
+    invocations: Vec<redis::ScriptInvocation<'static>>,
+) -> Result<Vec<T>, CacheError>
+where
+    T: redis::FromRedisValue + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for (i, inv) in invocations.into_iter().enumerate() {
+        let mut conn = conn.clone();
+        set.spawn(async move { (i, inv.invoke_async::<T>(&mut conn).await) });
+    }
+    let mut out: Vec<Option<T>> = Vec::new();
+    out.resize_with(set.len(), || None);
+    while let Some(done) = set.join_next().await {
+        let (i, r) = done.map_err(|e| CacheError::Backend(Box::new(e)))?;
+        out[i] = Some(r?);
+    }
+    Ok(out.into_iter().map(|v| v.expect("every task reported")).collect())
+}
+
+/// Indices of `items` grouped by bucket, in first-seen order of the buckets.
+fn groups<I: Iterator<Item = u16>>(buckets: I) -> Vec<(u16, Vec<usize>)> {
+    let mut out: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, b) in buckets.enumerate() {
+        match out.iter_mut().find(|(x, _)| *x == b) {
+            Some((_, v)) => v.push(i),
+            None => out.push((b, vec![i])),
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Backend for RedisClusterBackend {
+    fn kind(&self) -> &'static str {
+        "redis-cluster"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("GET")
+            .arg(self.at(key))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let physical: Vec<String> = keys.iter().map(|k| self.at(k)).collect();
+        let mut conn = self.conn().await?;
+        // The cluster client splits a multi-slot MGET by slot and reassembles it in order.
+        Ok(redis::cmd("MGET")
+            .arg(&physical)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn versions(&self, reads: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = reads
+            .iter()
+            .map(|r| version_key(&place(r.id, bucket_of(r.anchor, self.buckets))))
+            .collect();
+        let mut conn = self.conn().await?;
+        let v: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        Ok(v.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    async fn versions_or_create(
+        &self,
+        reads: &[VersionRead<'_>],
+        create: &[bool],
+        retention: Duration,
+    ) -> Result<Vec<u64>, CacheError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups = groups(reads.iter().map(|r| bucket_of(r.anchor, self.buckets)));
+        let mut invocations = Vec::with_capacity(groups.len());
+        for (b, members) in &groups {
+            let mut inv = VERSIONS.prepare_invoke();
+            for &i in members {
+                inv.key(version_key(&place(reads[i].id, *b)));
+            }
+            inv.arg(ttl_ms(retention));
+            for &i in members {
+                inv.arg(if create.get(i).copied().unwrap_or(false) {
+                    "1"
+                } else {
+                    "0"
+                });
+            }
+            invocations.push(inv);
+        }
+        let conn = self.conn().await?;
+        let results: Vec<Vec<u64>> = run_all(&conn, invocations).await?;
+        let mut out = vec![0; reads.len()];
+        for ((_, members), values) in groups.iter().zip(results) {
+            for (&i, v) in members.iter().zip(values) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_checked(
+        &self,
+        key: &str,
+        ids: &[&str],
+    ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
+        let b = bucket_of(key, self.buckets);
+        let mut conn = self.conn().await?;
+        let entry = place(key, b);
+        if ids.is_empty() {
+            let value = redis::cmd("GET").arg(&entry).query_async(&mut conn).await?;
+            return Ok((value, Vec::new()));
+        }
+        let keys: Vec<String> = ids.iter().map(|id| version_key(&place(id, b))).collect();
+        // One slot: a pipeline on the bucket's node.
+        let (value, versions): (Option<Bytes>, Vec<Option<u64>>) = redis::pipe()
+            .cmd("GET")
+            .arg(&entry)
+            .cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await?;
+        Ok((
+            value,
+            versions.into_iter().map(Option::unwrap_or_default).collect(),
+        ))
+    }
+
+    fn eviction_hint(&self) -> Option<bool> {
+        match self.evicts.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
+    }
+
+    async fn may_evict(&self) -> Result<bool, CacheError> {
+        let mut evicts = false;
+        for (host, port) in self.masters().await? {
+            let info: String = self
+                .on_node(&host, port, redis::cmd("INFO").arg("memory").clone())
+                .await?;
+            let field = |name: &str| {
+                info.lines().find_map(|line| {
+                    line.strip_prefix(name)
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        .map(str::trim)
+                })
+            };
+            let limited = field("maxmemory").is_some_and(|v| v != "0");
+            let evicting = field("maxmemory_policy").is_some_and(|p| p != "noeviction");
+            evicts |= limited && evicting;
+        }
+        Ok(evicts)
+    }
+
+    async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {
+        if puts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups = groups(puts.iter().map(|p| bucket_of(p.key, self.buckets)));
+        let mut invocations = Vec::with_capacity(groups.len());
+        for (b, members) in &groups {
+            let mut inv = PUT.prepare_invoke();
+            inv.arg(members.len());
+            for &i in members {
+                let p = &puts[i];
+                inv.key(place(p.key, *b));
+                let (ids, expected): (&[String], &[u64]) = match &p.guard {
+                    Some(g) => (g.ids, g.versions),
+                    None => (&[], &[]),
+                };
+                for id in ids {
+                    inv.key(version_key(&place(id, *b)));
+                }
+                for tag in p.tags {
+                    inv.key(index_key(&place(tag, *b)));
+                }
+                inv.arg(p.value)
+                    .arg(ttl_ms(p.ttl))
+                    .arg(ids.len())
+                    .arg(p.tags.len());
+                for j in 0..ids.len() {
+                    inv.arg(expected.get(j).copied().unwrap_or(0));
+                }
+            }
+            invocations.push(inv);
+        }
+        let conn = self.conn().await?;
+        let results: Vec<Vec<i64>> = run_all(&conn, invocations).await?;
+        let mut out = vec![false; puts.len()];
+        for ((_, members), stored) in groups.iter().zip(results) {
+            for (&i, s) in members.iter().zip(stored) {
+                out[i] = s == 1;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn invalidate(&self, inv: &Invalidation<'_>) -> Result<u64, CacheError> {
+        if inv.tags.is_empty() && inv.keys.is_empty() && inv.bump.is_empty() {
+            return Ok(0);
+        }
+        // Tags and bumps concern every bucket; a key only its own.
+        let everywhere = !inv.tags.is_empty() || !inv.bump.is_empty();
+        let mut invocations = Vec::new();
+        for b in 0..self.buckets {
+            let keys: Vec<&(&str, &str)> = inv
+                .keys
+                .iter()
+                .filter(|(key, _)| bucket_of(key, self.buckets) == b)
+                .collect();
+            if !everywhere && keys.is_empty() {
+                continue;
+            }
+            let mut call = INVALIDATE.prepare_invoke();
+            for tag in inv.tags {
+                let t = place(tag, b);
+                call.key(version_key(&t)).key(index_key(&t));
+            }
+            for (key, id) in &keys {
+                call.key(place(key, b)).key(version_key(&place(id, b)));
+            }
+            for id in inv.bump {
+                call.key(version_key(&place(id, b)));
+            }
+            call.arg(ttl_ms(inv.retention))
+                .arg(inv.tags.len())
+                .arg(keys.len())
+                .arg(inv.bump.len());
+            invocations.push(call);
+        }
+        let conn = self.conn().await?;
+        let results: Vec<(u64, u8)> = run_all(&conn, invocations).await?;
+        let evicts = results.iter().any(|(_, e)| *e == 1);
+        self.evicts.store(
+            1 + u8::from(evicts),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(results.iter().map(|(n, _)| n).sum())
+    }
+
+    async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {
+        // `ns:rest` matches `ns:{ns.<any bucket>}:rest`.
+        let physical = match pattern.split_once(':') {
+            Some((ns, rest)) => format!("{ns}:{{{ns}.*}}:{rest}"),
+            None => pattern.to_owned(),
+        };
+        let mut deleted = 0u64;
+        for (host, port) in self.masters().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = self
+                    .on_node(
+                        &host,
+                        port,
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&physical)
+                            .arg("COUNT")
+                            .arg(batch.max(1))
+                            .clone(),
+                    )
+                    .await?;
+                if !keys.is_empty() {
+                    let mut conn = self.conn().await?;
+                    // Split by slot by the cluster client.
+                    let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+                    deleted += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut conn = self.conn().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.at(key))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn().await?;
+        let script: &Script = &UNLOCK;
+        script
+            .key(self.at(key))
+            .arg(token)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn info(&self) -> Result<BackendInfo, CacheError> {
+        let mut total = BackendInfo {
+            backend: "redis-cluster".into(),
+            ..BackendInfo::default()
+        };
+        for (host, port) in self.masters().await? {
+            let info: String = self.on_node(&host, port, redis::cmd("INFO")).await?;
+            let dbsize: u64 = self.on_node(&host, port, redis::cmd("DBSIZE")).await?;
+            let field = |name: &str| -> Option<&str> {
+                info.lines().find_map(|line| {
+                    line.strip_prefix(name)
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        .map(str::trim)
+                })
+            };
+            let num = |name: &str| -> u64 { field(name).and_then(|v| v.parse().ok()).unwrap_or(0) };
+            total.total_keys += dbsize;
+            total.memory_used_bytes += num("used_memory");
+            total.keyspace_hits += num("keyspace_hits");
+            total.keyspace_misses += num("keyspace_misses");
+            total.connected_clients += num("connected_clients");
+            if total.version.is_empty() {
+                total.version = field("redis_version").unwrap_or_default().to_owned();
+            }
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_the_namespace_first_and_take_the_buckets_hash_tag() {
+        assert_eq!(
+            place("gallery:v1:content_item:5", 7),
+            "gallery:{gallery.7}:v1:content_item:5"
+        );
+        assert_eq!(place("gallery:t:cat", 0), "gallery:{gallery.0}:t:cat");
+        assert_eq!(version_key(&place("gallery:g", 3)), "gallery:{gallery.3}:g:v");
+    }
+
+    #[test]
+    fn buckets_spread_keys() {
+        let mut seen = [0u32; 32];
+        for i in 0..3200 {
+            seen[usize::from(bucket_of(&format!("ns:v1:item:{i}"), 32))] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+}
