@@ -3,6 +3,7 @@
 # Recipes are POSIX sh; logic longer than a line lives in scripts/.
 # Variables: REDIS_PORT (dev server port, default 6379), REDIS_URL (server
 # for cache-stats/cache-flush; for tests: use that server instead of
+# spawning), REDIS_CLUSTER_URLS (tests: use that cluster instead of
 # spawning), NAMESPACE and DRY_RUN (cache-flush), FUZZ_CASES and FUZZ_SEED
 # (fuzz), CARGO (default cargo).
 
@@ -19,7 +20,7 @@ FUZZ_CASES ?= 20000
 help:
 	@echo "Usage: make <target>"
 	@echo ""
-	@echo "  test         ensure redis-server (installs it as root on Debian), run all tests"
+	@echo "  test         ensure redis-server and redis-cli (installs them as root on Debian), run all tests"
 	@echo "               (cargo nextest if available, else cargo test) and the doctests"
 	@echo "  test-all     fmt-check + clippy + test + doc + features (what CI runs)"
 	@echo "  chaos        chaos suite, full form: both examples under load, every Redis fault for 10 s"
@@ -42,7 +43,8 @@ help:
 	@echo "  clean        cargo clean"
 
 # REDIS_SERVER_BIN is exported so that the tests use the binary that
-# ensure-redis.sh found or installed.
+# ensure-redis.sh found or installed (it also makes sure redis-cli is there,
+# for the local Redis Cluster of the cluster tests).
 test:
 	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
 	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \

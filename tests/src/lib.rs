@@ -20,6 +20,13 @@
 //!   a full server ([`RedisServer::fill_to_maxmemory`], undone by
 //!   [`RedisServer::reset_memory`]) and dropped connections
 //!   ([`RedisServer::kill_clients`]).
+//! * [`RedisCluster`] starts a throw-away local Redis Cluster (3 masters, 3 replicas, created
+//!   with `redis-cli --cluster create`) and injects faults on its nodes: a killed master and
+//!   its failover ([`RedisCluster::kill_master`], [`RedisCluster::wait_failover`]), a restarted
+//!   node rejoining ([`RedisCluster::restart_node`]), a frozen node
+//!   ([`RedisCluster::pause_node`]). [`key_slot`] and [`RedisCluster::node_for_key`] tell
+//!   which slot and master a key lands on. [`RedisCluster::start`] honours
+//!   `REDIS_CLUSTER_URLS`.
 //! * [`http::HttpClient`]: a minimal keep-alive HTTP/1.1 client for load and
 //!   fault tests over loopback (the throughput benches and the chaos suite).
 //! * [`init_tracing`] installs a `tracing` subscriber that writes through the
@@ -27,15 +34,19 @@
 //!
 //! # Environment
 //!
-//! | Variable           | Effect                                                         |
-//! |--------------------|----------------------------------------------------------------|
-//! | `REDIS_URL`        | [`RedisServer::start`] uses this server instead of spawning    |
-//! | `REDIS_SERVER_BIN` | path of the `redis-server` binary to spawn                     |
-//! | `RUST_LOG`         | filter for [`init_tracing`] (default `warn`)                   |
+//! | Variable             | Effect                                                                |
+//! |----------------------|-----------------------------------------------------------------------|
+//! | `REDIS_URL`          | [`RedisServer::start`] uses this server instead of spawning           |
+//! | `REDIS_CLUSTER_URLS` | [`RedisCluster::start`] uses this cluster (comma-separated seed URLs) |
+//! | `REDIS_SERVER_BIN`   | path of the `redis-server` binary to spawn                            |
+//! | `REDIS_CLI_BIN`      | path of `redis-cli` (creates the clusters of [`RedisCluster`])        |
+//! | `RUST_LOG`           | filter for [`init_tracing`] (default `warn`)                          |
 //!
 //! Without `REDIS_SERVER_BIN` the binary is looked up on `PATH`, then at
-//! `/usr/bin/redis-server` and `/usr/local/bin/redis-server`. `make test`
-//! installs it when missing (see `scripts/ensure-redis.sh`).
+//! `/usr/bin/redis-server` and `/usr/local/bin/redis-server`; without
+//! `REDIS_CLI_BIN`, `redis-cli` is looked up next to `redis-server`, on `PATH`,
+//! then at `/usr/bin/redis-cli` and `/usr/local/bin/redis-cli`. `make test`
+//! installs both when missing (see `scripts/ensure-redis.sh`).
 //!
 //! # Example
 //!
@@ -51,12 +62,14 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod faults;
 pub mod http;
 pub mod proxy;
 mod server;
 mod trace;
 
+pub use cluster::{find_redis_cli, key_slot, ClusterNode, RedisCluster};
 pub use faults::{EvictionPolicy, FillReport, PauseMode, ServerBlock};
 pub use server::{find_redis_server, RedisServer};
 pub use trace::init_tracing;

@@ -518,7 +518,7 @@ pub fn find_redis_server() -> Result<PathBuf, String> {
 
 /// Whether `bin` knows `--enable-debug-command` (Redis 7 and later), from `--version`; asked
 /// once per binary and process.
-fn debug_command_option(bin: &Path) -> bool {
+pub(crate) fn debug_command_option(bin: &Path) -> bool {
     static KNOWN: Mutex<Vec<(PathBuf, bool)>> = Mutex::new(Vec::new());
     let mut known = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, yes)) = known.iter().find(|(b, _)| b == bin) {
@@ -546,13 +546,13 @@ fn debug_command_option(bin: &Path) -> bool {
     yes
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|addr| addr.port())
@@ -566,7 +566,7 @@ fn ping_sync(client: &redis::Client) -> redis::RedisResult<()> {
 }
 
 /// The `process_id` the server reports (`INFO server`), or 0 if absent.
-fn ping_pid(client: &redis::Client) -> redis::RedisResult<u32> {
+pub(crate) fn ping_pid(client: &redis::Client) -> redis::RedisResult<u32> {
     let mut con = connect_sync(client)?;
     let info: String = redis::cmd("INFO").arg("server").query(&mut con)?;
     Ok(info
@@ -583,7 +583,7 @@ fn connect_sync(client: &redis::Client) -> redis::RedisResult<redis::Connection>
     Ok(con)
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_default()
