@@ -35,7 +35,8 @@
 //! Leases are single keys, placed in their own bucket.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,11 +44,19 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Script;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 use super::redis::{redact_url, ttl_ms, INVALIDATE, PUT, UNLOCK, VERSIONS};
 use super::{index_key, version_key, Backend, BackendInfo, Invalidation, Put, VersionRead};
 use crate::error::CacheError;
+
+/// The state of the connection attempts.
+enum Attempt {
+    Idle,
+    Running,
+    /// When the last attempt failed, and why.
+    Failed((Instant, String)),
+}
 
 /// Buckets per namespace unless configured otherwise.
 pub const DEFAULT_BUCKETS: u16 = 32;
@@ -72,7 +81,11 @@ pub(crate) fn place(key: &str, b: u16) -> String {
 /// service starts (and answers, without the cache) while the cluster is unreachable.
 pub struct RedisClusterBackend {
     client: ClusterClient,
-    conn: OnceCell<ClusterConnection>,
+    conn: Arc<OnceCell<ClusterConnection>>,
+    /// A connection attempt runs in a task of its own, so that a caller's deadline never
+    /// cancels it (a cluster connection takes a few round trips to every node).
+    connecting: Arc<Mutex<Attempt>>,
+    attempt_done: Arc<Notify>,
     buckets: u16,
     seeds_redacted: Vec<String>,
     evicts: std::sync::atomic::AtomicU8,
@@ -111,7 +124,9 @@ impl RedisClusterBackend {
             .build()?;
         Ok(RedisClusterBackend {
             client,
-            conn: OnceCell::new(),
+            conn: Arc::new(OnceCell::new()),
+            connecting: Arc::new(Mutex::new(Attempt::Idle)),
+            attempt_done: Arc::new(Notify::new()),
             buckets: buckets.max(1),
             seeds_redacted: urls.iter().map(|u| redact_url(u)).collect(),
             evicts: std::sync::atomic::AtomicU8::new(0),
@@ -132,11 +147,62 @@ impl RedisClusterBackend {
         if let Some(c) = self.conn.get() {
             return Ok(c.clone());
         }
-        let c = self
-            .conn
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await?;
-        Ok(c.clone())
+        loop {
+            let done = self.attempt_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if let Some(c) = self.conn.get() {
+                return Ok(c.clone());
+            }
+            {
+                let mut state = self.connecting.lock().unwrap_or_else(PoisonError::into_inner);
+                match std::mem::replace(&mut *state, Attempt::Running) {
+                    Attempt::Running => {}
+                    Attempt::Failed(e) if !self.waited_after(&e) => {
+                        let msg = e.1.clone();
+                        *state = Attempt::Failed(e);
+                        return Err(CacheError::Backend(msg.into()));
+                    }
+                    Attempt::Idle | Attempt::Failed(_) => self.spawn_attempt(),
+                }
+            }
+            done.await;
+        }
+    }
+
+    /// Whether the last failed attempt is old enough to try again (10 ms: reconnection is
+    /// driven by the callers, and a dead cluster must not be dialled once per call).
+    fn waited_after(&self, failed: &(Instant, String)) -> bool {
+        failed.0.elapsed() >= Duration::from_millis(10)
+    }
+
+    fn spawn_attempt(&self) {
+        let (client, cell, state, done) = (
+            self.client.clone(),
+            Arc::clone(&self.conn),
+            Arc::clone(&self.connecting),
+            Arc::clone(&self.attempt_done),
+        );
+        let finish = move |next: Attempt| {
+            *state.lock().unwrap_or_else(PoisonError::into_inner) = next;
+            done.notify_waiters();
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            finish(Attempt::Failed((
+                Instant::now(),
+                "the Redis Cluster backend must be used inside a tokio runtime".into(),
+            )));
+            return;
+        };
+        handle.spawn(async move {
+            match client.get_async_connection().await {
+                Ok(c) => {
+                    let _ = cell.set(c);
+                    finish(Attempt::Idle);
+                }
+                Err(e) => finish(Attempt::Failed((Instant::now(), e.to_string()))),
+            }
+        });
     }
 
     fn at(&self, key: &str) -> String {

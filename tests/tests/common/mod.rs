@@ -1,5 +1,7 @@
-//! Shared fixtures for the behaviour suites: every suite runs once against a real
-//! `redis-server` started for the test and once against the in-memory backend.
+//! Shared fixtures for the behaviour suites: every suite runs against a real `redis-server`
+//! started for the test, a real Redis Cluster (3 masters, 3 replicas; the one named by
+//! `REDIS_CLUSTER_URLS`, which `make test` starts once for the whole run, or one started for the
+//! test) and the in-memory backend.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -11,12 +13,14 @@ use std::sync::Arc;
 
 use cache_core::backend::MemoryBackend;
 use cache_core::{Cache, CacheBuilder};
+use cache_tests::cluster::RedisCluster;
 use cache_tests::{unique_namespace, RedisServer};
 
 /// Which backend a suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Redis,
+    Cluster,
     Memory,
 }
 
@@ -24,6 +28,7 @@ pub enum Kind {
 pub struct Ctx {
     pub kind: Kind,
     pub server: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
     memory: Arc<MemoryBackend>,
     pub namespace: String,
 }
@@ -34,6 +39,7 @@ impl Ctx {
         Ctx {
             kind,
             server: (kind == Kind::Redis).then(RedisServer::start),
+            cluster: (kind == Kind::Cluster).then(RedisCluster::start),
             memory: Arc::new(MemoryBackend::new(64 * 1024 * 1024)),
             namespace: unique_namespace("t"),
         }
@@ -42,22 +48,33 @@ impl Ctx {
     /// A builder pointed at this test's storage and namespace.
     pub fn builder(&self) -> CacheBuilder {
         let b = Cache::builder().namespace(self.namespace.clone());
-        match &self.server {
-            Some(server) => b
+        match (&self.server, &self.cluster) {
+            (Some(server), _) => b
                 .redis_url(server.url())
                 .command_timeout(std::time::Duration::from_millis(500)),
-            None => b.backend(self.memory.clone()),
+            (_, Some(cluster)) => b
+                .redis_cluster(cluster.urls())
+                .command_timeout(std::time::Duration::from_millis(500)),
+            (None, None) => b.backend(self.memory.clone()),
         }
     }
 
     /// This test's storage as a bare backend (for wrapping, e.g. to count calls).
     pub fn raw_backend(&self) -> Arc<dyn cache_core::backend::Backend> {
-        match &self.server {
-            Some(server) => Arc::new(
+        match (&self.server, &self.cluster) {
+            (Some(server), _) => Arc::new(
                 cache_core::backend::RedisBackend::new(&server.url(), &Default::default())
                     .expect("valid url"),
             ),
-            None => self.memory.clone(),
+            (_, Some(cluster)) => Arc::new(
+                cache_core::backend::RedisClusterBackend::new(
+                    &cluster.urls(),
+                    &Default::default(),
+                    cache_core::backend::DEFAULT_BUCKETS,
+                )
+                .expect("valid urls"),
+            ),
+            (None, None) => self.memory.clone(),
         }
     }
 
@@ -76,6 +93,14 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test($crate::common::Ctx::new($crate::common::Kind::Redis)).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::Ctx::new($crate::common::Kind::Cluster)).await
                 }
             )*
         }
@@ -100,6 +125,14 @@ macro_rules! on_both_backends_actix {
                 #[actix_web::test]
                 async fn $test() {
                     super::$test($crate::common::Ctx::new($crate::common::Kind::Redis)).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[actix_web::test]
+                async fn $test() {
+                    super::$test($crate::common::Ctx::new($crate::common::Kind::Cluster)).await
                 }
             )*
         }
