@@ -171,8 +171,9 @@ pub fn find_redis_cli(server_bin: Option<&Path>) -> Result<PathBuf, String> {
         })
 }
 
-/// Slot range -> id of the master serving it, in one node's view.
-type SlotOwners = BTreeMap<(u16, u16), String>;
+/// One node's view of the live nodes: slot range -> id of the master serving it, and port ->
+/// role (`None` for a master, the master's id for a replica).
+type Topology = (BTreeMap<(u16, u16), String>, BTreeMap<u16, Option<String>>);
 
 /// A node as `CLUSTER NODES` describes it, from the point of view of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,12 +325,7 @@ impl RedisCluster {
     /// [`start_owned`](Self::start_owned).
     pub fn start() -> Self {
         match std::env::var("REDIS_CLUSTER_URLS") {
-            Ok(urls) if !urls.trim().is_empty() => Self::external(
-                urls.split(',')
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .collect::<Vec<_>>(),
-            ),
+            Ok(urls) if !seed_list(&urls).is_empty() => Self::external(seed_list(&urls)),
             _ => Self::start_owned(),
         }
     }
@@ -758,9 +754,10 @@ impl RedisCluster {
 
     /// Waits until the cluster is healthy in the view of every running, not paused node (for an
     /// external cluster: of every seed): `cluster_state:ok` with all 16384 slots served by such
-    /// nodes, every such node known and not flagged failed or suspected, the nodes agreeing on
-    /// who serves which slots, and every such replica's link to its master up. Killed and paused
-    /// nodes may be flagged failed. Returns how long it waited.
+    /// nodes, every such node known, connected and not flagged failed or suspected, each of them
+    /// either a master serving slots or a replica of such a master, the nodes agreeing on who
+    /// serves which slots and who follows whom, and every such replica's link to its master up.
+    /// Killed and paused nodes may be flagged failed. Returns how long it waited.
     ///
     /// # Panics
     ///
@@ -864,7 +861,7 @@ impl RedisCluster {
         if live.is_empty() {
             return Err("no node is running".to_owned());
         }
-        let mut first_view: Option<(u16, SlotOwners)> = None;
+        let mut first_view: Option<(u16, Topology)> = None;
         for &port in &live {
             self.check_node_state(port)?;
             let view = cluster_nodes(&mut self.admin(port)?)?;
@@ -925,13 +922,28 @@ impl RedisCluster {
                     ));
                 }
             }
-            // The nodes agree on who serves what.
+            // A node of ours is a master serving slots or a replica: a master without slots is
+            // a former master that has not learnt yet that its slots moved on (or a view that
+            // has not learnt it turned into a replica).
+            let mut roles = BTreeMap::new();
+            if self.owned.is_some() {
+                for node in view.iter().filter(|n| live.contains(&n.port)) {
+                    if node.is_master() && node.slots.is_empty() {
+                        return Err(format!(
+                            "{port} sees {} as a master without slots",
+                            node.port
+                        ));
+                    }
+                    roles.insert(node.port, node.master_id.clone());
+                }
+            }
+            // The nodes agree on who serves what and who follows whom.
+            let topology = (owners, roles);
             match &first_view {
-                None => first_view = Some((port, owners)),
-                Some((first, theirs)) if *theirs != owners => {
+                None => first_view = Some((port, topology)),
+                Some((first, theirs)) if *theirs != topology => {
                     return Err(format!(
-                        "{port} and {first} disagree on the slot owners: {owners:?} vs \
-                         {theirs:?}"
+                        "{port} and {first} disagree on the topology: {topology:?} vs {theirs:?}"
                     ));
                 }
                 Some(_) => {}
@@ -1326,6 +1338,14 @@ fn external_fault(what: &str, seeds: &[String]) -> String {
     )
 }
 
+/// The URLs of a comma-separated `REDIS_CLUSTER_URLS`, trimmed, empty entries dropped.
+fn seed_list(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 fn local_url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}")
 }
@@ -1523,6 +1543,15 @@ mod tests {
         assert!(replica.is_replica() && replica.is_failed() && !replica.connected);
         assert_eq!(replica.master_id.as_deref(), Some("e96be8"));
         assert_eq!(replica.port, 21005);
+    }
+
+    #[test]
+    fn cluster_urls_are_split_on_commas() {
+        assert_eq!(
+            seed_list(" redis://127.0.0.1:7000, redis://127.0.0.1:7001,,"),
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        assert!(seed_list(" , ").is_empty());
     }
 
     #[test]
