@@ -67,6 +67,8 @@ const RESTART_BIND_TIMEOUT: Duration = Duration::from_secs(5);
 const PORT_ATTEMPTS: usize = 5;
 /// Pause between two polls of the cluster's state.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a node may take to stop or continue after `SIGSTOP` / `SIGCONT`.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between two `PING`s of a starting node.
 const PROBE_INTERVAL: Duration = Duration::from_millis(5);
 /// Connect timeout of the admin connections.
@@ -260,8 +262,31 @@ impl ClusterNode {
 /// use [`start_owned`](Self::start_owned)**. On an external cluster these methods panic.
 ///
 /// The methods block (the cluster is driven through short-lived synchronous admin
-/// connections); from an async test use a multi-threaded runtime, or
-/// `tokio::task::spawn_blocking` around the long waits.
+/// connections); from an async test use a multi-threaded runtime, and
+/// `tokio::task::block_in_place` around the long waits.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// use cache_tests::RedisCluster;
+///
+/// # async fn demo() -> redis::RedisResult<()> {
+/// let mut cluster = RedisCluster::start_owned();
+/// let mut con = cluster.connection().await;
+/// redis::cmd("SET").arg("{user1}:name").arg("ann").query_async::<()>(&mut con).await?;
+/// // Keys sharing a hash tag live on one master.
+/// let master = cluster.node_for_key("{user1}:name");
+/// assert_eq!(cluster.node_for_key("{user1}:email"), master);
+///
+/// cluster.kill_master(master);
+/// let took = cluster.wait_failover(master, Duration::from_secs(15));
+/// println!("failover in {took:?}, slots now on {}", cluster.node_for_key("{user1}:name"));
+/// cluster.restart_node(master); // back as a replica of the promoted one
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct RedisCluster {
     seeds: Vec<String>,
@@ -716,13 +741,15 @@ impl RedisCluster {
         self.wait_healthy(REJOIN_TIMEOUT);
     }
 
-    /// Freezes the node on `port` with `SIGSTOP`: it keeps its connections but answers nothing,
-    /// not even the cluster bus, until [`resume_node`](Self::resume_node). A master paused for
+    /// Freezes the node on `port` with `SIGSTOP` and waits until it is stopped (state `T` in
+    /// `/proc`, where there is one): it keeps its connections but answers nothing, not even the
+    /// cluster bus, until [`resume_node`](Self::resume_node). A master paused for
     /// longer than [`NODE_TIMEOUT`] is failed over ([`wait_failover`](Self::wait_failover)).
     ///
     /// # Panics
     ///
-    /// On an external cluster, if `port` is not a node of ours, or if the node is not running.
+    /// On an external cluster, if `port` is not a node of ours, if the node is not running, or
+    /// if it has not stopped 5 s after the signal.
     pub fn pause_node(&mut self, port: u16) {
         // A master's slots and replicas, for `wait_failover`.
         let fault = self
@@ -739,13 +766,15 @@ impl RedisCluster {
         });
     }
 
-    /// Lets a node frozen by [`pause_node`](Self::pause_node) run again (`SIGCONT`). A master
+    /// Lets a node frozen by [`pause_node`](Self::pause_node) run again (`SIGCONT`, then waits
+    /// until it is no longer stopped, where `/proc` tells). A master
     /// that was failed over meanwhile turns into a replica of the promoted node; call
     /// [`wait_healthy`](Self::wait_healthy) to wait for that.
     ///
     /// # Panics
     ///
-    /// On an external cluster, if `port` is not a node of ours, or if the node is not running.
+    /// On an external cluster, if `port` is not a node of ours, if the node is not running, or
+    /// if it is still stopped 5 s after the signal.
     pub fn resume_node(&mut self, port: u16) {
         let node = self.owned_mut("resume_node").node_mut(port);
         node.signal("CONT");
@@ -1326,7 +1355,30 @@ impl Node {
             .status()
             .unwrap_or_else(|e| panic!("cannot run `sh` to send SIG{sig}: {e}"));
         assert!(status.success(), "`kill -{sig} {pid}` failed ({status})");
+        // `kill` only queues the signal: wait until the process has actually stopped or
+        // continued (a loaded machine may take a while to schedule it), where /proc tells.
+        let stopped = sig == "STOP";
+        let deadline = Instant::now() + SIGNAL_TIMEOUT;
+        while let Some(state) = process_state(child.id()) {
+            if (state == 'T') == stopped {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "127.0.0.1:{port} (pid {pid}) is still in state {state} {} s after SIG{sig}",
+                SIGNAL_TIMEOUT.as_secs()
+            );
+            thread::sleep(PROBE_INTERVAL);
+        }
     }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T` for stopped, ...), `None` if unknown
+/// (no such process, or no `/proc`).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`; comm may contain spaces and parentheses.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 fn external_fault(what: &str, seeds: &[String]) -> String {
