@@ -67,6 +67,8 @@ const RESTART_BIND_TIMEOUT: Duration = Duration::from_secs(5);
 const PORT_ATTEMPTS: usize = 5;
 /// Pause between two polls of the cluster's state.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a node may take to stop or continue after `SIGSTOP` / `SIGCONT`.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between two `PING`s of a starting node.
 const PROBE_INTERVAL: Duration = Duration::from_millis(5);
 /// Connect timeout of the admin connections.
@@ -171,8 +173,9 @@ pub fn find_redis_cli(server_bin: Option<&Path>) -> Result<PathBuf, String> {
         })
 }
 
-/// Slot range -> id of the master serving it, in one node's view.
-type SlotOwners = BTreeMap<(u16, u16), String>;
+/// One node's view of the live nodes: slot range -> id of the master serving it, and port ->
+/// role (`None` for a master, the master's id for a replica).
+type Topology = (BTreeMap<(u16, u16), String>, BTreeMap<u16, Option<String>>);
 
 /// A node as `CLUSTER NODES` describes it, from the point of view of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,8 +262,31 @@ impl ClusterNode {
 /// use [`start_owned`](Self::start_owned)**. On an external cluster these methods panic.
 ///
 /// The methods block (the cluster is driven through short-lived synchronous admin
-/// connections); from an async test use a multi-threaded runtime, or
-/// `tokio::task::spawn_blocking` around the long waits.
+/// connections); from an async test use a multi-threaded runtime, and
+/// `tokio::task::block_in_place` around the long waits.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// use cache_tests::RedisCluster;
+///
+/// # async fn demo() -> redis::RedisResult<()> {
+/// let mut cluster = RedisCluster::start_owned();
+/// let mut con = cluster.connection().await;
+/// redis::cmd("SET").arg("{user1}:name").arg("ann").query_async::<()>(&mut con).await?;
+/// // Keys sharing a hash tag live on one master.
+/// let master = cluster.node_for_key("{user1}:name");
+/// assert_eq!(cluster.node_for_key("{user1}:email"), master);
+///
+/// cluster.kill_master(master);
+/// let took = cluster.wait_failover(master, Duration::from_secs(15));
+/// println!("failover in {took:?}, slots now on {}", cluster.node_for_key("{user1}:name"));
+/// cluster.restart_node(master); // back as a replica of the promoted one
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct RedisCluster {
     seeds: Vec<String>,
@@ -324,12 +350,7 @@ impl RedisCluster {
     /// [`start_owned`](Self::start_owned).
     pub fn start() -> Self {
         match std::env::var("REDIS_CLUSTER_URLS") {
-            Ok(urls) if !urls.trim().is_empty() => Self::external(
-                urls.split(',')
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .collect::<Vec<_>>(),
-            ),
+            Ok(urls) if !seed_list(&urls).is_empty() => Self::external(seed_list(&urls)),
             _ => Self::start_owned(),
         }
     }
@@ -720,13 +741,15 @@ impl RedisCluster {
         self.wait_healthy(REJOIN_TIMEOUT);
     }
 
-    /// Freezes the node on `port` with `SIGSTOP`: it keeps its connections but answers nothing,
-    /// not even the cluster bus, until [`resume_node`](Self::resume_node). A master paused for
+    /// Freezes the node on `port` with `SIGSTOP` and waits until it is stopped (state `T` in
+    /// `/proc`, where there is one): it keeps its connections but answers nothing, not even the
+    /// cluster bus, until [`resume_node`](Self::resume_node). A master paused for
     /// longer than [`NODE_TIMEOUT`] is failed over ([`wait_failover`](Self::wait_failover)).
     ///
     /// # Panics
     ///
-    /// On an external cluster, if `port` is not a node of ours, or if the node is not running.
+    /// On an external cluster, if `port` is not a node of ours, if the node is not running, or
+    /// if it has not stopped 5 s after the signal.
     pub fn pause_node(&mut self, port: u16) {
         // A master's slots and replicas, for `wait_failover`.
         let fault = self
@@ -743,13 +766,15 @@ impl RedisCluster {
         });
     }
 
-    /// Lets a node frozen by [`pause_node`](Self::pause_node) run again (`SIGCONT`). A master
+    /// Lets a node frozen by [`pause_node`](Self::pause_node) run again (`SIGCONT`, then waits
+    /// until it is no longer stopped, where `/proc` tells). A master
     /// that was failed over meanwhile turns into a replica of the promoted node; call
     /// [`wait_healthy`](Self::wait_healthy) to wait for that.
     ///
     /// # Panics
     ///
-    /// On an external cluster, if `port` is not a node of ours, or if the node is not running.
+    /// On an external cluster, if `port` is not a node of ours, if the node is not running, or
+    /// if it is still stopped 5 s after the signal.
     pub fn resume_node(&mut self, port: u16) {
         let node = self.owned_mut("resume_node").node_mut(port);
         node.signal("CONT");
@@ -758,9 +783,10 @@ impl RedisCluster {
 
     /// Waits until the cluster is healthy in the view of every running, not paused node (for an
     /// external cluster: of every seed): `cluster_state:ok` with all 16384 slots served by such
-    /// nodes, every such node known and not flagged failed or suspected, the nodes agreeing on
-    /// who serves which slots, and every such replica's link to its master up. Killed and paused
-    /// nodes may be flagged failed. Returns how long it waited.
+    /// nodes, every such node known, connected and not flagged failed or suspected, each of them
+    /// either a master serving slots or a replica of such a master, the nodes agreeing on who
+    /// serves which slots and who follows whom, and every such replica's link to its master up.
+    /// Killed and paused nodes may be flagged failed. Returns how long it waited.
     ///
     /// # Panics
     ///
@@ -864,7 +890,7 @@ impl RedisCluster {
         if live.is_empty() {
             return Err("no node is running".to_owned());
         }
-        let mut first_view: Option<(u16, SlotOwners)> = None;
+        let mut first_view: Option<(u16, Topology)> = None;
         for &port in &live {
             self.check_node_state(port)?;
             let view = cluster_nodes(&mut self.admin(port)?)?;
@@ -925,13 +951,28 @@ impl RedisCluster {
                     ));
                 }
             }
-            // The nodes agree on who serves what.
+            // A node of ours is a master serving slots or a replica: a master without slots is
+            // a former master that has not learnt yet that its slots moved on (or a view that
+            // has not learnt it turned into a replica).
+            let mut roles = BTreeMap::new();
+            if self.owned.is_some() {
+                for node in view.iter().filter(|n| live.contains(&n.port)) {
+                    if node.is_master() && node.slots.is_empty() {
+                        return Err(format!(
+                            "{port} sees {} as a master without slots",
+                            node.port
+                        ));
+                    }
+                    roles.insert(node.port, node.master_id.clone());
+                }
+            }
+            // The nodes agree on who serves what and who follows whom.
+            let topology = (owners, roles);
             match &first_view {
-                None => first_view = Some((port, owners)),
-                Some((first, theirs)) if *theirs != owners => {
+                None => first_view = Some((port, topology)),
+                Some((first, theirs)) if *theirs != topology => {
                     return Err(format!(
-                        "{port} and {first} disagree on the slot owners: {owners:?} vs \
-                         {theirs:?}"
+                        "{port} and {first} disagree on the topology: {topology:?} vs {theirs:?}"
                     ));
                 }
                 Some(_) => {}
@@ -1314,7 +1355,30 @@ impl Node {
             .status()
             .unwrap_or_else(|e| panic!("cannot run `sh` to send SIG{sig}: {e}"));
         assert!(status.success(), "`kill -{sig} {pid}` failed ({status})");
+        // `kill` only queues the signal: wait until the process has actually stopped or
+        // continued (a loaded machine may take a while to schedule it), where /proc tells.
+        let stopped = sig == "STOP";
+        let deadline = Instant::now() + SIGNAL_TIMEOUT;
+        while let Some(state) = process_state(child.id()) {
+            if (state == 'T') == stopped {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "127.0.0.1:{port} (pid {pid}) is still in state {state} {} s after SIG{sig}",
+                SIGNAL_TIMEOUT.as_secs()
+            );
+            thread::sleep(PROBE_INTERVAL);
+        }
     }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T` for stopped, ...), `None` if unknown
+/// (no such process, or no `/proc`).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`; comm may contain spaces and parentheses.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 fn external_fault(what: &str, seeds: &[String]) -> String {
@@ -1324,6 +1388,14 @@ fn external_fault(what: &str, seeds: &[String]) -> String {
          RedisCluster::start_owned()",
         seeds.join(",")
     )
+}
+
+/// The URLs of a comma-separated `REDIS_CLUSTER_URLS`, trimmed, empty entries dropped.
+fn seed_list(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 fn local_url(port: u16) -> String {
@@ -1523,6 +1595,15 @@ mod tests {
         assert!(replica.is_replica() && replica.is_failed() && !replica.connected);
         assert_eq!(replica.master_id.as_deref(), Some("e96be8"));
         assert_eq!(replica.port, 21005);
+    }
+
+    #[test]
+    fn cluster_urls_are_split_on_commas() {
+        assert_eq!(
+            seed_list(" redis://127.0.0.1:7000, redis://127.0.0.1:7001,,"),
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        assert!(seed_list(" , ").is_empty());
     }
 
     #[test]

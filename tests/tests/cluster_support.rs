@@ -98,7 +98,7 @@ async fn set_get(con: &mut ClusterConnection, key: &str, value: &str) -> redis::
 }
 
 #[test]
-fn starts_three_masters_with_one_replica_each_and_covers_all_slots() {
+fn starts_three_masters_with_one_replica_each_and_drop_stops_them_all() {
     let (cluster, _) = start();
     let ports = cluster.ports();
     assert_eq!(ports.len(), 6);
@@ -172,6 +172,31 @@ fn starts_three_masters_with_one_replica_each_and_covers_all_slots() {
         assert_eq!(cluster.replicas_of(role.2), [replica]);
     }
     assert_eq!(followed, masters.iter().copied().collect());
+
+    // Drop kills every node, a stopped one too, and removes the directory.
+    let mut cluster = cluster;
+    cluster.pause_node(replicas[0]);
+    cluster.kill_node(masters[0]);
+    assert_eq!(cluster.pid(masters[0]), None);
+    let pids: Vec<u32> = ports.iter().filter_map(|&p| cluster.pid(p)).collect();
+    assert_eq!(pids.len(), 5, "one node killed, five running");
+    let dir = cluster.dir().unwrap().to_owned();
+    assert!(dir.join(format!("nodes-{}.conf", ports[0])).is_file());
+    drop(cluster);
+    for pid in pids {
+        assert_eq!(process_state(pid), None, "process {pid} outlived the drop");
+    }
+    for port in ports {
+        assert!(
+            !accepts_connections(port),
+            "port {port} still accepts connections"
+        );
+    }
+    assert!(
+        !Path::new(&dir).exists(),
+        "{} was not removed",
+        dir.display()
+    );
 }
 
 #[test]
@@ -443,17 +468,18 @@ async fn killing_a_master_promotes_its_replica_and_the_client_keeps_working() {
 }
 
 #[test]
-fn pause_freezes_a_node_and_drop_stops_every_process() {
+fn pausing_a_master_fails_it_over_and_resuming_turns_it_into_a_replica() {
     let (mut cluster, _) = start();
-    let replica = cluster.replicas()[0];
-    let pid = cluster.pid(replica).unwrap();
+    let master = cluster.masters()[0];
+    let replica = cluster.replicas_of(master)[0];
+    let pid = cluster.pid(master).unwrap();
 
-    cluster.pause_node(replica);
+    cluster.pause_node(master);
     assert_eq!(process_state(pid), Some('T'), "SIGSTOP");
     // The kernel still accepts the connection; the node answers nothing (redis-rs' own setup
     // commands or the PING time out).
     let frozen = cluster
-        .node_client(replica)
+        .node_client(master)
         .get_connection_with_timeout(Duration::from_millis(300))
         .and_then(|mut con| {
             con.set_read_timeout(Some(Duration::from_millis(300)))?;
@@ -461,37 +487,34 @@ fn pause_freezes_a_node_and_drop_stops_every_process() {
         });
     assert!(frozen.is_err(), "a paused node answered: {frozen:?}");
 
-    cluster.resume_node(replica);
-    assert_ne!(process_state(pid), Some('T'));
-    let mut con = node_con(&cluster, replica);
-    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
-    assert_eq!(pong, "PONG");
-    cluster.wait_healthy(Duration::from_secs(10));
-
-    // Drop kills every node, the stopped ones too, and removes the directory.
-    let killed = cluster.masters()[0];
-    cluster.pause_node(replica);
-    cluster.kill_node(killed);
-    let ports = cluster.ports();
-    let pids: Vec<u32> = ports.iter().filter_map(|&p| cluster.pid(p)).collect();
-    assert_eq!(pids.len(), 5, "one node killed, five running");
-    let dir = cluster.dir().unwrap().to_owned();
-    assert!(dir.join(format!("nodes-{}.conf", ports[0])).is_file());
-    drop(cluster);
-    for pid in pids {
-        assert_eq!(process_state(pid), None, "process {pid} outlived the drop");
-    }
-    for port in ports {
-        assert!(
-            !accepts_connections(port),
-            "port {port} still accepts connections"
-        );
-    }
+    let failover = cluster.wait_failover(master, FAILOVER_TIMEOUT);
+    eprintln!("failover of the paused master {master} to {replica}: {failover:.2?} after SIGSTOP");
+    let masters = cluster.masters();
     assert!(
-        !Path::new(&dir).exists(),
-        "{} was not removed",
-        dir.display()
+        masters.contains(&replica) && !masters.contains(&master),
+        "{masters:?}"
     );
+
+    cluster.resume_node(master);
+    assert_ne!(process_state(pid), Some('T'));
+    let resumed = Instant::now();
+    cluster.wait_healthy(Duration::from_secs(10));
+    eprintln!(
+        "resumed master {master} rejoined in {:.2?}",
+        resumed.elapsed()
+    );
+    // It learnt that its slots moved on and follows the promoted replica now.
+    assert_eq!(
+        cluster.replicas_of(replica),
+        [master],
+        "{:#?}",
+        cluster.nodes()
+    );
+    let role: (String, String, u16, String, i64) = redis::cmd("ROLE")
+        .query(&mut node_con(&cluster, master))
+        .unwrap();
+    assert_eq!((role.0.as_str(), role.2), ("slave", replica), "{role:?}");
+    assert_eq!(cluster.masters().len(), 3);
 }
 
 /// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T` for stopped, ...), `None` once the
