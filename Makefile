@@ -44,16 +44,19 @@ help:
 
 # REDIS_SERVER_BIN is exported so that the tests use the binary that
 # ensure-redis.sh found or installed (it also makes sure redis-cli is there,
-# for the local Redis Cluster of the cluster tests).
+# for the local Redis Cluster of the cluster tests). The suites run under
+# `with-cluster`: one local cluster, shared by the behaviour suites' cluster mode.
 test:
 	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
 	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		echo "==> $(CARGO) nextest run --workspace --all-features"; \
-		$(CARGO) nextest run --workspace --all-features --no-tests=warn || exit 1; \
+		echo "==> with-cluster $(CARGO) nextest run --workspace --all-features"; \
+		$(CARGO) run -q -p cache-tests --bin with-cluster -- \
+			$(CARGO) nextest run --workspace --all-features --no-tests=warn || exit 1; \
 	else \
-		echo "==> $(CARGO) test --workspace --all-features (cargo-nextest not installed)"; \
-		$(CARGO) test --workspace --all-features || exit 1; \
+		echo "==> with-cluster $(CARGO) test --workspace --all-features (cargo-nextest not installed)"; \
+		$(CARGO) run -q -p cache-tests --bin with-cluster -- \
+			$(CARGO) test --workspace --all-features || exit 1; \
 	fi; \
 	echo "==> $(CARGO) test --workspace --all-features --doc"; \
 	$(CARGO) test --workspace --all-features --doc

@@ -550,9 +550,8 @@ impl CacheBuilder {
                     }
                 }
                 Arc::new(
-                    RedisClusterBackend::new(&seeds, &self.redis, buckets).map_err(|e| {
-                        option("redis_cluster", format!("seed nodes: {e}"))
-                    })?,
+                    RedisClusterBackend::new(&seeds, &self.redis, buckets)
+                        .map_err(|e| option("redis_cluster", format!("seed nodes: {e}")))?,
                 )
             }
             BackendChoice::Custom(b) => b,

@@ -155,7 +155,10 @@ impl RedisClusterBackend {
                 return Ok(c.clone());
             }
             {
-                let mut state = self.connecting.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut state = self
+                    .connecting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 match std::mem::replace(&mut *state, Attempt::Running) {
                     Attempt::Running => {}
                     Attempt::Failed(e) if !self.waited_after(&e) => {
@@ -227,7 +230,9 @@ impl RedisClusterBackend {
                 // [start, end, [host, port, id, ...] (master), replicas...]
                 if let Some(redis::Value::Array(node)) = parts.get(2) {
                     let host = match node.first() {
-                        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                        Some(redis::Value::BulkString(b)) => {
+                            String::from_utf8_lossy(b).into_owned()
+                        }
                         Some(redis::Value::SimpleString(s)) => s.clone(),
                         _ => continue,
                     };
@@ -283,7 +288,10 @@ where
         let (i, r) = done.map_err(|e| CacheError::Backend(Box::new(e)))?;
         out[i] = Some(r?);
     }
-    Ok(out.into_iter().map(|v| v.expect("every task reported")).collect())
+    Ok(out
+        .into_iter()
+        .map(|v| v.expect("every task reported"))
+        .collect())
 }
 
 /// Indices of `items` grouped by bucket, in first-seen order of the buckets.
@@ -398,7 +406,10 @@ impl Backend for RedisClusterBackend {
             .await?;
         Ok((
             value,
-            versions.into_iter().map(Option::unwrap_or_default).collect(),
+            versions
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
         ))
     }
 
@@ -500,19 +511,19 @@ impl Backend for RedisClusterBackend {
             for id in inv.bump {
                 call.key(version_key(&place(id, b)));
             }
+            // One bucket reads the eviction policy (for the hint); the others skip `INFO`.
             call.arg(ttl_ms(inv.retention))
                 .arg(inv.tags.len())
                 .arg(keys.len())
-                .arg(inv.bump.len());
+                .arg(inv.bump.len())
+                .arg(if invocations.is_empty() { "1" } else { "0" });
             invocations.push(call);
         }
         let conn = self.conn().await?;
         let results: Vec<(u64, u8)> = run_all(&conn, invocations).await?;
         let evicts = results.iter().any(|(_, e)| *e == 1);
-        self.evicts.store(
-            1 + u8::from(evicts),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.evicts
+            .store(1 + u8::from(evicts), std::sync::atomic::Ordering::Relaxed);
         Ok(results.iter().map(|(n, _)| n).sum())
     }
 
@@ -542,7 +553,10 @@ impl Backend for RedisClusterBackend {
                 if !keys.is_empty() {
                     let mut conn = self.conn().await?;
                     // Split by slot by the cluster client.
-                    let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+                    let n: u64 = redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async(&mut conn)
+                        .await?;
                     deleted += n;
                 }
                 if next == 0 {
@@ -624,7 +638,10 @@ mod tests {
             "gallery:{gallery.7}:v1:content_item:5"
         );
         assert_eq!(place("gallery:t:cat", 0), "gallery:{gallery.0}:t:cat");
-        assert_eq!(version_key(&place("gallery:g", 3)), "gallery:{gallery.3}:g:v");
+        assert_eq!(
+            version_key(&place("gallery:g", 3)),
+            "gallery:{gallery.3}:g:v"
+        );
     }
 
     #[test]

@@ -85,11 +85,13 @@ for _ = 1, nb do
   redis.call('PEXPIRE', KEYS[i], ret)
   i = i + 1
 end
-local info = redis.call('INFO', 'memory')
-local limit = tonumber(string.match(info, 'maxmemory:(%d+)')) or 0
-local policy = string.match(info, 'maxmemory_policy:(%S+)') or 'noeviction'
 local evicts = 0
-if limit > 0 and policy ~= 'noeviction' then evicts = 1 end
+if ARGV[5] ~= '0' then
+  local info = redis.call('INFO', 'memory')
+  local limit = tonumber(string.match(info, 'maxmemory:(%d+)')) or 0
+  local policy = string.match(info, 'maxmemory_policy:(%S+)') or 'noeviction'
+  if limit > 0 and policy ~= 'noeviction' then evicts = 1 end
+end
 return {total, evicts}
 "
     };
@@ -98,7 +100,8 @@ return {total, evicts}
 /// Bumps versions and deletes entries, atomically; returns `{deleted, evicts}` where `evicts`
 /// says whether Redis may evict keys now (`maxmemory` with a policy other than `noeviction`), so
 /// that the writer switches to verified hits at once when the policy changed at runtime.
-/// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`.
+/// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`, and whether to
+/// read the eviction policy (`0`: do not; absent: do).
 /// `KEYS` = per tag (version key, index key), per key (entry key, version key), then the `nb`
 /// version keys to bump.
 ///

@@ -27,6 +27,7 @@ impl Drop for ChildGuard {
 fn spawn_gallery(envs: &[(&str, String)]) -> (ChildGuard, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gallery"));
     cmd.env_remove("REDIS_URL")
+        .env_remove("REDIS_CLUSTER_URLS")
         .env_remove("CACHE_ENABLED")
         .env_remove("CACHE_NAMESPACE")
         .env("RUST_LOG", "warn")

@@ -34,6 +34,7 @@ impl Service {
             .env_remove("CACHE_ENABLED")
             .env_remove("CACHE_NAMESPACE")
             .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_URLS")
             .envs(env.iter().copied())
             .env("ADDR", "127.0.0.1:0")
             .env("TRIGS_DB", dir.path().join("trigs.sqlite3"))
