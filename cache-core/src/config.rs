@@ -344,7 +344,7 @@ impl CacheBuilder {
     /// Use the Redis Cluster reachable through `seeds` (any of its nodes, `redis://host:port`).
     /// The connection is made lazily; an unreachable cluster never fails `build`. Entries and
     /// their bookkeeping are laid out in slot buckets (see
-    /// [`RedisClusterBackend`](crate::backend::RedisClusterBackend)).
+    /// [`RedisClusterBackend`]).
     pub fn redis_cluster<I, S>(mut self, seeds: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -51,6 +51,19 @@
 //! for invalidations made on every write. `clear` keeps every version counter.
 //! Entries deleted by key or expiry leave at most a dangling index member until the next prune.
 //!
+//! **Redis Cluster.** A tag's entries live on every node, so its bookkeeping is sharded too
+//! ([`RedisClusterBackend`](crate::backend::RedisClusterBackend)). Each entry belongs to one of a
+//! fixed number of *slot buckets* per namespace (32 by default, `xxh3(key) % buckets`), and the
+//! entry, its key id, and the copies of the generation and of its tags' versions and indexes it
+//! uses all carry the bucket's hash tag, so they share one slot: a guarded store is one atomic
+//! script on one node, exactly as on a single Redis. Invalidating a tag runs the same
+//! invalidation script once per bucket (bump the tag's version in that bucket, delete the
+//! entries of its index there), all concurrently; it returns when every bucket has answered.
+//! Race-safety holds per bucket, since a fill and the invalidation step of its bucket are both
+//! atomic on the bucket's node. **Cost:** `buckets` scripts per invalidation, each proportional
+//! to the tag's entries in its bucket: constant in the size of the keyspace, and one round trip
+//! per node in time.
+//!
 //! **Redis down during invalidation.** An invalidation that the backend does not take within
 //! [`invalidation_timeout`](crate::CacheBuilder::invalidation_timeout) is queued and replayed as
 //! soon as it answers; [`Cache::invalidate_tags`] then returns

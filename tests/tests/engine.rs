@@ -198,7 +198,14 @@ async fn concurrent_misses_run_the_loader_once(ctx: Ctx) {
         }));
     }
     // Deterministic: release the loader only once the other 999 callers wait on it.
+    let started = std::time::Instant::now();
     while cache.waiting_on(&key) < 999 {
+        // Bounded: callers that fall through (the cache unreachable) never queue up.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "only {} callers wait on the load",
+            cache.waiting_on(&key)
+        );
         tokio::task::yield_now().await;
     }
     release.notify_one();
@@ -228,7 +235,12 @@ async fn cancelled_leader_does_not_strand_followers(ctx: Ctx) {
         let (cache, key) = (cache.clone(), key.clone());
         tokio::spawn(async move { cache.get_or_load(&key, MINUTE, || async { 7u32 }).await })
     };
+    let started = std::time::Instant::now();
     while cache.waiting_on(&key) < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the follower never waited on the load"
+        );
         tokio::task::yield_now().await;
     }
     leader.abort();

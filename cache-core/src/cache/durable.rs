@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -49,6 +49,10 @@ struct Queue {
     keys: HashMap<String, usize>,
     /// How many times an overflow emptied the queue.
     resets: u64,
+    /// Tags and keys of ops delivered a moment ago, withheld until the instant given: a read
+    /// sent before the delivery landed may still bring back the entry it deleted.
+    recent_tags: HashMap<String, Instant>,
+    recent_keys: HashMap<String, Instant>,
 }
 
 impl Queue {
@@ -60,6 +64,25 @@ impl Queue {
             *self.keys.entry(k.as_str().to_owned()).or_default() += 1;
         }
         self.ops.push_back(op);
+    }
+
+    /// Pops the oldest op, delivered: its tags and keys stay withheld until `until`.
+    fn pop_delivered(&mut self, until: Instant) {
+        if let Some(op) = self.ops.front() {
+            for t in &op.tags {
+                self.recent_tags.insert(t.clone(), until);
+            }
+            for k in &op.keys {
+                self.recent_keys.insert(k.as_str().to_owned(), until);
+            }
+        }
+        self.pop();
+    }
+
+    /// Forgets the delivered ops whose reads in flight are over.
+    fn prune(&mut self, now: Instant) {
+        self.recent_tags.retain(|_, until| *until > now);
+        self.recent_keys.retain(|_, until| *until > now);
     }
 
     fn pop(&mut self) {
@@ -132,7 +155,10 @@ impl Durability {
     }
 
     fn refresh_flag(&self, q: &Queue) {
-        let pending = !q.ops.is_empty() || self.overflowed.load(Ordering::Acquire);
+        let pending = !q.ops.is_empty()
+            || !q.recent_tags.is_empty()
+            || !q.recent_keys.is_empty()
+            || self.overflowed.load(Ordering::Acquire);
         self.pending.store(pending, Ordering::Release);
     }
 }
@@ -246,6 +272,7 @@ impl Cache {
         // version bump and deletes per tag or key), so the union of several ops has the effect
         // of delivering them one by one, in one round trip.
         const BATCH: usize = 64;
+        let mut delivered_any = false;
         loop {
             let (tags, keys, records, n, resets) = {
                 let q = d.lock();
@@ -264,12 +291,17 @@ impl Cache {
                         let mut q = d.lock();
                         // An overflow reset the queue meanwhile: the namespace is retired below.
                         if q.resets == resets {
+                            // A read sent before this delivery landed ends within its deadline.
+                            let until = Instant::now()
+                                + self.inner.settings.command_timeout
+                                + Duration::from_millis(10);
                             for _ in 0..n {
-                                q.pop();
+                                q.pop_delivered(until);
                             }
                         }
                         d.refresh_flag(&q);
                     }
+                    delivered_any = true;
                     self.outbox_delivered(&records).await;
                 }
                 Err(_) => return false,
@@ -287,7 +319,7 @@ impl Cache {
         let q = d.lock();
         d.refresh_flag(&q);
         let empty = q.ops.is_empty();
-        if empty {
+        if empty && delivered_any {
             // Queued outbox records were delivered: the next outbox pass marks them.
             d.outbox_queued
                 .lock()
@@ -311,16 +343,18 @@ impl Cache {
         if d.overflowed.load(Ordering::Acquire) {
             return true;
         }
-        let q = d.lock();
-        if q.keys.contains_key(key.as_str()) {
+        let mut q = d.lock();
+        q.prune(Instant::now());
+        d.refresh_flag(&q);
+        if q.keys.contains_key(key.as_str()) || q.recent_keys.contains_key(key.as_str()) {
             return true;
         }
-        if q.tags.is_empty() {
+        if q.tags.is_empty() && q.recent_tags.is_empty() {
             return false;
         }
         crate::codec::Envelope::with_header(bytes, *header)
             .tags()
-            .any(|t| q.tags.contains_key(t))
+            .any(|t| q.tags.contains_key(t) || q.recent_tags.contains_key(t))
     }
 
     /// Before a read: if invalidations are queued, make sure the replayer runs; if the outbox
