@@ -304,7 +304,35 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
             outputs.push(format!("{e} {e:?}"));
         }
     }
+    // Verification off, by name (`cache_redis_tls_insecure`).
+    let insecure = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(tls_server.url())
+        .redis_tls_client_cert_pem(certs.client.cert_pem.clone(), certs.client.key_pem.clone())
+        .redis_tls_insecure_skip_verify()
+        .build()
+        .unwrap();
+    outputs.push(format!("{insecure:?}"));
     drop(tls_server);
+
+    // An ACL user that may not run PING (`cache_redis_acl_limited`).
+    let ns = unique_namespace("obs");
+    let rules = cache_core::backend::RedisBackend::acl_rules(&ns).replace(" +ping", "");
+    let mut args = vec!["SETUSER", "limited", "on"];
+    let password = format!(">{GOOD}");
+    args.push(&password);
+    args.extend(rules.split(' '));
+    acl(&server, &args).await;
+    let limited = Cache::builder()
+        .namespace(ns)
+        .redis_url(url_with(&server, "limited", GOOD))
+        .build()
+        .unwrap();
+    assert_eq!(
+        limited.health().await.status,
+        cache_core::HealthStatus::Up,
+        "a refused PING is an answer"
+    );
 
     // Malformed URLs in the environment and the builder.
     for url in [
@@ -414,6 +442,8 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
         "cache_invalidation_queued",
         "cache_invalidations_replayed",
         "cache_outbox_delivered",
+        "cache_redis_acl_limited",
+        "cache_redis_tls_insecure",
     ] {
         assert!(
             seen.contains(name),
