@@ -2,8 +2,14 @@
 //!
 //! | variable | meaning | form | default |
 //! | --- | --- | --- | --- |
-//! | `REDIS_URL` | Redis server; unset means the in-memory backend | `redis://[user:pass@]host:port[/db]` | unset |
+//! | `REDIS_URL` | Redis server; unset means the in-memory backend | `redis://[user:pass@]host:port[/db]`, `rediss://` for TLS | unset |
 //! | `REDIS_CLUSTER_URLS` | Redis Cluster seed nodes (any of them); takes precedence over `REDIS_URL` | `redis://host:port,redis://host:port,...` | unset |
+//! | `REDIS_USERNAME` | ACL user; replaces the URL's | user name | the URL's, else `default` |
+//! | `REDIS_PASSWORD` | password (ACL user or `requirepass`); replaces the URL's | text | the URL's |
+//! | `REDIS_TLS_CA_FILE` | CA certificates trusted for the server, instead of the bundled Mozilla roots (`rediss://` only) | PEM file | unset |
+//! | `REDIS_TLS_CERT_FILE` | client certificate (chain) for mutual TLS; with `REDIS_TLS_KEY_FILE` | PEM file | unset |
+//! | `REDIS_TLS_KEY_FILE` | private key of that certificate | PEM file (PKCS#8, PKCS#1 or SEC1) | unset |
+//! | `REDIS_TLS_INSECURE` | `true` accepts **any** server certificate (test servers only) | `true`/`false`/... | `false` |
 //! | `CACHE_ENABLED` | kill switch: `false` makes every call a pass-through | `true`/`false`/`1`/`0`/`yes`/`no`/`on`/`off` | `true` |
 //! | `CACHE_NAMESPACE` | first segment of every key | 1–64 of `A-Za-z0-9_.-` | `cache` |
 //! | `CACHE_DEFAULT_TTL` | TTL when a call names none | `"90s"`, `"5m"`, `"24h"`, `"1h30m"` or seconds | `5m` |
@@ -21,23 +27,182 @@
 //! .unwrap_err();
 //! assert_eq!(err.source_name(), "CACHE_DEFAULT_TTL");
 //! ```
+//!
+//! The TLS files are read by [`CacheBuilder::build`]; a missing or malformed one is a
+//! [`ConfigError::InvalidEnvFile`] naming the variable. The password and the private key are
+//! never printed: not by `Debug`, errors, logs, health reports nor stats.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, MemoryBackend, RedisBackend, RedisClusterBackend, RedisOptions};
+use crate::backend::{
+    Backend, MemoryBackend, RedisBackend, RedisClusterBackend, RedisOptions, RedisTls,
+};
 use crate::codec::Codec;
 use crate::error::ConfigError;
 use crate::key::KeySpace;
 use crate::ttl::parse_duration;
 use crate::Cache;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) enum BackendChoice {
     Memory { max_bytes: u64 },
     Redis { url: String },
     RedisCluster { seeds: Vec<String>, buckets: u16 },
     Custom(Arc<dyn Backend>),
+}
+
+impl fmt::Debug for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendChoice::Memory { max_bytes } => f
+                .debug_struct("Memory")
+                .field("max_bytes", max_bytes)
+                .finish(),
+            BackendChoice::Redis { url } => f
+                .debug_struct("Redis")
+                .field("url", &crate::backend::redact_url(url))
+                .finish(),
+            BackendChoice::RedisCluster { seeds, buckets } => f
+                .debug_struct("RedisCluster")
+                .field(
+                    "seeds",
+                    &seeds
+                        .iter()
+                        .map(|s| crate::backend::redact_url(s))
+                        .collect::<Vec<_>>(),
+                )
+                .field("buckets", buckets)
+                .finish(),
+            BackendChoice::Custom(b) => f.debug_tuple("Custom").field(b).finish(),
+        }
+    }
+}
+
+/// A password or key held by the builder: `Debug` prints `***`.
+#[derive(Clone)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a PEM comes from, and who named it (for errors).
+#[derive(Clone)]
+enum Pem {
+    Bytes(Vec<u8>),
+    File {
+        path: PathBuf,
+        /// The environment variable that named the file, if any (else the builder option).
+        variable: Option<&'static str>,
+    },
+}
+
+impl fmt::Debug for Pem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Neither the contents nor the path: a private key's path is not printed either.
+        match self {
+            Pem::Bytes(b) => write!(f, "<{} bytes of PEM>", b.len()),
+            Pem::File { variable, .. } => match variable {
+                Some(v) => write!(f, "<file named by {v}>"),
+                None => f.write_str("<file>"),
+            },
+        }
+    }
+}
+
+/// The TLS and credential settings of the builder, resolved into [`RedisOptions`] by `build`.
+#[derive(Debug, Clone, Default)]
+struct Access {
+    username: Option<String>,
+    password: Option<Secret>,
+    ca: Option<Pem>,
+    client_cert: Option<(Pem, Pem)>,
+    insecure: bool,
+    /// The first option or variable that set a TLS setting, for errors.
+    tls_named_by: Option<&'static str>,
+    /// The first option or variable that set a credential, for errors.
+    credential_named_by: Option<&'static str>,
+}
+
+impl Access {
+    fn has_tls(&self) -> bool {
+        self.ca.is_some() || self.client_cert.is_some() || self.insecure
+    }
+
+    fn tls_named(&mut self, name: &'static str) {
+        self.tls_named_by.get_or_insert(name);
+    }
+
+    /// The option or variable that set anything, for errors.
+    fn named_by(&self) -> Option<&'static str> {
+        self.tls_named_by.or(self.credential_named_by)
+    }
+}
+
+/// An error about `named` (an environment variable if it starts with `REDIS_`, else a builder
+/// option) that is really about the Redis URL.
+fn url_error(named: &'static str, url: Option<&str>, expected: &'static str) -> ConfigError {
+    if named.starts_with("REDIS_") {
+        ConfigError::InvalidEnv {
+            variable: "REDIS_URL",
+            value: url.map(crate::backend::redact_url).unwrap_or_default(),
+            expected,
+        }
+    } else {
+        ConfigError::InvalidOption {
+            option: named,
+            message: format!(
+                "{expected}{}",
+                url.map(|u| format!(", not {}", crate::backend::redact_url(u)))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Reads and checks one PEM; errors name the option or variable.
+fn load_pem(
+    pem: &Pem,
+    option: &'static str,
+    check: fn(&[u8]) -> Result<(), String>,
+    secret: bool,
+) -> Result<Vec<u8>, ConfigError> {
+    let (bytes, variable, path) = match pem {
+        Pem::Bytes(b) => (b.clone(), None, None),
+        Pem::File { path, variable } => {
+            let shown = if secret {
+                "the file".to_owned()
+            } else {
+                path.display().to_string()
+            };
+            match std::fs::read(path) {
+                Ok(b) => (b, *variable, Some(shown)),
+                Err(e) => {
+                    let message = format!("cannot read {shown}: {e}");
+                    return Err(match variable {
+                        Some(variable) => ConfigError::InvalidEnvFile { variable, message },
+                        None => ConfigError::InvalidOption { option, message },
+                    });
+                }
+            }
+        }
+    };
+    check(&bytes).map_err(|m| {
+        let message = match path {
+            Some(p) => format!("{p}: {m}"),
+            None => m,
+        };
+        match variable {
+            Some(variable) => ConfigError::InvalidEnvFile { variable, message },
+            None => ConfigError::InvalidOption { option, message },
+        }
+    })?;
+    Ok(bytes)
 }
 
 /// Settings the engine reads on every call.
@@ -85,6 +250,7 @@ pub struct CacheBuilder {
     max_key_len: usize,
     backend: BackendChoice,
     redis: RedisOptions,
+    access: Access,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     settings: Settings,
@@ -101,6 +267,7 @@ impl Default for CacheBuilder {
                 max_bytes: 128 * 1024 * 1024,
             },
             redis: RedisOptions::default(),
+            access: Access::default(),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
             settings: Settings {
@@ -184,6 +351,56 @@ impl CacheBuilder {
                 ));
             }
             b = b.redis_cluster(seeds);
+        }
+        let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        if let Some(user) = set("REDIS_USERNAME") {
+            b = b.redis_username(user.trim());
+            b.access.credential_named_by = Some("REDIS_USERNAME");
+        }
+        // Taken as is: a password may begin or end with spaces.
+        if let Some(password) = lookup("REDIS_PASSWORD").filter(|v| !v.is_empty()) {
+            b = b.redis_password(password);
+            b.access.credential_named_by = Some("REDIS_PASSWORD");
+        }
+        let file = |variable: &'static str| {
+            set(variable).map(|path| Pem::File {
+                path: PathBuf::from(path.trim()),
+                variable: Some(variable),
+            })
+        };
+        if let Some(ca) = file("REDIS_TLS_CA_FILE") {
+            b.access.ca = Some(ca);
+            b.access.tls_named("REDIS_TLS_CA_FILE");
+        }
+        match (file("REDIS_TLS_CERT_FILE"), file("REDIS_TLS_KEY_FILE")) {
+            (Some(cert), Some(key)) => {
+                b.access.client_cert = Some((cert, key));
+                b.access.tls_named("REDIS_TLS_CERT_FILE");
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(ConfigError::InvalidEnvFile {
+                    variable: "REDIS_TLS_KEY_FILE",
+                    message: "REDIS_TLS_CERT_FILE is set but not the file of its private key"
+                        .into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::InvalidEnvFile {
+                    variable: "REDIS_TLS_CERT_FILE",
+                    message: "REDIS_TLS_KEY_FILE is set but not the file of its certificate".into(),
+                })
+            }
+        }
+        if let Some(v) = lookup("REDIS_TLS_INSECURE") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => {
+                    b.access.insecure = true;
+                    b.access.tls_named("REDIS_TLS_INSECURE");
+                }
+                "0" | "false" | "no" | "off" | "" => {}
+                _ => return Err(invalid("REDIS_TLS_INSECURE", &v, BOOL_FORM)),
+            }
         }
         if let Some(v) = lookup("CACHE_ENABLED") {
             let enabled = match v.trim().to_ascii_lowercase().as_str() {
@@ -377,10 +594,144 @@ impl CacheBuilder {
         self
     }
 
-    /// Connection settings for the Redis backend.
+    /// Connection settings for the Redis backend. The credentials and TLS settings of the
+    /// `redis_username`, `redis_password` and `redis_tls_*` methods (and their environment
+    /// variables) are applied on top, whatever the order of the calls.
     pub fn redis_options(mut self, options: RedisOptions) -> Self {
         self.redis = options;
         self
+    }
+
+    /// ACL user name, replacing the URL's (`redis://user:password@host`).
+    pub fn redis_username(mut self, username: impl Into<String>) -> Self {
+        self.access.username = Some(username.into());
+        self.access.credential_named_by = Some("redis_username");
+        self
+    }
+
+    /// Password (of the ACL user, or of `requirepass`), replacing the URL's. It is never
+    /// printed: `Debug`, errors and logs show `***` or nothing.
+    pub fn redis_password(mut self, password: impl Into<String>) -> Self {
+        self.access.password = Some(Secret(password.into()));
+        self.access.credential_named_by = Some("redis_password");
+        self
+    }
+
+    /// Trust these CA certificates (PEM, one or more) for the server's certificate, instead
+    /// of the bundled Mozilla roots. Needs a `rediss://` URL.
+    pub fn redis_tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.access.ca = Some(Pem::Bytes(pem.into()));
+        self.access.tls_named("redis_tls_ca_pem");
+        self
+    }
+
+    /// Like [`redis_tls_ca_pem`](Self::redis_tls_ca_pem), reading the PEM file at
+    /// [`build`](Self::build).
+    pub fn redis_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.access.ca = Some(Pem::File {
+            path: path.into(),
+            variable: None,
+        });
+        self.access.tls_named("redis_tls_ca_file");
+        self
+    }
+
+    /// Present this client certificate (PEM chain) and private key (PEM) to the server:
+    /// mutual TLS, for a server started with `tls-auth-clients yes`. Needs a `rediss://` URL.
+    pub fn redis_tls_client_cert_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.access.client_cert = Some((Pem::Bytes(cert_pem.into()), Pem::Bytes(key_pem.into())));
+        self.access.tls_named("redis_tls_client_cert_pem");
+        self
+    }
+
+    /// Like [`redis_tls_client_cert_pem`](Self::redis_tls_client_cert_pem), reading the PEM
+    /// files at [`build`](Self::build).
+    pub fn redis_tls_client_cert_files(
+        mut self,
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+    ) -> Self {
+        self.access.client_cert = Some((
+            Pem::File {
+                path: cert_path.into(),
+                variable: None,
+            },
+            Pem::File {
+                path: key_path.into(),
+                variable: None,
+            },
+        ));
+        self.access.tls_named("redis_tls_client_cert_files");
+        self
+    }
+
+    /// **Turns off the verification of the server's certificate**: any certificate is
+    /// accepted, so anyone on the network path can read and change the traffic, passwords
+    /// included. Only for a test server with a throw-away certificate; a warning is logged at
+    /// [`build`](Self::build). (A `#insecure` fragment in the URL is refused without this.)
+    pub fn redis_tls_insecure_skip_verify(mut self) -> Self {
+        self.access.insecure = true;
+        self.access.tls_named("redis_tls_insecure_skip_verify");
+        self
+    }
+
+    /// The Redis options with the credentials and TLS settings applied (files read and
+    /// checked).
+    fn resolved_redis_options(&self, url: &str) -> Result<RedisOptions, ConfigError> {
+        let a = &self.access;
+        let mut options = self.redis.clone();
+        if let Some(user) = &a.username {
+            options.username = Some(user.clone());
+        }
+        if let Some(Secret(password)) = &a.password {
+            options.password = Some(password.clone());
+        }
+        if !a.has_tls() {
+            return Ok(options);
+        }
+        let named = a.tls_named_by.unwrap_or("redis_url");
+        if !url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("rediss://")
+        {
+            return Err(url_error(
+                named,
+                Some(url),
+                "a rediss:// URL: TLS settings (REDIS_TLS_* or redis_tls_*) are set",
+            ));
+        }
+        let mut tls = RedisTls::default();
+        if let Some(ca) = &a.ca {
+            let option = match ca {
+                Pem::Bytes(_) => "redis_tls_ca_pem",
+                Pem::File { .. } => "redis_tls_ca_file",
+            };
+            tls.ca_pem = Some(load_pem(ca, option, crate::backend::check_ca_pem, false)?);
+        }
+        if let Some((cert, key)) = &a.client_cert {
+            let option = match cert {
+                Pem::Bytes(_) => "redis_tls_client_cert_pem",
+                Pem::File { .. } => "redis_tls_client_cert_files",
+            };
+            tls.client_cert_pem = Some(load_pem(
+                cert,
+                option,
+                crate::backend::check_cert_pem,
+                false,
+            )?);
+            tls.client_key_pem = Some(load_pem(key, option, crate::backend::check_key_pem, true)?);
+        }
+        if a.insecure {
+            tls.insecure_skip_verify = true;
+            tracing::warn!(name: "cache_redis_tls_insecure", url = %crate::backend::redact_url(url), "TLS certificate verification of Redis is OFF (redis_tls_insecure_skip_verify / REDIS_TLS_INSECURE): any server certificate is accepted");
+        }
+        options.tls = tls;
+        Ok(options)
     }
 
     /// Use the in-memory backend holding at most `max_bytes` (the default, with 128 MiB).
@@ -521,40 +872,62 @@ impl CacheBuilder {
         }
         let mut settings = self.settings.clone();
         settings.lease_wait = settings.lease_wait.min(settings.lease_ttl);
-        let backend: Arc<dyn Backend> = match self.backend {
-            BackendChoice::Memory { max_bytes } => Arc::new(MemoryBackend::new(max_bytes)),
+        // `REDIS_TLS_*`, `REDIS_USERNAME` or `REDIS_PASSWORD` without `REDIS_URL` is a
+        // deployment mistake (the cache would silently stay in memory); the builder methods
+        // only apply to a Redis backend and are ignored by the others.
+        if matches!(self.backend, BackendChoice::Memory { .. }) {
+            if let Some(named) = self.access.named_by().filter(|n| n.starts_with("REDIS_")) {
+                return Err(url_error(
+                    named,
+                    None,
+                    "a Redis URL: REDIS_USERNAME, REDIS_PASSWORD or REDIS_TLS_* are set",
+                ));
+            }
+        }
+        let backend: Arc<dyn Backend> = match &self.backend {
+            BackendChoice::Memory { max_bytes } => Arc::new(MemoryBackend::new(*max_bytes)),
+            BackendChoice::Custom(b) => b.clone(),
             BackendChoice::Redis { url } => {
-                Arc::new(RedisBackend::new(&url, &self.redis).map_err(|e| {
+                let options = self.resolved_redis_options(url)?;
+                Arc::new(RedisBackend::new(url, &options).map_err(|e| {
                     option(
                         "redis_url",
                         format!(
-                            "{} (expected redis://host:port): {e}",
-                            crate::backend::redact_url(&url)
+                            "{} (expected redis://host:port or rediss://host:port): {e}",
+                            crate::backend::redact_url(url)
                         ),
                     )
                 })?)
             }
             BackendChoice::RedisCluster { seeds, buckets } => {
-                if !(1..=1024).contains(&buckets) {
+                if !(1..=1024).contains(buckets) {
                     return Err(option("cluster_buckets", "must be 1 to 1024".into()));
                 }
-                for url in &seeds {
-                    if redis::parse_redis_url(url).is_none() {
+                let Some(first) = seeds.first() else {
+                    return Err(option(
+                        "redis_cluster",
+                        "needs at least one seed URL".into(),
+                    ));
+                };
+                let tls = |u: &str| u.trim_start().to_ascii_lowercase().starts_with("rediss://");
+                for url in seeds {
+                    if redis::parse_redis_url(url).is_none() || tls(url) != tls(first) {
                         return Err(option(
                             "redis_cluster",
                             format!(
-                                "{} (expected redis://host:port)",
+                                "{} (expected redis://host:port or rediss://host:port, the same \
+                                 scheme for every seed)",
                                 crate::backend::redact_url(url)
                             ),
                         ));
                     }
                 }
+                let options = self.resolved_redis_options(first)?;
                 Arc::new(
-                    RedisClusterBackend::new(&seeds, &self.redis, buckets)
+                    RedisClusterBackend::new(seeds, &options, *buckets)
                         .map_err(|e| option("redis_cluster", format!("seed nodes: {e}")))?,
                 )
             }
-            BackendChoice::Custom(b) => b,
         };
         Ok(Cache::from_parts(
             keyspace,
@@ -626,6 +999,40 @@ mod tests {
         assert_eq!(b.namespace, "trigs");
         assert_eq!(b.settings.default_ttl, Duration::from_secs(86_400));
         assert_eq!(b.settings.command_timeout, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn credential_variables_set_the_user_and_password_and_are_never_printed() {
+        let b = CacheBuilder::from_env_with(env(&[
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("REDIS_USERNAME", " app "),
+            ("REDIS_PASSWORD", " pass word "),
+        ]))
+        .unwrap();
+        assert_eq!(b.access.username.as_deref(), Some("app"));
+        let options = b.resolved_redis_options("redis://127.0.0.1:1").unwrap();
+        assert_eq!(
+            options.password.as_deref(),
+            Some(" pass word "),
+            "kept as is"
+        );
+        let debug = format!("{b:?}");
+        assert!(!debug.contains("pass word"), "{debug}");
+        // Credentials without a Redis URL: the cache would silently stay in memory.
+        let err = CacheBuilder::from_env_with(env(&[("REDIS_PASSWORD", "x")]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert_eq!(err.source_name(), "REDIS_URL");
+        // The builder's debug output redacts the URL's password too.
+        let debug = format!(
+            "{:?}",
+            CacheBuilder::new().redis_url("redis://app:hunter2@127.0.0.1:1")
+        );
+        assert!(
+            !debug.contains("hunter2") && debug.contains("***"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -28,7 +28,26 @@ pub enum CacheError {
     Disabled,
     /// Redis returned an error or the connection failed.
     #[error("redis error: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+    /// The TLS handshake with Redis failed: the server's certificate is not trusted or does not
+    /// name the host, or the server refused this client's certificate (or wanted one). Retrying
+    /// does not help until the configuration changes; the cache falls through meanwhile.
+    #[error("TLS connection to Redis failed: {reason}. {hint}")]
+    Tls {
+        /// What the TLS layer said, e.g. `invalid peer certificate: UnknownIssuer`.
+        reason: String,
+        /// What to change.
+        hint: &'static str,
+    },
+    /// Redis refused the credentials (wrong password or ACL user, or none given where one is
+    /// required). The password is never part of the message.
+    #[error("Redis authentication failed: {reason}. {hint}")]
+    Auth {
+        /// What Redis said.
+        reason: String,
+        /// What to change.
+        hint: &'static str,
+    },
     /// A custom backend reported an error (its cause is the `source()`).
     #[error("cache backend error: {0}")]
     Backend(#[source] BoxError),
@@ -74,7 +93,11 @@ impl CacheError {
     pub fn is_backend_failure(&self) -> bool {
         match self {
             CacheError::Redis(e) => !is_oom(e),
-            CacheError::Timeout(_) | CacheError::CircuitOpen | CacheError::Backend(_) => true,
+            CacheError::Timeout(_)
+            | CacheError::CircuitOpen
+            | CacheError::Backend(_)
+            | CacheError::Tls { .. }
+            | CacheError::Auth { .. } => true,
             _ => false,
         }
     }
@@ -82,6 +105,16 @@ impl CacheError {
     /// Redis refused a write because it is at `maxmemory` with `noeviction` (`OOM`).
     pub fn is_oom(&self) -> bool {
         matches!(self, CacheError::Redis(e) if is_oom(e))
+    }
+
+    /// The TLS handshake with Redis failed ([`CacheError::Tls`]).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, CacheError::Tls { .. })
+    }
+
+    /// Redis refused the credentials ([`CacheError::Auth`]).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, CacheError::Auth { .. })
     }
 
     /// An invalidation was queued for replay (not lost); see [`CacheError::Queued`].
@@ -96,6 +129,8 @@ impl CacheError {
             CacheError::CircuitOpen => "circuit_open",
             CacheError::Disabled => "disabled",
             CacheError::Redis(_) => "redis",
+            CacheError::Tls { .. } => "tls",
+            CacheError::Auth { .. } => "auth",
             CacheError::Backend(_) => "backend",
             CacheError::Encode(_) => "encode",
             CacheError::Decode(_) => "decode",
@@ -108,6 +143,82 @@ impl CacheError {
 
 fn is_oom(e: &redis::RedisError) -> bool {
     e.code() == Some("OOM")
+}
+
+/// Hints of the TLS and authentication errors.
+const HINT_UNTRUSTED: &str = "The server's certificate is not signed by a CA this client trusts \
+     (the Mozilla roots, or the CA given): give the server's CA with \
+     CacheBuilder::redis_tls_ca_file / redis_tls_ca_pem or REDIS_TLS_CA_FILE";
+const HINT_NAME: &str = "The server's certificate does not name the host of the URL: connect by a \
+     host name or address the certificate holds";
+const HINT_CERT: &str =
+    "The server's certificate was refused (expired, not yet valid, revoked or malformed)";
+const HINT_CLIENT_CERT_REQUIRED: &str = "The server requires a client certificate (mutual TLS): \
+     give one with CacheBuilder::redis_tls_client_cert_files / redis_tls_client_cert_pem or \
+     REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE";
+const HINT_CLIENT_CERT_REFUSED: &str = "The server refused this client's certificate: it is not \
+     signed by a CA the server trusts (its tls-ca-cert-file), or has expired";
+const HINT_TLS: &str = "Check that the server speaks TLS on this port and that its certificate \
+     and this client's TLS settings match";
+const HINT_AUTH: &str = "Check the user and password of the Redis URL \
+     (redis://user:password@host), or CacheBuilder::redis_username / redis_password";
+
+impl From<redis::RedisError> for CacheError {
+    /// Classifies TLS handshake and authentication failures ([`CacheError::Tls`],
+    /// [`CacheError::Auth`]); any other error stays [`CacheError::Redis`].
+    fn from(e: redis::RedisError) -> CacheError {
+        if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+        {
+            let reason = match e.code() {
+                Some("NOAUTH") => "the server requires a password and none was given".to_owned(),
+                _ => "the server rejected the user or password (AUTH)".to_owned(),
+            };
+            return CacheError::Auth {
+                reason,
+                hint: HINT_AUTH,
+            };
+        }
+        if e.kind() == redis::ErrorKind::Io || e.kind() == redis::ErrorKind::Client {
+            // The TLS layer's errors reach us as text inside an I/O error (`rustls::Error`'s
+            // `Display`): `invalid peer certificate: UnknownIssuer`, `received fatal alert:
+            // CertificateRequired`, ...
+            let text = e.to_string();
+            let hint = if text.contains("invalid peer certificate") {
+                if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+                    Some(HINT_UNTRUSTED)
+                } else if text.contains("NotValidForName") {
+                    Some(HINT_NAME)
+                } else {
+                    Some(HINT_CERT)
+                }
+            } else if text.contains("received fatal alert") {
+                if text.contains("CertificateRequired") || text.contains("HandshakeFailure") {
+                    Some(HINT_CLIENT_CERT_REQUIRED)
+                } else if text.contains("UnknownCA")
+                    || text.contains("BadCertificate")
+                    || text.contains("CertificateExpired")
+                    || text.contains("AccessDenied")
+                {
+                    Some(HINT_CLIENT_CERT_REFUSED)
+                } else {
+                    Some(HINT_TLS)
+                }
+            } else if text.contains("peer is incompatible")
+                || text.contains("peer misbehaved")
+                || text.contains("corrupt message")
+                || text.contains("InvalidContentType")
+            {
+                Some(HINT_TLS)
+            } else {
+                None
+            };
+            if let Some(hint) = hint {
+                return CacheError::Tls { reason: text, hint };
+            }
+        }
+        CacheError::Redis(e)
+    }
 }
 
 /// A configuration value was missing or malformed.
@@ -124,6 +235,16 @@ pub enum ConfigError {
         /// The expected form, e.g. `a duration like "90s", "5m", "24h" or a number of seconds`.
         expected: &'static str,
     },
+    /// A file named by an environment variable (a TLS certificate or key) could not be read or
+    /// holds no usable PEM. The message names the problem; it never quotes the file, and never
+    /// names the path of a private key.
+    #[error("environment variable {variable} names an unusable file: {message}")]
+    InvalidEnvFile {
+        /// The variable's name, e.g. `REDIS_TLS_CA_FILE`.
+        variable: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A builder option held an invalid value.
     #[error("invalid cache option `{option}`: {message}")]
     InvalidOption {
@@ -138,7 +259,8 @@ impl ConfigError {
     /// The environment variable or builder option at fault.
     pub fn source_name(&self) -> &'static str {
         match self {
-            ConfigError::InvalidEnv { variable, .. } => variable,
+            ConfigError::InvalidEnv { variable, .. }
+            | ConfigError::InvalidEnvFile { variable, .. } => variable,
             ConfigError::InvalidOption { option, .. } => option,
         }
     }

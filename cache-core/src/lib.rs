@@ -52,10 +52,28 @@
 //! | `http` | no | framework-agnostic HTTP caching rules and the whole-response cache steps for the adapters (`http`, `admin` modules) |
 //! | `metrics` | no | Prometheus metrics shared by the adapters (`metrics` module) |
 //!
+//! # Deploying
+//! * **TLS**: a `rediss://` URL connects with rustls, verifying the server's certificate
+//!   against the bundled Mozilla roots; a private CA, mutual TLS and (for test servers only) no
+//!   verification are builder options and `REDIS_TLS_*` variables ([`config`],
+//!   [`backend::RedisTls`]).
+//! * **Authentication**: user and password from the URL, or from
+//!   [`CacheBuilder::redis_username`] / [`CacheBuilder::redis_password`] (`REDIS_USERNAME`,
+//!   `REDIS_PASSWORD`), which win. A refused TLS handshake or password is a
+//!   [`CacheError::Tls`] / [`CacheError::Auth`] naming the fix; the cache falls through.
+//! * **An ACL user** limited to the namespace:
+//!   [`RedisBackend::acl_rules`](backend::RedisBackend::acl_rules) gives its rules.
+//!
+//! No password, client key or key path appears in `Debug` output, errors, logs, health reports
+//! or stats.
+//!
 //! # Observability
 //! `tracing` events, by name: `cache_hit`, `cache_miss_stored`, `cache_bypass`, `cache_skip`,
 //! `cache_store_error`, `cache_invalidated`, `cache_delete_pattern`, `cache_redis_connected`,
-//! `cache_redis_connection_failed`. Counters in total and per resource: [`Cache::stats`].
+//! `cache_redis_connection_failed` (ERROR for TLS and authentication failures),
+//! `cache_redis_acl_limited` (a command the ACL user may not run, once each) and
+//! `cache_redis_tls_insecure` (verification off). Counters in total and per resource:
+//! [`Cache::stats`].
 
 #[cfg(feature = "http")]
 pub mod admin;

@@ -27,8 +27,13 @@
 //!   ([`RedisCluster::pause_node`]). [`key_slot`] and [`RedisCluster::node_for_key`] tell
 //!   which slot and master a key lands on. [`RedisCluster::start`] honours
 //!   `REDIS_CLUSTER_URLS`.
+//! * Deployment flavors: [`RedisServer::start_tls`] (TLS only, certificates generated for the
+//!   test by a test CA, [`TestCerts`]), [`RedisServer::start_mutual_tls`] (client certificate
+//!   required) and [`RedisServer::start_with_password`] (`requirepass`; ACL users with
+//!   [`RedisServer::acl_setuser`]).
 //! * [`http::HttpClient`]: a minimal keep-alive HTTP/1.1 client for load and
 //!   fault tests over loopback (the throughput benches and the chaos suite).
+//! * [`LogCapture`] records what the library logs on the current thread (messages, secrets).
 //! * [`init_tracing`] installs a `tracing` subscriber that writes through the
 //!   test harness, filtered by `RUST_LOG`.
 //!
@@ -62,15 +67,19 @@
 //! # }
 //! ```
 
+mod certs;
 pub mod cluster;
 pub mod faults;
 pub mod http;
+mod logs;
 pub mod proxy;
 mod server;
 mod trace;
 
+pub use certs::{CertKey, TestCerts};
 pub use cluster::{find_redis_cli, key_slot, ClusterNode, RedisCluster};
 pub use faults::{EvictionPolicy, FillReport, PauseMode, ServerBlock};
+pub use logs::LogCapture;
 pub use server::{find_redis_server, RedisServer};
 pub use trace::init_tracing;
 

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::certs::TestCerts;
+
 /// How long to wait for a server to answer `PING` after it was spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness probes.
@@ -51,6 +53,22 @@ struct Owned {
     bin: PathBuf,
     dir: TempDir,
     child: Option<Child>,
+    flavor: Flavor,
+}
+
+/// How an owned server is reached.
+#[derive(Debug, Clone)]
+enum Flavor {
+    /// Plain TCP, no password.
+    Plain,
+    /// TLS only (`--port 0 --tls-port P`), certificates from the test CA; client certificates
+    /// required when `auth_clients`.
+    Tls {
+        certs: Box<TestCerts>,
+        auth_clients: bool,
+    },
+    /// Plain TCP, `--requirepass`.
+    Password(String),
 }
 
 /// Why one spawn attempt did not produce a ready server.
@@ -93,6 +111,50 @@ impl RedisServer {
     /// install one or how to use `REDIS_URL`), or the server does not start;
     /// the message then includes the tail of the server log.
     pub fn start_owned() -> Self {
+        Self::spawn_new(|_| Flavor::Plain)
+    }
+
+    /// Spawns a server that speaks TLS only (`--port 0 --tls-port <free port>`), with
+    /// certificates generated for this server ([`tls_certs`](Self::tls_certs)): its
+    /// certificate for `127.0.0.1` and `localhost` is signed by a test CA that no client trusts
+    /// by default. Clients need no certificate of their own (`--tls-auth-clients no`).
+    ///
+    /// [`url`](Self::url) is `rediss://127.0.0.1:PORT`; [`client`](Self::client) trusts the
+    /// test CA.
+    ///
+    /// # Panics
+    /// As [`start_owned`](Self::start_owned), and if the certificates cannot be written.
+    pub fn start_tls() -> Self {
+        Self::spawn_new(|dir| Flavor::Tls {
+            certs: Box::new(TestCerts::generate(dir)),
+            auth_clients: false,
+        })
+    }
+
+    /// Like [`start_tls`](Self::start_tls), but the server requires a client certificate signed
+    /// by its CA (`--tls-auth-clients yes`, mutual TLS): [`TestCerts::client`] is one.
+    ///
+    /// # Panics
+    /// As [`start_tls`](Self::start_tls).
+    pub fn start_mutual_tls() -> Self {
+        Self::spawn_new(|dir| Flavor::Tls {
+            certs: Box::new(TestCerts::generate(dir)),
+            auth_clients: true,
+        })
+    }
+
+    /// Spawns a server that requires `password` for the `default` user (`--requirepass`).
+    /// [`url`](Self::url) carries the password (`redis://:PASSWORD@127.0.0.1:PORT`), so the
+    /// admin helpers work; add ACL users with [`acl_setuser`](Self::acl_setuser) and build
+    /// URLs for them from [`address`](Self::address).
+    ///
+    /// # Panics
+    /// As [`start_owned`](Self::start_owned).
+    pub fn start_with_password(password: &str) -> Self {
+        Self::spawn_new(|_| Flavor::Password(password.to_owned()))
+    }
+
+    fn spawn_new(flavor: impl FnOnce(&Path) -> Flavor) -> Self {
         let bin = find_redis_server().unwrap_or_else(|msg| panic!("{msg}"));
         let dir = tempfile::Builder::new()
             .prefix("cache-tests-redis-")
@@ -100,10 +162,12 @@ impl RedisServer {
             .unwrap_or_else(|e| {
                 panic!("cannot create a temporary directory for redis-server: {e}")
             });
+        let flavor = flavor(dir.path());
         let mut owned = Owned {
             bin,
             dir,
             child: None,
+            flavor,
         };
 
         let mut last_failure = String::new();
@@ -112,7 +176,7 @@ impl RedisServer {
             match owned.spawn(port) {
                 Ok(()) => {
                     return Self {
-                        url: format!("redis://127.0.0.1:{port}"),
+                        url: owned.url(port),
                         port,
                         owned: Some(owned),
                     };
@@ -167,9 +231,46 @@ impl RedisServer {
     }
 
     /// The server's URL, `redis://127.0.0.1:PORT` for an owned server (or
-    /// the value of `REDIS_URL`).
+    /// the value of `REDIS_URL`); `rediss://127.0.0.1:PORT` for a TLS server,
+    /// `redis://:PASSWORD@127.0.0.1:PORT` for one with a password.
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// `127.0.0.1:PORT` (or the host and port of `REDIS_URL`), to build URLs with other
+    /// credentials or schemes.
+    pub fn address(&self) -> String {
+        match self.client().get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+            other => format!("{other}"),
+        }
+    }
+
+    /// The certificates of a server started with [`start_tls`](Self::start_tls) or
+    /// [`start_mutual_tls`](Self::start_mutual_tls).
+    pub fn tls_certs(&self) -> Option<&TestCerts> {
+        match self.owned.as_ref().map(|o| &o.flavor) {
+            Some(Flavor::Tls { certs, .. }) => Some(certs),
+            _ => None,
+        }
+    }
+
+    /// Creates or changes the ACL user `user` (`ACL SETUSER user reset <rules>`), e.g.
+    /// `&["on", ">secret", "~ns:*", "+get"]`.
+    ///
+    /// # Panics
+    /// If the server refuses the rules or cannot be reached.
+    pub fn acl_setuser(&self, user: &str, rules: &[&str]) {
+        let mut con = connect_sync(&self.client())
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url));
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg("reset")
+            .arg(rules)
+            .query::<()>(&mut con)
+            .unwrap_or_else(|e| panic!("ACL SETUSER {user} {rules:?} failed: {e}"));
     }
 
     /// The TCP port the server listens on (0 if an external server is reached
@@ -198,14 +299,18 @@ impl RedisServer {
         self.owned.as_ref().map(|o| o.dir.path().join(LOG_FILE))
     }
 
-    /// A new [`redis::Client`] for this server.
+    /// A new [`redis::Client`] for this server (for a TLS server: trusting its CA and
+    /// presenting its client certificate).
     ///
     /// # Panics
     ///
     /// If the URL cannot be parsed (only possible with a bad `REDIS_URL`).
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url.as_str())
-            .unwrap_or_else(|e| panic!("invalid Redis URL {}: {e}", self.url))
+        match &self.owned {
+            Some(owned) => owned.client(self.port),
+            None => redis::Client::open(self.url.as_str())
+                .unwrap_or_else(|e| panic!("invalid Redis URL {}: {e}", self.url)),
+        }
     }
 
     /// Opens a new multiplexed async connection to this server.
@@ -345,8 +450,7 @@ impl Owned {
         let _ = fs::remove_file(dir.join(LOG_FILE));
 
         let mut child = Command::new(&self.bin)
-            .arg("--port")
-            .arg(port.to_string())
+            .args(self.listen_args(port))
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--loglevel", "notice"])
@@ -367,8 +471,7 @@ impl Owned {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()));
 
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .unwrap_or_else(|e| panic!("invalid Redis URL for port {port}: {e}"));
+        let client = self.client(port);
         let deadline = Instant::now() + READY_TIMEOUT;
         let result = loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -392,6 +495,65 @@ impl Owned {
             }
         }
         result
+    }
+
+    /// The arguments that make the server listen on `port` the way its flavor says.
+    fn listen_args(&self, port: u16) -> Vec<std::ffi::OsString> {
+        let port = port.to_string();
+        match &self.flavor {
+            Flavor::Plain => vec!["--port".into(), port.into()],
+            Flavor::Password(password) => vec![
+                "--port".into(),
+                port.into(),
+                "--requirepass".into(),
+                password.into(),
+            ],
+            Flavor::Tls {
+                certs,
+                auth_clients,
+            } => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.into(),
+                "--tls-cert-file".into(),
+                certs.server.cert_file.clone().into(),
+                "--tls-key-file".into(),
+                certs.server.key_file.clone().into(),
+                "--tls-ca-cert-file".into(),
+                certs.ca.cert_file.clone().into(),
+                "--tls-auth-clients".into(),
+                if *auth_clients { "yes" } else { "no" }.into(),
+            ],
+        }
+    }
+
+    /// The server's URL on `port`.
+    fn url(&self, port: u16) -> String {
+        match &self.flavor {
+            Flavor::Plain => format!("redis://127.0.0.1:{port}"),
+            Flavor::Password(password) => format!("redis://:{password}@127.0.0.1:{port}"),
+            Flavor::Tls { .. } => format!("rediss://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A client for the server on `port`, with the credentials or certificates it needs.
+    fn client(&self, port: u16) -> redis::Client {
+        let url = self.url(port);
+        let client = match &self.flavor {
+            Flavor::Tls { certs, .. } => redis::Client::build_with_tls(
+                url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: Some(redis::ClientTlsConfig {
+                        client_cert: certs.client.cert_pem.clone().into_bytes(),
+                        client_key: certs.client.key_pem.clone().into_bytes(),
+                    }),
+                    root_cert: Some(certs.ca.cert_pem.clone().into_bytes()),
+                },
+            ),
+            _ => redis::Client::open(url.as_str()),
+        };
+        client.unwrap_or_else(|e| panic!("cannot make a client for {url}: {e}"))
     }
 
     /// Whether the last spawn failed because the port was in use.

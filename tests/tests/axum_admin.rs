@@ -108,7 +108,7 @@ async fn stats_report_server_and_counters(ctx: Ctx) {
     );
     assert!(j["hit_rate_percent"].is_f64() || j["hit_rate_percent"].is_u64());
     let expected_backend = match ctx.kind {
-        Kind::Redis => "redis",
+        Kind::Redis | Kind::Tls => "redis",
         Kind::Cluster => "redis-cluster",
         Kind::Memory => "memory",
     };

@@ -502,6 +502,19 @@ on_both_backends!(
     bodies_over_the_cap_stream_through_uncached,
     tags_from_path_parameters_invalidate_entries,
 );
+// The same suite over TLS (rustls, the test CA given to the cache).
+on_tls_backend!(
+    vary_headers_are_in_the_key_and_listed_in_vary,
+    successful_writes_invalidate_configured_tags,
+    header_names_are_configurable_and_age_grows_while_ttl_shrinks,
+    miss_then_hit_with_the_same_response,
+    bypass_by_header_and_flag_refreshes_unless_refused,
+    etag_gives_304_and_head_is_answered_from_get,
+    uncacheable_responses_are_never_stored,
+    authorization_passes_shared_routes_and_per_user_routes_never_share,
+    bodies_over_the_cap_stream_through_uncached,
+    tags_from_path_parameters_invalidate_entries,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_every_request_answered_and_marked_skip() {

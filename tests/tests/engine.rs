@@ -371,3 +371,22 @@ on_both_backends!(
     pattern_delete_scopes_to_the_namespace,
     health_and_info_report_the_backend,
 );
+// The same suite over TLS (rustls, the test CA given to the cache).
+on_tls_backend!(
+    miss_then_hit,
+    get_set_delete,
+    ttl_expiry,
+    oversized_values_are_returned_but_not_stored,
+    errors_are_not_cached,
+    json_codec_round_trips,
+    msgpack_codec_round_trips,
+    compression_on_round_trips,
+    disabled_cache_is_a_pass_through,
+    concurrent_misses_run_the_loader_once,
+    cancelled_leader_does_not_strand_followers,
+    corrupt_entries_fall_through_to_the_loader,
+    bypass_skips_the_lookup_and_refreshes,
+    versions_retire_old_entries,
+    pattern_delete_scopes_to_the_namespace,
+    health_and_info_report_the_backend,
+);

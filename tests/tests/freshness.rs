@@ -383,3 +383,15 @@ on_both_backends!(
     a_fragment_fill_that_began_before_a_pattern_delete_is_not_stored,
     a_fragment_fill_that_began_before_clear_is_not_stored,
 );
+// The same suite over TLS (rustls, the test CA given to the cache).
+on_tls_backend!(
+    a_fill_that_began_before_a_key_delete_is_not_stored,
+    a_fill_that_began_before_a_pattern_delete_is_not_stored,
+    a_fill_that_began_before_clear_is_not_stored,
+    a_read_after_a_key_delete_never_gets_the_older_in_flight_value,
+    a_read_after_a_pattern_delete_never_gets_the_older_in_flight_value,
+    a_read_after_clear_never_gets_the_older_in_flight_value,
+    a_fragment_fill_stores_only_the_fragments_not_invalidated_while_it_loaded,
+    a_fragment_fill_that_began_before_a_pattern_delete_is_not_stored,
+    a_fragment_fill_that_began_before_clear_is_not_stored,
+);

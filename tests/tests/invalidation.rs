@@ -379,6 +379,19 @@ on_both_backends!(
     stale_if_error_serves_stale_on_failure_then_errors_after_the_window,
     get_many_reads_in_one_call,
 );
+// The same suite over TLS (rustls, the test CA given to the cache).
+on_tls_backend!(
+    fragments_use_one_round_trip_and_load_only_the_missing,
+    early_refresh_recomputes_before_expiry,
+    invalidating_a_tag_removes_every_entry_carrying_it,
+    a_fill_that_started_before_an_invalidation_is_never_served_after_it,
+    deferred_invalidation_runs_on_commit_only,
+    lease_lets_one_instance_load_across_instances,
+    a_vanished_lease_holder_delays_others_at_most_the_lease_time,
+    stale_while_revalidate_serves_stale_at_once_and_refreshes_once,
+    stale_if_error_serves_stale_on_failure_then_errors_after_the_window,
+    get_many_reads_in_one_call,
+);
 
 /// Issue 12, defect 1: a write while Redis is paused. The invalidation does not wait seconds, it
 /// is queued and replayed as soon as Redis answers: the old entry is never served again, not by

@@ -665,6 +665,23 @@ on_both_backends!(
     result_alias_caches_ok_only,
     option_alias_caches_some_only,
 );
+// The same suite over TLS (rustls, the test CA given to the cache).
+on_tls_backend!(
+    free_fn_miss_then_hit,
+    method_miss_then_hit,
+    result_errors_are_not_cached,
+    none_and_unless_are_not_cached,
+    invalidates_only_on_success,
+    invalidates_through_a_result_alias_only_on_ok,
+    per_user_entries_are_not_shared,
+    key_templates_lists_and_handler_patterns,
+    cache_expression_selects_the_instance,
+    bypass_and_outcome_from_the_request_context,
+    arc_and_state_named_arguments_are_in_the_key,
+    handles_cache_argument_and_skip_are_left_out,
+    result_alias_caches_ok_only,
+    option_alias_caches_some_only,
+);
 
 // ------------------------------------------------------------------ process-wide default
 

@@ -2,8 +2,10 @@
 //! Secrets and events, with a capturing `tracing` subscriber (one test in this binary: it
 //! installs the global subscriber).
 //!
-//! * No password from the Redis URL appears in any log line, error, health report, stats or
-//!   admin reply, whether the password is right, wrong, or the URL malformed.
+//! * No password from the Redis URL or the builder (`redis_password`, `REDIS_PASSWORD`), and no
+//!   TLS client key nor its path (`redis_tls_client_cert_*`, `REDIS_TLS_KEY_FILE`), appears in
+//!   any log line, error, `Debug` output, health report, stats or admin reply, whether the
+//!   password is right, wrong, or the URL malformed, and whether TLS connects or not.
 //! * Every `tracing` event the README names is emitted, under that name.
 
 use std::collections::BTreeSet;
@@ -123,6 +125,8 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
     )
     .await;
     let mut outputs: Vec<String> = Vec::new();
+    // Passwords; the client key's path and contents are added below.
+    let mut secrets: Vec<String> = vec![GOOD.to_owned(), WRONG.to_owned()];
 
     // The right password: misses, hits, a bypass, an invalidation, a value too large.
     let cache = Cache::builder()
@@ -200,6 +204,135 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
     for reply in [admin::stats(&wrong).await, admin::health(&wrong).await] {
         outputs.push(reply.body.to_string());
     }
+
+    // Credentials from the builder (right, then wrong), never printed.
+    let by_builder = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(format!("redis://127.0.0.1:{}", server.port()))
+        .redis_username("app")
+        .redis_password(GOOD)
+        .build()
+        .unwrap();
+    let v: String = by_builder
+        .get_or_load(&key, MINUTE, || async { "b".to_owned() })
+        .await;
+    assert_eq!(v, "b");
+    let wrong_builder = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(url_with(&server, "app", GOOD))
+        .redis_password(WRONG);
+    outputs.push(format!("{wrong_builder:?}"));
+    let wrong_builder = wrong_builder.breaker_threshold(2).build().unwrap();
+    for cache in [&by_builder, &wrong_builder] {
+        let _: String = cache
+            .get_or_load(&key, MINUTE, || async { "origin".to_owned() })
+            .await;
+        outputs.push(format!("{cache:?}"));
+        outputs.push(format!("{:?}", cache.health().await));
+        outputs.push(serde_json::to_string(&cache.stats()).unwrap());
+        for reply in [admin::stats(cache).await, admin::health(cache).await] {
+            outputs.push(reply.body.to_string());
+        }
+    }
+    let e = wrong_builder.set(&key, &1u32, MINUTE).await.unwrap_err();
+    assert!(e.is_auth() || e.is_circuit_open(), "{e:?}");
+    outputs.push(format!("{e} {e:?}"));
+
+    // Mutual TLS with key files, from the builder and the environment, once trusted and once
+    // without the server's CA: neither the key nor its path is ever printed.
+    let tls_server = RedisServer::start_mutual_tls();
+    let certs = tls_server.tls_certs().unwrap().clone();
+    let key_path = certs.client.key_file.display().to_string();
+    let key_body: String = certs.client.key_pem.lines().nth(1).unwrap().to_owned();
+    secrets.push(key_path.clone());
+    secrets.push(key_body);
+    let env = [
+        ("REDIS_URL", tls_server.url()),
+        ("CACHE_NAMESPACE", unique_namespace("obs")),
+        (
+            "REDIS_TLS_CA_FILE",
+            certs.ca.cert_file.display().to_string(),
+        ),
+        (
+            "REDIS_TLS_CERT_FILE",
+            certs.client.cert_file.display().to_string(),
+        ),
+        ("REDIS_TLS_KEY_FILE", key_path.clone()),
+        ("REDIS_PASSWORD", GOOD.to_owned()),
+    ];
+    let from_env = CacheBuilder::from_env_with(|name| {
+        env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    outputs.push(format!("{from_env:?}"));
+    let untrusted = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(tls_server.url())
+        .redis_tls_client_cert_files(&certs.client.cert_file, &certs.client.key_file)
+        .breaker_threshold(2);
+    outputs.push(format!("{untrusted:?}"));
+    let trusted = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(tls_server.url())
+        .redis_tls_ca_pem(certs.ca.cert_pem.clone())
+        .redis_tls_client_cert_pem(certs.client.cert_pem.clone(), certs.client.key_pem.clone());
+    outputs.push(format!("{trusted:?}"));
+    // A key file that is not a key: the error names the variable, not the path.
+    let bad_key = CacheBuilder::from_env_with(|name| match name {
+        "REDIS_TLS_KEY_FILE" => Some(certs.client.cert_file.display().to_string()),
+        _ => env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()),
+    })
+    .unwrap()
+    .build()
+    .unwrap_err();
+    outputs.push(format!("{bad_key} {bad_key:?}"));
+    for cache in [
+        untrusted.build().unwrap(),
+        trusted.build().unwrap(),
+        from_env.build().unwrap(),
+    ] {
+        let _: String = cache
+            .get_or_load(&key, MINUTE, || async { "origin".to_owned() })
+            .await;
+        outputs.push(format!("{cache:?}"));
+        outputs.push(format!("{:?}", cache.health().await));
+        outputs.push(serde_json::to_string(&cache.stats()).unwrap());
+        for reply in [admin::stats(&cache).await, admin::health(&cache).await] {
+            outputs.push(reply.body.to_string());
+        }
+        if let Err(e) = cache.set(&key, &1u32, MINUTE).await {
+            outputs.push(format!("{e} {e:?}"));
+        }
+    }
+    // Verification off, by name (`cache_redis_tls_insecure`).
+    let insecure = Cache::builder()
+        .namespace(unique_namespace("obs"))
+        .redis_url(tls_server.url())
+        .redis_tls_client_cert_pem(certs.client.cert_pem.clone(), certs.client.key_pem.clone())
+        .redis_tls_insecure_skip_verify()
+        .build()
+        .unwrap();
+    outputs.push(format!("{insecure:?}"));
+    drop(tls_server);
+
+    // An ACL user that may not run PING (`cache_redis_acl_limited`).
+    let ns = unique_namespace("obs");
+    let rules = cache_core::backend::RedisBackend::acl_rules(&ns).replace(" +ping", "");
+    let mut args = vec!["SETUSER", "limited", "on"];
+    let password = format!(">{GOOD}");
+    args.push(&password);
+    args.extend(rules.split(' '));
+    acl(&server, &args).await;
+    let limited = Cache::builder()
+        .namespace(ns)
+        .redis_url(url_with(&server, "limited", GOOD))
+        .build()
+        .unwrap();
+    assert_eq!(
+        limited.health().await.status,
+        cache_core::HealthStatus::Up,
+        "a refused PING is an answer"
+    );
 
     // Malformed URLs in the environment and the builder.
     for url in [
@@ -287,8 +420,11 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
     assert!(!text.is_empty());
     outputs.push(text);
     for out in &outputs {
-        for secret in [GOOD, WRONG] {
-            assert!(!out.contains(secret), "a password leaked into: {out}");
+        for secret in &secrets {
+            assert!(
+                !out.contains(secret.as_str()),
+                "a secret leaked into: {out}"
+            );
         }
     }
 
@@ -306,6 +442,8 @@ async fn no_secret_leaks_and_every_readme_event_is_emitted() {
         "cache_invalidation_queued",
         "cache_invalidations_replayed",
         "cache_outbox_delivered",
+        "cache_redis_acl_limited",
+        "cache_redis_tls_insecure",
     ] {
         assert!(
             seen.contains(name),

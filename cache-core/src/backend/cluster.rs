@@ -117,11 +117,40 @@ impl RedisClusterBackend {
                 "a Redis Cluster needs at least one seed URL".into(),
             ));
         }
-        let client = redis::cluster::ClusterClientBuilder::new(urls.clone())
+        let mut nodes = Vec::with_capacity(urls.len());
+        let mut certs = None;
+        for url in &urls {
+            let (info, c) = super::redis::connection_parts(url, options)?;
+            nodes.push(info);
+            certs = certs.or(c);
+        }
+        let tls = match nodes[0].addr() {
+            redis::ConnectionAddr::TcpTls { insecure, .. } => Some(if *insecure {
+                redis::TlsMode::Insecure
+            } else {
+                redis::TlsMode::Secure
+            }),
+            _ => None,
+        };
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.response_timeout)
-            .retries(2)
-            .build()?;
+            .retries(2);
+        // The nodes a seed names in `CLUSTER SLOTS` are reached with the seeds' TLS mode,
+        // certificates and credentials.
+        if let Some(mode) = tls {
+            builder = builder.tls(mode);
+        }
+        if let Some(certs) = certs {
+            builder = builder.certs(certs);
+        }
+        if let Some(user) = &options.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &options.password {
+            builder = builder.password(password);
+        }
+        let client = builder.build()?;
         Ok(RedisClusterBackend {
             client,
             conn: Arc::new(OnceCell::new()),
@@ -521,7 +550,7 @@ impl Backend for RedisClusterBackend {
         }
         let conn = self.conn().await?;
         let results: Vec<(u64, u8)> = run_all(&conn, invocations).await?;
-        let evicts = results.iter().any(|(_, e)| *e == 1);
+        let evicts = results.iter().any(|(_, e)| *e != 0);
         self.evicts
             .store(1 + u8::from(evicts), std::sync::atomic::Ordering::Relaxed);
         Ok(results.iter().map(|(n, _)| n).sum())

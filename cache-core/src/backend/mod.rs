@@ -39,8 +39,8 @@ mod redis;
 
 pub use self::cluster::{RedisClusterBackend, DEFAULT_BUCKETS};
 pub use self::memory::MemoryBackend;
-pub(crate) use self::redis::redact_url;
-pub use self::redis::{RedisBackend, RedisOptions};
+pub(crate) use self::redis::{check_ca_pem, check_cert_pem, check_key_pem, redact_url};
+pub use self::redis::{RedisBackend, RedisOptions, RedisTls};
 
 /// One entry to store.
 #[derive(Debug, Clone, Copy)]

@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::{Client, ConnectionAddr, IntoConnectionInfo, Script};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tracing::warn;
 
 use super::{index_key, version_key, Backend, BackendInfo, Invalidation, Put, VersionRead};
 use crate::error::CacheError;
@@ -87,10 +90,14 @@ for _ = 1, nb do
 end
 local evicts = 0
 if ARGV[5] ~= '0' then
-  local info = redis.call('INFO', 'memory')
-  local limit = tonumber(string.match(info, 'maxmemory:(%d+)')) or 0
-  local policy = string.match(info, 'maxmemory_policy:(%S+)') or 'noeviction'
-  if limit > 0 and policy ~= 'noeviction' then evicts = 1 end
+  local info = redis.pcall('INFO', 'memory')
+  evicts = 2
+  if type(info) == 'string' then
+    local limit = tonumber(string.match(info, 'maxmemory:(%d+)')) or 0
+    local policy = string.match(info, 'maxmemory_policy:(%S+)') or 'noeviction'
+    evicts = 0
+    if limit > 0 and policy ~= 'noeviction' then evicts = 1 end
+  end
 end
 return {total, evicts}
 "
@@ -99,9 +106,10 @@ return {total, evicts}
 
 /// Bumps versions and deletes entries, atomically; returns `{deleted, evicts}` where `evicts`
 /// says whether Redis may evict keys now (`maxmemory` with a policy other than `noeviction`), so
-/// that the writer switches to verified hits at once when the policy changed at runtime.
+/// that the writer switches to verified hits at once when the policy changed at runtime: `0` no,
+/// `1` yes, `2` unknown (`INFO` refused to an ACL user; taken as yes, the safe side).
 /// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`, and whether to
-/// read the eviction policy (`0`: do not; absent: do).
+/// read the eviction policy (`0`: do not, and `evicts` is `0`; absent: do).
 /// `KEYS` = per tag (version key, index key), per key (entry key, version key), then the `nb`
 /// version keys to bump.
 ///
@@ -145,7 +153,9 @@ pub(super) static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK
 pub(super) static VERSIONS: LazyLock<Script> = LazyLock::new(|| Script::new(VERSIONS_SCRIPT));
 
 /// Connection settings for [`RedisBackend`].
-#[derive(Debug, Clone)]
+///
+/// `Debug` never prints the password nor the client key.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
     /// Time allowed to establish a connection.
@@ -155,6 +165,12 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// Upper bound of the reconnection back-off.
     pub max_reconnect_delay: Duration,
+    /// ACL user name; replaces the URL's user when set.
+    pub username: Option<String>,
+    /// Password (of the ACL user, or of `requirepass`); replaces the URL's password when set.
+    pub password: Option<String>,
+    /// TLS settings of a `rediss://` URL.
+    pub tls: RedisTls,
 }
 
 impl Default for RedisOptions {
@@ -163,15 +179,126 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_millis(250),
             response_timeout: Duration::from_secs(2),
             max_reconnect_delay: Duration::from_secs(1),
+            username: None,
+            password: None,
+            tls: RedisTls::default(),
         }
+    }
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// TLS settings of a `rediss://` connection (rustls; no OpenSSL).
+///
+/// By default the server's certificate is verified against the Mozilla root store bundled in
+/// the binary (`webpki-roots`), which holds the CAs of the managed services (ElastiCache, Azure
+/// Cache for Redis, Upstash, ...), and must name the URL's host. `Debug` never prints the client
+/// key.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct RedisTls {
+    /// CA certificates (PEM, one or more) trusted for the server's certificate, **instead of**
+    /// the bundled roots: a private CA, or a service's own CA (Redis Cloud's, a self-managed
+    /// server's).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain (PEM) for mutual TLS; needs [`client_key_pem`](Self::client_key_pem).
+    pub client_cert_pem: Option<Vec<u8>>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of the client certificate.
+    pub client_key_pem: Option<Vec<u8>>,
+    /// Accept any server certificate, without verification. Anyone on the path can then read
+    /// and change the traffic: only for a test server with a throw-away certificate.
+    pub insecure_skip_verify: bool,
+}
+
+impl RedisTls {
+    /// Whether any setting differs from the default.
+    pub fn is_set(&self) -> bool {
+        self.ca_pem.is_some()
+            || self.client_cert_pem.is_some()
+            || self.client_key_pem.is_some()
+            || self.insecure_skip_verify
+    }
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |v: &Option<Vec<u8>>| v.as_ref().map(|_| "<set>");
+        f.debug_struct("RedisTls")
+            .field("ca_pem", &set(&self.ca_pem))
+            .field("client_cert_pem", &set(&self.client_cert_pem))
+            .field(
+                "client_key_pem",
+                &self.client_key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+/// Checks a PEM bundle of CA certificates: at least one, each a usable trust anchor.
+pub(crate) fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
+    let certs = parse_certs(pem)?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in certs {
+        store
+            .add(cert)
+            .map_err(|e| format!("a certificate is not a usable CA certificate ({e})"))?;
+    }
+    Ok(())
+}
+
+/// Checks a PEM certificate chain: at least one certificate.
+pub(crate) fn check_cert_pem(pem: &[u8]) -> Result<(), String> {
+    parse_certs(pem).map(drop)
+}
+
+/// Checks a PEM private key. The message never quotes the key.
+pub(crate) fn check_key_pem(pem: &[u8]) -> Result<(), String> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map(drop)
+        .map_err(|_| "no PEM private key (PKCS#8, PKCS#1 or SEC1) found".to_owned())
+}
+
+fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate file ({e})"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) found".to_owned());
+    }
+    Ok(certs)
+}
+
+/// Installs rustls' `ring` provider as the process default unless the application installed
+/// one: rustls refuses to pick one itself when several are compiled in.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Fails only if another thread installed one meanwhile, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
 /// Redis storage through a `redis::aio::ConnectionManager`.
 ///
 /// The connection is made lazily and re-made automatically after failures, so constructing the
-/// backend never blocks and never fails because Redis is down. AUTH and TLS come from the URL
-/// (`redis://user:pass@host:6379/0`; `rediss://` requires a TLS feature of the `redis` crate).
+/// backend never blocks and never fails because Redis is down. Credentials come from the URL
+/// (`redis://user:pass@host:6379/0`) or from [`RedisOptions`], which win; `rediss://` connects
+/// with TLS ([`RedisTls`]).
+///
+/// Under an ACL user that may not run `INFO` the backend assumes Redis may evict (hits are
+/// verified, the safe side) and stats report zeros; one that may not run `PING` is taken as up
+/// when it answers the refusal. Each is logged once (`cache_redis_acl_limited`).
 pub struct RedisBackend {
     client: Client,
     config: ConnectionManagerConfig,
@@ -183,6 +310,9 @@ pub struct RedisBackend {
     legacy_scripts: AtomicBool,
     /// What the last invalidation said of eviction: 0 unknown, 1 no, 2 yes.
     evicts: AtomicU8,
+    /// Commands the ACL user may not run that were already logged: bit 0 `INFO`, bit 1 `PING`,
+    /// bit 2 `DBSIZE`.
+    refused: AtomicU8,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -197,9 +327,12 @@ impl RedisBackend {
     /// Creates a backend for `url` without connecting.
     ///
     /// # Errors
-    /// [`CacheError::Redis`] if the URL cannot be parsed.
+    /// [`CacheError::Redis`] if the URL cannot be parsed; [`CacheError::InvalidArgument`] if the
+    /// TLS settings are unusable (a PEM without a certificate or key, a certificate without its
+    /// key, TLS settings for a `redis://` URL, or a `#insecure` URL without
+    /// [`RedisTls::insecure_skip_verify`]).
     pub fn new(url: &str, options: &RedisOptions) -> Result<RedisBackend, CacheError> {
-        let client = Client::open(url)?;
+        let client = client(url, options)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout))
@@ -213,7 +346,43 @@ impl RedisBackend {
             url_redacted: redact_url(url),
             legacy_scripts: AtomicBool::new(false),
             evicts: AtomicU8::new(0),
+            refused: AtomicU8::new(0),
         })
+    }
+
+    /// Logs, once per backend, that the ACL user may not run `command`.
+    fn refused_once(&self, bit: u8, command: &str, consequence: &str) {
+        if self.refused.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            warn!(name: "cache_redis_acl_limited", command, "the Redis user may not run {command}: {consequence}; see the minimal ACL rule in the README");
+        }
+    }
+
+    /// The ACL rules of a Redis user that may do everything this library does in `namespace`
+    /// and nothing else: its keys (`~{namespace}:*`, every key the library writes starts with
+    /// it), no Pub/Sub channel, and only the commands the library sends (scripts included).
+    /// Append a password and create the user with
+    /// `ACL SETUSER <user> on ><password> <rules>`. Add `+select` if the URL names a database
+    /// other than 0.
+    ///
+    /// `INFO`, `DBSIZE` and `PING` may be left out: the backend then assumes that Redis may
+    /// evict (every hit is verified), stats show no server figures, and a refused `PING` counts
+    /// as an answer.
+    ///
+    /// ```
+    /// use cache_core::backend::RedisBackend;
+    /// assert_eq!(
+    ///     RedisBackend::acl_rules("gallery"),
+    ///     "resetkeys ~gallery:* resetchannels -@all +get +mget +set +del +unlink +incr \
+    ///      +pexpire +pttl +zadd +zrange +zremrangebyscore +time +evalsha +script|load +scan \
+    ///      +ping +info +dbsize"
+    /// );
+    /// ```
+    pub fn acl_rules(namespace: &str) -> String {
+        format!(
+            "resetkeys ~{namespace}:* resetchannels -@all +get +mget +set +del +unlink +incr \
+             +pexpire +pttl +zadd +zrange +zremrangebyscore +time +evalsha +script|load +scan \
+             +ping +info +dbsize"
+        )
     }
 
     /// The URL with any password replaced by `***`.
@@ -235,6 +404,91 @@ impl RedisBackend {
         // Two first calls racing may both create one; the loser's is dropped.
         Ok(self.conn.get_or_init(|| conn).clone())
     }
+}
+
+/// The redis-rs client for `url` with the credentials and TLS settings of `options`.
+fn client(url: &str, options: &RedisOptions) -> Result<Client, CacheError> {
+    Ok(match connection_parts(url, options)? {
+        (info, None) => Client::open(info)?,
+        (info, Some(certs)) => Client::build_with_tls(info, certs)?,
+    })
+}
+
+/// The connection settings of `url` with the credentials and TLS settings of `options` applied,
+/// and the certificates to give redis-rs when there are any (a custom CA or a client
+/// certificate). One rule for a single node and for every seed of a cluster.
+pub(super) fn connection_parts(
+    url: &str,
+    options: &RedisOptions,
+) -> Result<(redis::ConnectionInfo, Option<redis::TlsCertificates>), CacheError> {
+    let invalid = |m: &str| CacheError::InvalidArgument(m.to_owned());
+    let mut info = url.into_connection_info()?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &options.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &options.password {
+        settings = settings.set_password(password);
+    }
+    info = info.set_redis_settings(settings);
+    let tls = &options.tls;
+    let (host, port, insecure) = match info.addr() {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            ..
+        } => (host.clone(), *port, *insecure),
+        _ if tls.is_set() => {
+            return Err(invalid(
+                "TLS settings (CA, client certificate, insecure) need a rediss:// URL",
+            ))
+        }
+        _ => return Ok((info, None)),
+    };
+    if insecure && !tls.insecure_skip_verify {
+        return Err(invalid(
+            "the URL's #insecure fragment turns off certificate verification; it is refused: \
+             call CacheBuilder::redis_tls_insecure_skip_verify() (or REDIS_TLS_INSECURE=true) \
+             if that is really meant",
+        ));
+    }
+    if let Some(ca) = &tls.ca_pem {
+        check_ca_pem(ca).map_err(|m| invalid(&format!("TLS CA: {m}")))?;
+    }
+    let client_tls = match (&tls.client_cert_pem, &tls.client_key_pem) {
+        (Some(cert), Some(key)) => {
+            check_cert_pem(cert).map_err(|m| invalid(&format!("TLS client certificate: {m}")))?;
+            check_key_pem(key).map_err(|m| invalid(&format!("TLS client key: {m}")))?;
+            Some(redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "mutual TLS needs both the client certificate and its private key",
+            ))
+        }
+    };
+    ensure_crypto_provider();
+    info = info.set_addr(ConnectionAddr::TcpTls {
+        host,
+        port,
+        insecure: tls.insecure_skip_verify,
+        tls_params: None,
+    });
+    if client_tls.is_none() && tls.ca_pem.is_none() {
+        return Ok((info, None));
+    }
+    Ok((
+        info,
+        Some(redis::TlsCertificates {
+            client_tls,
+            root_cert: tls.ca_pem.clone(),
+        }),
+    ))
 }
 
 /// Replaces the password in a Redis URL with `***`.
@@ -354,10 +608,22 @@ impl Backend for RedisBackend {
 
     async fn may_evict(&self) -> Result<bool, CacheError> {
         let mut conn = self.conn()?;
-        let info: String = redis::cmd("INFO")
+        let info: String = match redis::cmd("INFO")
             .arg("memory")
             .query_async(&mut conn)
-            .await?;
+            .await
+        {
+            Ok(info) => info,
+            Err(e) if is_noperm(&e) => {
+                self.refused_once(
+                    1,
+                    "INFO",
+                    "its eviction policy is unknown, so every hit is verified (as under eviction)",
+                );
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let field = |name: &str| {
             info.lines().find_map(|line| {
                 line.strip_prefix(name)
@@ -441,8 +707,15 @@ impl Backend for RedisBackend {
         let mut conn = self.conn()?;
         match call.invoke_async::<(u64, u8)>(&mut conn).await {
             Ok((n, evicts)) => {
+                if evicts == 2 {
+                    self.refused_once(
+                        1,
+                        "INFO",
+                        "its eviction policy is unknown, so every hit is verified (as under eviction)",
+                    );
+                }
                 self.evicts
-                    .store(1 + u8::from(evicts == 1), Ordering::Relaxed);
+                    .store(1 + u8::from(evicts != 0), Ordering::Relaxed);
                 Ok(n)
             }
             // Redis 6 and older reject the `#!lua` flags line: fall back for good.
@@ -506,17 +779,48 @@ impl Backend for RedisBackend {
 
     async fn ping(&self) -> Result<(), CacheError> {
         let mut conn = self.conn()?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        Ok(())
+        match redis::cmd("PING").query_async::<()>(&mut conn).await {
+            Ok(()) => Ok(()),
+            // The server answered (the connection and AUTH work): that is what a ping asks.
+            Err(e) if is_noperm(&e) => {
+                self.refused_once(2, "PING", "health checks take its refusal as an answer");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn info(&self) -> Result<BackendInfo, CacheError> {
         let mut conn = self.conn()?;
-        let (info, dbsize): (String, u64) = redis::pipe()
+        let (info, dbsize): (String, u64) = match redis::pipe()
             .cmd("INFO")
             .cmd("DBSIZE")
             .query_async(&mut conn)
-            .await?;
+            .await
+        {
+            Ok(both) => both,
+            Err(e) if is_noperm(&e) => {
+                // Each alone; what is refused reads as empty.
+                let info = match redis::cmd("INFO").query_async::<String>(&mut conn).await {
+                    Ok(info) => info,
+                    Err(e) if is_noperm(&e) => {
+                        self.refused_once(1, "INFO", "stats report no server figures");
+                        String::new()
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let dbsize = match redis::cmd("DBSIZE").query_async::<u64>(&mut conn).await {
+                    Ok(n) => n,
+                    Err(e) if is_noperm(&e) => {
+                        self.refused_once(4, "DBSIZE", "stats report no key count");
+                        0
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                (info, dbsize)
+            }
+            Err(e) => return Err(e.into()),
+        };
         let field = |name: &str| -> Option<&str> {
             info.lines().find_map(|line| {
                 line.strip_prefix(name)
@@ -537,6 +841,11 @@ impl Backend for RedisBackend {
     }
 }
 
+/// Whether Redis refused a command to the ACL user (`NOPERM`).
+fn is_noperm(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOPERM")
+}
+
 /// Whether a script error says the server does not understand script flags (Redis before 7).
 fn rejects_script_flags(e: &redis::RedisError) -> bool {
     let text = e.to_string();
@@ -550,7 +859,51 @@ pub(super) fn ttl_ms(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, RedisBackend, RedisOptions};
+
+    #[test]
+    fn debug_never_prints_the_password_nor_the_client_key() {
+        let options = RedisOptions {
+            username: Some("app".into()),
+            password: Some("hunter2-secret".into()),
+            tls: super::RedisTls {
+                ca_pem: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+                client_cert_pem: Some(b"CERT".to_vec()),
+                client_key_pem: Some(b"-----BEGIN PRIVATE KEY----- keybytes".to_vec()),
+                insecure_skip_verify: false,
+            },
+            ..RedisOptions::default()
+        };
+        let debug = format!("{options:?}");
+        assert!(debug.contains("app") && debug.contains("***"), "{debug}");
+        for secret in ["hunter2", "PRIVATE KEY", "keybytes", "BEGIN"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        let backend = RedisBackend::new("redis://app:hunter2-secret@127.0.0.1:1", &options);
+        // TLS settings for a plain URL are refused; the error does not quote the password.
+        let err = backend.unwrap_err().to_string();
+        assert!(
+            err.contains("rediss://") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_insecure_url_fragment_is_refused_unless_asked_for_by_name() {
+        let err = RedisBackend::new("rediss://127.0.0.1:1/#insecure", &RedisOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis_tls_insecure_skip_verify"), "{err}");
+        let options = RedisOptions {
+            tls: super::RedisTls {
+                insecure_skip_verify: true,
+                ..super::RedisTls::default()
+            },
+            ..RedisOptions::default()
+        };
+        RedisBackend::new("rediss://127.0.0.1:1/#insecure", &options).unwrap();
+        RedisBackend::new("rediss://127.0.0.1:1", &options).unwrap();
+    }
 
     #[test]
     fn redact_url_hides_passwords_only() {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backend::Backend;
 use crate::breaker::{Breaker, BreakerState, Permit, Transition};
@@ -83,6 +83,9 @@ struct Inner {
     stats: Stats,
     flights: Flights,
     connected: AtomicBool,
+    /// A failure of the current failing period was logged (the first one since start or since
+    /// the backend last answered).
+    failure_logged: AtomicBool,
     /// Incremented when an invalidation made through this handle starts: the freshness check
     /// of a flight falls back on it when the backend cannot be asked (see `store.rs`).
     epoch: AtomicU64,
@@ -195,6 +198,7 @@ impl Cache {
                 stats: Stats::default(),
                 flights: Flights::default(),
                 connected: AtomicBool::new(false),
+                failure_logged: AtomicBool::new(false),
                 epoch: AtomicU64::new(0),
                 durable: durable::Durability::new(settings_outbox),
                 outbox_kick: Arc::new(tokio::sync::Notify::new()),
@@ -270,8 +274,14 @@ impl Cache {
                 self.outbox_suspect();
                 let t = self.inner.breaker.failure(probe);
                 let was_connected = self.inner.connected.swap(false, Ordering::Relaxed);
-                if t == Transition::Opened || was_connected {
-                    warn!(name: "cache_redis_connection_failed", backend = self.inner.backend.kind(), error = %e, breaker = ?self.inner.breaker.state(), "cache backend failing; serving without cache");
+                let first = !self.inner.failure_logged.swap(true, Ordering::Relaxed);
+                if t == Transition::Opened || was_connected || first {
+                    if e.is_tls() || e.is_auth() {
+                        // A configuration error: retrying does not help until it is fixed.
+                        error!(name: "cache_redis_connection_failed", backend = self.inner.backend.kind(), error = %e, breaker = ?self.inner.breaker.state(), "cache backend refuses this client; serving without cache");
+                    } else {
+                        warn!(name: "cache_redis_connection_failed", backend = self.inner.backend.kind(), error = %e, breaker = ?self.inner.breaker.state(), "cache backend failing; serving without cache");
+                    }
                 }
                 if t == Transition::Opened {
                     self.spawn_prober();
@@ -288,6 +298,7 @@ impl Cache {
         let t = self.inner.breaker.success();
         if t == Transition::Closed || !self.inner.connected.load(Ordering::Relaxed) {
             self.inner.connected.store(true, Ordering::Relaxed);
+            self.inner.failure_logged.store(false, Ordering::Relaxed);
             info!(name: "cache_redis_connected", backend = self.inner.backend.kind(), "cache backend reachable");
         }
     }

@@ -1,7 +1,8 @@
 //! Shared fixtures for the behaviour suites: every suite runs against a real `redis-server`
 //! started for the test, a real Redis Cluster (3 masters, 3 replicas; the one named by
 //! `REDIS_CLUSTER_URLS`, which `make test` starts once for the whole run, or one started for the
-//! test) and the in-memory backend.
+//! test) and the in-memory backend; the core suites (engine, invalidation, freshness, macros,
+//! both HTTP layers) also run over TLS ([`on_tls_backend!`], [`on_tls_backend_actix!`]).
 #![allow(
     dead_code,
     unreachable_pub,
@@ -22,6 +23,8 @@ pub enum Kind {
     Redis,
     Cluster,
     Memory,
+    /// A `redis-server` speaking TLS only, certificates from a test CA the cache is given.
+    Tls,
 }
 
 /// A backend for one test: caches built from it share the same storage.
@@ -38,7 +41,11 @@ impl Ctx {
         cache_tests::init_tracing();
         Ctx {
             kind,
-            server: (kind == Kind::Redis).then(RedisServer::start),
+            server: match kind {
+                Kind::Redis => Some(RedisServer::start()),
+                Kind::Tls => Some(RedisServer::start_tls()),
+                Kind::Memory | Kind::Cluster => None,
+            },
             cluster: (kind == Kind::Cluster).then(RedisCluster::start),
             memory: Arc::new(MemoryBackend::new(64 * 1024 * 1024)),
             namespace: unique_namespace("t"),
@@ -49,9 +56,15 @@ impl Ctx {
     pub fn builder(&self) -> CacheBuilder {
         let b = Cache::builder().namespace(self.namespace.clone());
         match (&self.server, &self.cluster) {
-            (Some(server), _) => b
-                .redis_url(server.url())
-                .command_timeout(std::time::Duration::from_millis(500)),
+            (Some(server), _) => {
+                let b = b
+                    .redis_url(server.url())
+                    .command_timeout(std::time::Duration::from_millis(500));
+                match server.tls_certs() {
+                    Some(certs) => b.redis_tls_ca_pem(certs.ca.cert_pem.clone()),
+                    None => b,
+                }
+            }
             // A cluster connection is made to every node on first use, and a debug build of
             // the cluster client routes each command through one task: under a loaded test
             // machine, 1,000 calls on a fresh connection take longer than 500 ms.
@@ -66,10 +79,16 @@ impl Ctx {
     /// This test's storage as a bare backend (for wrapping, e.g. to count calls).
     pub fn raw_backend(&self) -> Arc<dyn cache_core::backend::Backend> {
         match (&self.server, &self.cluster) {
-            (Some(server), _) => Arc::new(
-                cache_core::backend::RedisBackend::new(&server.url(), &Default::default())
-                    .expect("valid url"),
-            ),
+            (Some(server), _) => {
+                let mut options = cache_core::backend::RedisOptions::default();
+                options.tls.ca_pem = server
+                    .tls_certs()
+                    .map(|certs| certs.ca.cert_pem.clone().into_bytes());
+                Arc::new(
+                    cache_core::backend::RedisBackend::new(&server.url(), &options)
+                        .expect("valid url"),
+                )
+            }
             (_, Some(cluster)) => Arc::new(
                 cache_core::backend::RedisClusterBackend::new(
                     &cluster.urls(),
@@ -119,6 +138,22 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Declares `mod tls`, running every listed `async fn(Ctx)` on a TLS `redis-server` (the cache
+/// trusts the test CA). Used next to [`on_both_backends!`] with the same list by the core suites.
+#[macro_export]
+macro_rules! on_tls_backend {
+    ($($test:ident),* $(,)?) => {
+        mod tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::common::Ctx::new($crate::common::Kind::Tls)).await
+                }
+            )*
+        }
+    };
+}
+
 /// Like [`on_both_backends!`], on actix's runtime (`#[actix_web::test]`: a current-thread tokio
 /// runtime in a `LocalSet`), for suites whose services are not `Send`.
 #[macro_export]
@@ -145,6 +180,21 @@ macro_rules! on_both_backends_actix {
                 #[actix_web::test]
                 async fn $test() {
                     super::$test($crate::common::Ctx::new($crate::common::Kind::Memory)).await
+                }
+            )*
+        }
+    };
+}
+
+/// [`on_tls_backend!`] on actix's runtime.
+#[macro_export]
+macro_rules! on_tls_backend_actix {
+    ($($test:ident),* $(,)?) => {
+        mod tls {
+            $(
+                #[actix_web::test]
+                async fn $test() {
+                    super::$test($crate::common::Ctx::new($crate::common::Kind::Tls)).await
                 }
             )*
         }
