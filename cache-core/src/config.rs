@@ -1053,4 +1053,65 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.source_name(), "default_ttl");
     }
+
+    #[test]
+    fn cluster_buckets_outside_1_to_1024_are_refused_by_name() {
+        for n in [0u16, 1025, u16::MAX] {
+            let err = Cache::builder()
+                .redis_cluster(["redis://127.0.0.1:7000"])
+                .cluster_buckets(n)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.source_name(), "cluster_buckets", "{n}: {err}");
+            assert!(err.to_string().contains("1 to 1024"), "{err}");
+        }
+        for n in [1u16, 32, 1024] {
+            let b = Cache::builder()
+                .cluster_buckets(n)
+                .redis_cluster(["redis://127.0.0.1:7000"]);
+            assert!(
+                matches!(b.backend, BackendChoice::RedisCluster { buckets, .. } if buckets == n)
+            );
+            b.build().unwrap();
+        }
+    }
+
+    #[test]
+    fn cluster_seeds_must_be_redis_urls_of_one_scheme() {
+        for seeds in [
+            vec![],
+            vec!["http://127.0.0.1:7000"],
+            vec!["redis://127.0.0.1:7000", "rediss://127.0.0.1:7001"],
+        ] {
+            let err = Cache::builder()
+                .redis_cluster(seeds.clone())
+                .build()
+                .unwrap_err();
+            assert_eq!(err.source_name(), "redis_cluster", "{seeds:?}: {err}");
+        }
+        let err = Cache::builder()
+            .redis_cluster(["redis://u:hunter2@127.0.0.1:7000", "nope://x"])
+            .build()
+            .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = CacheBuilder::from_env_with(env(&[(
+            "REDIS_CLUSTER_URLS",
+            "redis://127.0.0.1:7000,http://u:hunter2@x",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.source_name(), "REDIS_CLUSTER_URLS");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let b = CacheBuilder::from_env_with(env(&[
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            (
+                "REDIS_CLUSTER_URLS",
+                " redis://127.0.0.1:7000 , redis://127.0.0.1:7001,",
+            ),
+        ]))
+        .unwrap();
+        assert!(
+            matches!(&b.backend, BackendChoice::RedisCluster { seeds, .. } if seeds.len() == 2),
+            "REDIS_CLUSTER_URLS takes precedence over REDIS_URL"
+        );
+    }
 }

@@ -46,7 +46,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Script;
 use tokio::sync::{Notify, OnceCell};
 
-use super::redis::{redact_url, ttl_ms, INVALIDATE, PUT, UNLOCK, VERSIONS};
+use super::redis::{redact_url, ttl_ms, INVALIDATE, PUT, UNLOCK};
 use super::{index_key, version_key, Backend, BackendInfo, Invalidation, Put, VersionRead};
 use crate::error::CacheError;
 
@@ -387,19 +387,15 @@ impl Backend for RedisClusterBackend {
         let groups = groups(reads.iter().map(|r| bucket_of(r.anchor, self.buckets)));
         let mut invocations = Vec::with_capacity(groups.len());
         for (b, members) in &groups {
-            let mut inv = VERSIONS.prepare_invoke();
-            for &i in members {
-                inv.key(version_key(&place(reads[i].id, *b)));
-            }
-            inv.arg(ttl_ms(retention));
-            for &i in members {
-                inv.arg(if create.get(i).copied().unwrap_or(false) {
-                    "1"
-                } else {
-                    "0"
-                });
-            }
-            invocations.push(inv);
+            invocations.push(super::redis::versions_invocation(
+                members
+                    .iter()
+                    .map(|&i| version_key(&place(reads[i].id, *b))),
+                members
+                    .iter()
+                    .map(|&i| create.get(i).copied().unwrap_or(false)),
+                retention,
+            ));
         }
         let conn = self.conn().await?;
         let results: Vec<Vec<u64>> = run_all(&conn, invocations).await?;
@@ -419,35 +415,13 @@ impl Backend for RedisClusterBackend {
     ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
         let b = bucket_of(key, self.buckets);
         let mut conn = self.conn().await?;
-        let entry = place(key, b);
-        if ids.is_empty() {
-            let value = redis::cmd("GET").arg(&entry).query_async(&mut conn).await?;
-            return Ok((value, Vec::new()));
-        }
-        let keys: Vec<String> = ids.iter().map(|id| version_key(&place(id, b))).collect();
         // One slot: a pipeline on the bucket's node.
-        let (value, versions): (Option<Bytes>, Vec<Option<u64>>) = redis::pipe()
-            .cmd("GET")
-            .arg(&entry)
-            .cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await?;
-        Ok((
-            value,
-            versions
-                .into_iter()
-                .map(Option::unwrap_or_default)
-                .collect(),
-        ))
+        let keys = ids.iter().map(|id| version_key(&place(id, b))).collect();
+        super::redis::get_checked_on(&mut conn, &place(key, b), keys).await
     }
 
     fn eviction_hint(&self) -> Option<bool> {
-        match self.evicts.load(std::sync::atomic::Ordering::Relaxed) {
-            1 => Some(false),
-            2 => Some(true),
-            _ => None,
-        }
+        super::redis::eviction_hint_of(&self.evicts)
     }
 
     async fn may_evict(&self) -> Result<bool, CacheError> {
@@ -456,16 +430,7 @@ impl Backend for RedisClusterBackend {
             let info: String = self
                 .on_node(&host, port, redis::cmd("INFO").arg("memory").clone())
                 .await?;
-            let field = |name: &str| {
-                info.lines().find_map(|line| {
-                    line.strip_prefix(name)
-                        .and_then(|rest| rest.strip_prefix(':'))
-                        .map(str::trim)
-                })
-            };
-            let limited = field("maxmemory").is_some_and(|v| v != "0");
-            let evicting = field("maxmemory_policy").is_some_and(|p| p != "noeviction");
-            evicts |= limited && evicting;
+            evicts |= super::redis::info_may_evict(&info);
         }
         Ok(evicts)
     }

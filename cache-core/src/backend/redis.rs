@@ -150,7 +150,7 @@ pub(super) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(IN
 static INVALIDATE_LEGACY: LazyLock<Script> =
     LazyLock::new(|| Script::new(INVALIDATE_LEGACY_SCRIPT));
 pub(super) static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK_SCRIPT));
-pub(super) static VERSIONS: LazyLock<Script> = LazyLock::new(|| Script::new(VERSIONS_SCRIPT));
+static VERSIONS: LazyLock<Script> = LazyLock::new(|| Script::new(VERSIONS_SCRIPT));
 
 /// Connection settings for [`RedisBackend`].
 ///
@@ -491,6 +491,75 @@ pub(super) fn connection_parts(
     ))
 }
 
+/// Whether the `INFO memory` reply `info` says Redis may evict keys (`maxmemory` set with a policy
+/// other than `noeviction`).
+pub(super) fn info_may_evict(info: &str) -> bool {
+    let field = |name: &str| {
+        info.lines().find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(str::trim)
+        })
+    };
+    let limited = field("maxmemory").is_some_and(|v| v != "0");
+    let evicting = field("maxmemory_policy").is_some_and(|p| p != "noeviction");
+    limited && evicting
+}
+
+/// The eviction hint kept by a backend: `0` unknown, `1` no eviction, `2` eviction (see
+/// [`Backend::eviction_hint`]).
+pub(super) fn eviction_hint_of(evicts: &AtomicU8) -> Option<bool> {
+    match evicts.load(Ordering::Relaxed) {
+        1 => Some(false),
+        2 => Some(true),
+        _ => None,
+    }
+}
+
+/// The `VERSIONS` script reading (and creating where `create` says so) the version keys `keys`.
+pub(super) fn versions_invocation(
+    keys: impl Iterator<Item = String>,
+    create: impl Iterator<Item = bool>,
+    retention: Duration,
+) -> redis::ScriptInvocation<'static> {
+    let mut inv = VERSIONS.prepare_invoke();
+    for key in keys {
+        inv.key(key);
+    }
+    inv.arg(ttl_ms(retention));
+    for c in create {
+        inv.arg(if c { "1" } else { "0" });
+    }
+    inv
+}
+
+/// Reads the entry `entry` and the versions `version_keys` in one round trip (one pipeline; on a
+/// cluster the keys share one slot). Absent versions read as `0`.
+pub(super) async fn get_checked_on<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    entry: &str,
+    version_keys: Vec<String>,
+) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
+    if version_keys.is_empty() {
+        let value = redis::cmd("GET").arg(entry).query_async(conn).await?;
+        return Ok((value, Vec::new()));
+    }
+    let (value, versions): (Option<Bytes>, Vec<Option<u64>>) = redis::pipe()
+        .cmd("GET")
+        .arg(entry)
+        .cmd("MGET")
+        .arg(&version_keys)
+        .query_async(conn)
+        .await?;
+    Ok((
+        value,
+        versions
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect(),
+    ))
+}
+
 /// Replaces the password in a Redis URL with `***`.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -555,18 +624,11 @@ impl Backend for RedisBackend {
         if reads.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = VERSIONS.prepare_invoke();
-        for r in reads {
-            inv.key(version_key(r.id));
-        }
-        inv.arg(ttl_ms(retention));
-        for i in 0..reads.len() {
-            inv.arg(if create.get(i).copied().unwrap_or(false) {
-                "1"
-            } else {
-                "0"
-            });
-        }
+        let inv = versions_invocation(
+            reads.iter().map(|r| version_key(r.id)),
+            (0..reads.len()).map(|i| create.get(i).copied().unwrap_or(false)),
+            retention,
+        );
         let mut conn = self.conn()?;
         Ok(inv.invoke_async(&mut conn).await?)
     }
@@ -577,33 +639,11 @@ impl Backend for RedisBackend {
         ids: &[&str],
     ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
         let mut conn = self.conn()?;
-        if ids.is_empty() {
-            let value = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
-            return Ok((value, Vec::new()));
-        }
-        let keys: Vec<String> = ids.iter().map(|t| version_key(t)).collect();
-        let (value, versions): (Option<Bytes>, Vec<Option<u64>>) = redis::pipe()
-            .cmd("GET")
-            .arg(key)
-            .cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await?;
-        Ok((
-            value,
-            versions
-                .into_iter()
-                .map(Option::unwrap_or_default)
-                .collect(),
-        ))
+        get_checked_on(&mut conn, key, ids.iter().map(|t| version_key(t)).collect()).await
     }
 
     fn eviction_hint(&self) -> Option<bool> {
-        match self.evicts.load(Ordering::Relaxed) {
-            1 => Some(false),
-            2 => Some(true),
-            _ => None,
-        }
+        eviction_hint_of(&self.evicts)
     }
 
     async fn may_evict(&self) -> Result<bool, CacheError> {
@@ -624,16 +664,7 @@ impl Backend for RedisBackend {
             }
             Err(e) => return Err(e.into()),
         };
-        let field = |name: &str| {
-            info.lines().find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(':'))
-                    .map(str::trim)
-            })
-        };
-        let limited = field("maxmemory").is_some_and(|v| v != "0");
-        let evicting = field("maxmemory_policy").is_some_and(|p| p != "noeviction");
-        Ok(limited && evicting)
+        Ok(info_may_evict(&info))
     }
 
     async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {
