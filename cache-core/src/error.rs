@@ -167,12 +167,23 @@ impl From<redis::RedisError> for CacheError {
     /// Classifies TLS handshake and authentication failures ([`CacheError::Tls`],
     /// [`CacheError::Auth`]); any other error stays [`CacheError::Redis`].
     fn from(e: redis::RedisError) -> CacheError {
+        // The cluster client reports a failure to reach every seed as an I/O error whose detail
+        // is the text of the last node's error (`Failed to create initial connections - Io:
+        // Password authentication failed - AuthenticationFailed`): classified by that text.
+        let wrapped = (e.kind() == redis::ErrorKind::Io).then(|| e.detail().unwrap_or_default());
+        let wrapped_auth = wrapped.is_some_and(|d| {
+            d.contains("AuthenticationFailed") || d.contains("NOAUTH") || d.contains("WRONGPASS")
+        });
         if e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+            || wrapped_auth
         {
-            let reason = match e.code() {
-                Some("NOAUTH") => "the server requires a password and none was given".to_owned(),
-                _ => "the server rejected the user or password (AUTH)".to_owned(),
+            let noauth = e.code() == Some("NOAUTH")
+                || (wrapped_auth && wrapped.is_some_and(|d| d.contains("NOAUTH")));
+            let reason = if noauth {
+                "the server requires a password and none was given".to_owned()
+            } else {
+                "the server rejected the user or password (AUTH)".to_owned()
             };
             return CacheError::Auth {
                 reason,
@@ -268,3 +279,35 @@ impl ConfigError {
 
 /// Result alias for explicit cache operations.
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_connection_failures_are_classified_by_the_nodes_error() {
+        let wrapped = |detail: &str| {
+            CacheError::from(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "Failed to create initial connections",
+                detail.to_owned(),
+            )))
+        };
+        let auth = wrapped("Password authentication failed - AuthenticationFailed");
+        assert!(auth.is_auth(), "{auth:?}");
+        assert!(
+            auth.to_string().contains("rejected the user or password"),
+            "{auth}"
+        );
+        let noauth = wrapped("NOAUTH: Authentication required.");
+        assert!(noauth.is_auth(), "{noauth:?}");
+        assert!(
+            noauth.to_string().contains("requires a password"),
+            "{noauth}"
+        );
+        let tls = wrapped("invalid peer certificate: UnknownIssuer");
+        assert!(tls.is_tls(), "{tls:?}");
+        let refused = wrapped("Connection refused (os error 111)");
+        assert!(!refused.is_auth() && !refused.is_tls(), "{refused:?}");
+    }
+}

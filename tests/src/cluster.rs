@@ -6,6 +6,12 @@
 //! replica is attached to its master. Dropping the handle kills every process and removes the
 //! temporary directory (node configs, logs).
 //!
+//! [`RedisCluster::start_tls`] / [`RedisCluster::start_mutual_tls`] spawn the same cluster
+//! speaking TLS only (client port, replication and cluster bus; certificates from
+//! [`TestCerts`]), and [`RedisCluster::start_with_password`] one that requires a password
+//! (`requirepass` and `masterauth`); [`RedisCluster::acl_setuser`] adds an ACL user on every
+//! node. Every helper below works on those clusters too.
+//!
 //! Faults act on the processes: [`kill_master`](RedisCluster::kill_master) (`SIGKILL`),
 //! [`wait_failover`](RedisCluster::wait_failover) (until a replica of the dead master has taken
 //! over its slots), [`restart_node`](RedisCluster::restart_node) (the node rejoins with its
@@ -36,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::certs::TestCerts;
 use crate::server::{
     debug_command_option, find_redis_server, free_port, is_executable, ping_pid, read_lossy,
 };
@@ -303,6 +310,23 @@ struct Owned {
     debug_command: bool,
     dir: TempDir,
     nodes: Vec<Node>,
+    flavor: Flavor,
+}
+
+/// How the nodes of a spawned cluster are reached (clients, replication and the cluster bus
+/// alike).
+#[derive(Debug, Clone)]
+enum Flavor {
+    /// Plain TCP, no password.
+    Plain,
+    /// TLS only (`--port 0 --tls-port P --tls-cluster yes --tls-replication yes`), certificates
+    /// from the test CA; client certificates required when `auth_clients`.
+    Tls {
+        certs: Box<TestCerts>,
+        auth_clients: bool,
+    },
+    /// Plain TCP, `--requirepass` and `--masterauth`.
+    Password(String),
 }
 
 /// One spawned node.
@@ -372,6 +396,60 @@ impl RedisCluster {
     /// cluster does not become healthy in time; the message then includes the output of
     /// `redis-cli` or the last state seen, and the tail of every node's log.
     pub fn start_owned() -> Self {
+        Self::spawn_cluster(|_| Flavor::Plain)
+    }
+
+    /// Spawns a cluster whose nodes speak TLS only, to clients and to each other: every node
+    /// runs with `--port 0 --tls-port P --tls-cluster yes --tls-replication yes` and the
+    /// certificates of [`tls_certs`](Self::tls_certs) (the server certificate names
+    /// `127.0.0.1` and `localhost`, and is signed by a test CA that no client trusts by
+    /// default). Clients need no certificate of their own (`--tls-auth-clients no`). The
+    /// cluster is created with `redis-cli --tls --cacert <CA> --cluster create ...`.
+    ///
+    /// [`urls`](Self::urls) are `rediss://127.0.0.1:PORT`; [`client`](Self::client),
+    /// [`node_client`](Self::node_client) and every helper (health, slots, faults,
+    /// [`acl_setuser`](Self::acl_setuser)) trust the test CA and present its client
+    /// certificate.
+    ///
+    /// # Panics
+    /// As [`start_owned`](Self::start_owned), and if the certificates cannot be written.
+    pub fn start_tls() -> Self {
+        Self::spawn_cluster(|dir| Flavor::Tls {
+            certs: Box::new(TestCerts::generate(dir)),
+            auth_clients: false,
+        })
+    }
+
+    /// Like [`start_tls`](Self::start_tls), but every node requires a client certificate
+    /// signed by its CA (`--tls-auth-clients yes`, mutual TLS): [`TestCerts::client`] is one.
+    /// The nodes present their server certificate to each other (it is also a client
+    /// certificate), and `redis-cli` presents it too.
+    ///
+    /// # Panics
+    /// As [`start_tls`](Self::start_tls).
+    pub fn start_mutual_tls() -> Self {
+        Self::spawn_cluster(|dir| Flavor::Tls {
+            certs: Box::new(TestCerts::generate(dir)),
+            auth_clients: true,
+        })
+    }
+
+    /// Spawns a cluster whose nodes require `password` for the `default` user
+    /// (`--requirepass`), and use it towards their masters (`--masterauth`). The cluster is
+    /// created with `redis-cli -a <password> --cluster create ...`.
+    ///
+    /// [`urls`](Self::urls) carry the password (`redis://:PASSWORD@127.0.0.1:PORT`), so every
+    /// helper works; add ACL users on every node with [`acl_setuser`](Self::acl_setuser) and
+    /// build URLs for them from [`ports`](Self::ports).
+    ///
+    /// # Panics
+    /// As [`start_owned`](Self::start_owned).
+    pub fn start_with_password(password: &str) -> Self {
+        let password = password.to_owned();
+        Self::spawn_cluster(move |_| Flavor::Password(password))
+    }
+
+    fn spawn_cluster(flavor: impl FnOnce(&Path) -> Flavor) -> Self {
         let server_bin = find_redis_server().unwrap_or_else(|msg| panic!("{msg}"));
         let cli_bin = find_redis_cli(Some(&server_bin)).unwrap_or_else(|msg| panic!("{msg}"));
         let dir = tempfile::Builder::new()
@@ -380,6 +458,7 @@ impl RedisCluster {
             .unwrap_or_else(|e| panic!("cannot create a temporary directory for the cluster: {e}"));
         let cluster_port_option = redis_major(&server_bin) >= 7;
         let debug_command = debug_command_option(&server_bin);
+        let flavor = flavor(dir.path());
         let mut cluster = Self {
             seeds: Vec::new(),
             owned: Some(Owned {
@@ -388,6 +467,7 @@ impl RedisCluster {
                 debug_command,
                 dir,
                 nodes: Vec::new(),
+                flavor,
             }),
         };
         let nodes = MASTERS * (1 + REPLICAS_PER_MASTER);
@@ -398,12 +478,12 @@ impl RedisCluster {
         owned.create(&cli_bin);
         for i in 0..owned.nodes.len() {
             let port = owned.nodes[i].port;
-            let id = cluster_myid(port).unwrap_or_else(|e| {
+            let id = owned.cluster_myid(port).unwrap_or_else(|e| {
                 owned.fail(&format!("CLUSTER MYID on 127.0.0.1:{port} failed: {e}"))
             });
             owned.nodes[i].id = id;
         }
-        let seeds = owned.nodes.iter().map(|n| local_url(n.port)).collect();
+        let seeds = owned.nodes.iter().map(|n| owned.url(n.port)).collect();
         cluster.seeds = seeds;
         cluster.wait_until(READY_TIMEOUT, "become healthy after its creation", |c| {
             c.check_healthy()?;
@@ -449,8 +529,9 @@ impl RedisCluster {
         }
     }
 
-    /// The seed URLs: `redis://127.0.0.1:PORT` of every spawned node (or the URLs of
-    /// `REDIS_CLUSTER_URLS`).
+    /// The seed URLs: `redis://127.0.0.1:PORT` of every spawned node (`rediss://` for a
+    /// [TLS cluster](Self::start_tls), `redis://:PASSWORD@` for one
+    /// [with a password](Self::start_with_password)), or the URLs of `REDIS_CLUSTER_URLS`.
     pub fn urls(&self) -> Vec<String> {
         self.seeds.clone()
     }
@@ -490,10 +571,11 @@ impl RedisCluster {
     }
 
     /// The URL of the node on `port`, for a direct (non-cluster) connection to that node:
-    /// `redis://127.0.0.1:PORT`, or for an external cluster the first seed's URL with `port`.
+    /// `redis://127.0.0.1:PORT` (with the scheme and password of [`urls`](Self::urls)), or for an
+    /// external cluster the first seed's URL with `port`.
     pub fn node_url(&self, port: u16) -> String {
         match &self.owned {
-            Some(_) => local_url(port),
+            Some(owned) => owned.url(port),
             None => self
                 .seeds
                 .iter()
@@ -510,8 +592,44 @@ impl RedisCluster {
     ///
     /// If the URL cannot be parsed (only possible with a bad `REDIS_CLUSTER_URLS`).
     pub fn node_client(&self, port: u16) -> redis::Client {
+        if let Some(owned) = &self.owned {
+            return owned.client(port);
+        }
         let url = self.node_url(port);
         redis::Client::open(url.as_str()).unwrap_or_else(|e| panic!("invalid Redis URL {url}: {e}"))
+    }
+
+    /// The certificates of a cluster started with [`start_tls`](Self::start_tls) or
+    /// [`start_mutual_tls`](Self::start_mutual_tls).
+    pub fn tls_certs(&self) -> Option<&TestCerts> {
+        match self.owned.as_ref().map(|o| &o.flavor) {
+            Some(Flavor::Tls { certs, .. }) => Some(certs),
+            _ => None,
+        }
+    }
+
+    /// Creates or changes the ACL user `user` on **every running node**
+    /// (`ACL SETUSER user reset <rules>`; a cluster does not propagate ACL users), e.g.
+    /// `&["on", ">secret", "~ns:*", "+get"]`. A node restarted later
+    /// ([`restart_node`](Self::restart_node)) does not have the user.
+    ///
+    /// # Panics
+    /// If a node refuses the rules or cannot be reached.
+    pub fn acl_setuser(&self, user: &str, rules: &[&str]) {
+        for port in self.live_ports() {
+            let mut con = self
+                .admin(port)
+                .unwrap_or_else(|e| panic!("ACL SETUSER {user}: {e}"));
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(user)
+                .arg("reset")
+                .arg(rules)
+                .query::<()>(&mut con)
+                .unwrap_or_else(|e| {
+                    panic!("ACL SETUSER {user} {rules:?} failed on 127.0.0.1:{port}: {e}")
+                });
+        }
     }
 
     /// A redis-rs cluster client seeded with [`urls`](Self::urls) (default settings: it
@@ -521,7 +639,12 @@ impl RedisCluster {
     ///
     /// If the client cannot be built from the seeds.
     pub fn client(&self) -> redis::cluster::ClusterClient {
-        redis::cluster::ClusterClient::new(self.urls())
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.urls());
+        if let Some(certs) = self.tls_certs() {
+            builder = builder.certs(tls_certificates(certs));
+        }
+        builder
+            .build()
             .unwrap_or_else(|e| panic!("cannot build a cluster client for {:?}: {e}", self.seeds))
     }
 
@@ -680,7 +803,7 @@ impl RedisCluster {
         self.wait_until(timeout, &what, |c| {
             for port in c.live_ports() {
                 c.check_node_state(port)?;
-                let view = cluster_nodes(&mut admin_connection(port)?)?;
+                let view = cluster_nodes(&mut c.admin(port)?)?;
                 for &(start, end) in &fault.slots {
                     let owner = view
                         .iter()
@@ -857,8 +980,8 @@ impl RedisCluster {
 
     fn admin(&self, port: u16) -> Result<redis::Connection, String> {
         match &self.owned {
-            Some(_) => admin_connection(port),
-            None => connect(&self.node_url(port)),
+            Some(owned) => owned.admin(port),
+            None => connect(&self.node_client(port)),
         }
     }
 
@@ -1077,6 +1200,97 @@ impl Drop for RedisCluster {
 }
 
 impl Owned {
+    /// The URL of the node on `port`, as the flavor says: `redis://127.0.0.1:PORT`,
+    /// `rediss://127.0.0.1:PORT` or `redis://:PASSWORD@127.0.0.1:PORT`.
+    fn url(&self, port: u16) -> String {
+        match &self.flavor {
+            Flavor::Plain => local_url(port),
+            Flavor::Tls { .. } => format!("rediss://127.0.0.1:{port}"),
+            Flavor::Password(password) => format!("redis://:{password}@127.0.0.1:{port}"),
+        }
+    }
+
+    /// A client for the node on `port`, with the credentials or certificates it needs.
+    fn client(&self, port: u16) -> redis::Client {
+        let url = self.url(port);
+        let client = match &self.flavor {
+            Flavor::Tls { certs, .. } => {
+                redis::Client::build_with_tls(url.as_str(), tls_certificates(certs))
+            }
+            _ => redis::Client::open(url.as_str()),
+        };
+        client.unwrap_or_else(|e| panic!("cannot make a client for {url}: {e}"))
+    }
+
+    fn admin(&self, port: u16) -> Result<redis::Connection, String> {
+        connect(&self.client(port))
+    }
+
+    fn cluster_myid(&self, port: u16) -> Result<String, String> {
+        let mut con = self.admin(port)?;
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut con)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The `redis-server` arguments that make a node listen on `port` the way the flavor says.
+    fn listen_args(&self, port: u16) -> Vec<std::ffi::OsString> {
+        let port = port.to_string();
+        match &self.flavor {
+            Flavor::Plain => vec!["--port".into(), port.into()],
+            Flavor::Password(password) => vec![
+                "--port".into(),
+                port.into(),
+                "--requirepass".into(),
+                password.into(),
+                "--masterauth".into(),
+                password.into(),
+            ],
+            Flavor::Tls {
+                certs,
+                auth_clients,
+            } => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.into(),
+                "--tls-cluster".into(),
+                "yes".into(),
+                "--tls-replication".into(),
+                "yes".into(),
+                "--tls-cert-file".into(),
+                certs.server.cert_file.clone().into(),
+                "--tls-key-file".into(),
+                certs.server.key_file.clone().into(),
+                "--tls-ca-cert-file".into(),
+                certs.ca.cert_file.clone().into(),
+                "--tls-auth-clients".into(),
+                if *auth_clients { "yes" } else { "no" }.into(),
+            ],
+        }
+    }
+
+    /// The `redis-cli` arguments that reach the nodes the way the flavor says.
+    fn cli_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.flavor {
+            Flavor::Plain => Vec::new(),
+            Flavor::Password(password) => {
+                vec!["-a".into(), password.into(), "--no-auth-warning".into()]
+            }
+            Flavor::Tls { certs, .. } => vec![
+                "--tls".into(),
+                "--cacert".into(),
+                certs.ca.cert_file.clone().into(),
+                // Accepted by every node (`tls-auth-clients yes` included).
+                "--cert".into(),
+                certs.server.cert_file.clone().into(),
+                "--key".into(),
+                certs.server.key_file.clone().into(),
+            ],
+        }
+    }
+
     /// Spawns one more node on fresh free ports (retrying when a port was taken meanwhile).
     fn spawn_new_node(&mut self) {
         let mut last_failure = String::new();
@@ -1154,8 +1368,7 @@ impl Owned {
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot duplicate a file handle: {e}"));
         let mut cmd = Command::new(&self.server_bin);
-        cmd.arg("--port")
-            .arg(port.to_string())
+        cmd.args(self.listen_args(port))
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
             .args(["--cluster-enabled", "yes"])
             .arg("--cluster-config-file")
@@ -1185,8 +1398,7 @@ impl Owned {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.server_bin.display()));
 
-        let client = redis::Client::open(local_url(port))
-            .unwrap_or_else(|e| panic!("invalid Redis URL for port {port}: {e}"));
+        let client = self.client(port);
         let deadline = Instant::now() + NODE_START_TIMEOUT;
         let result = loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -1220,6 +1432,7 @@ impl Owned {
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot duplicate a file handle: {e}"));
         let mut child = Command::new(cli_bin)
+            .args(self.cli_args())
             .args(["--cluster", "create"])
             .args(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
             .args(["--cluster-replicas", &REPLICAS_PER_MASTER.to_string()])
@@ -1398,6 +1611,18 @@ fn seed_list(urls: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The certificates a client of a TLS cluster presents and trusts: the test CA, and the
+/// client certificate (accepted with `--tls-auth-clients yes` too).
+fn tls_certificates(certs: &TestCerts) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: Some(redis::ClientTlsConfig {
+            client_cert: certs.client.cert_pem.clone().into_bytes(),
+            client_key: certs.client.key_pem.clone().into_bytes(),
+        }),
+        root_cert: Some(certs.ca.cert_pem.clone().into_bytes()),
+    }
+}
+
 fn local_url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}")
 }
@@ -1430,9 +1655,9 @@ fn with_port(url: &str, port: u16) -> String {
     format!("{scheme}://{auth}{host}:{port}{path}")
 }
 
-/// A blocking connection with short timeouts to `url`.
-fn connect(url: &str) -> Result<redis::Connection, String> {
-    let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
+/// A blocking connection with short timeouts through `client`.
+fn connect(client: &redis::Client) -> Result<redis::Connection, String> {
+    let url = client.get_connection_info().addr().to_string();
     let con = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
@@ -1440,18 +1665,6 @@ fn connect(url: &str) -> Result<redis::Connection, String> {
         .and_then(|()| con.set_write_timeout(Some(REPLY_TIMEOUT)))
         .map_err(|e| format!("{url}: {e}"))?;
     Ok(con)
-}
-
-fn admin_connection(port: u16) -> Result<redis::Connection, String> {
-    connect(&local_url(port))
-}
-
-fn cluster_myid(port: u16) -> Result<String, String> {
-    let mut con = admin_connection(port)?;
-    redis::cmd("CLUSTER")
-        .arg("MYID")
-        .query(&mut con)
-        .map_err(|e| e.to_string())
 }
 
 /// `CLUSTER INFO` as a map.

@@ -54,8 +54,9 @@ use crate::error::CacheError;
 enum Attempt {
     Idle,
     Running,
-    /// When the last attempt failed, and why.
-    Failed((Instant, String)),
+    /// When the last attempt failed, and why (kept whole, so that every caller gets the
+    /// classified error: [`CacheError::Tls`], [`CacheError::Auth`], ...).
+    Failed((Instant, redis::RedisError)),
 }
 
 /// Buckets per namespace unless configured otherwise.
@@ -162,6 +163,29 @@ impl RedisClusterBackend {
         })
     }
 
+    /// The ACL rules of a Redis user that may do everything this backend does in `namespace`
+    /// on a cluster, and nothing else: the rules of [`RedisBackend::acl_rules`] plus
+    /// `+cluster|slots`, which the cluster client sends to learn the slot map (at connection,
+    /// after a `MOVED`) and this backend to find the masters (pattern deletes, stats). Create
+    /// the user on **every node** (a cluster does not propagate ACL users):
+    /// `ACL SETUSER <user> on ><password> <rules>`.
+    ///
+    /// [`RedisBackend::acl_rules`]: super::RedisBackend::acl_rules
+    ///
+    /// ```
+    /// use cache_core::backend::{RedisBackend, RedisClusterBackend};
+    /// assert_eq!(
+    ///     RedisClusterBackend::acl_rules("gallery"),
+    ///     format!("{} +cluster|slots", RedisBackend::acl_rules("gallery"))
+    /// );
+    /// ```
+    pub fn acl_rules(namespace: &str) -> String {
+        format!(
+            "{} +cluster|slots",
+            super::RedisBackend::acl_rules(namespace)
+        )
+    }
+
     /// The seed URLs, with passwords replaced by `***`.
     pub fn seeds(&self) -> &[String] {
         &self.seeds_redacted
@@ -176,6 +200,9 @@ impl RedisClusterBackend {
         if let Some(c) = self.conn.get() {
             return Ok(c.clone());
         }
+        // A caller that waited for an attempt gets that attempt's error, however long it took
+        // to be woken (a loaded machine): it never starts attempts in a loop.
+        let mut waited = false;
         loop {
             let done = self.attempt_done.notified();
             tokio::pin!(done);
@@ -190,21 +217,22 @@ impl RedisClusterBackend {
                     .unwrap_or_else(PoisonError::into_inner);
                 match std::mem::replace(&mut *state, Attempt::Running) {
                     Attempt::Running => {}
-                    Attempt::Failed(e) if !self.waited_after(&e) => {
-                        let msg = e.1.clone();
+                    Attempt::Failed(e) if waited || !self.waited_after(&e) => {
+                        let err = CacheError::from(e.1.clone());
                         *state = Attempt::Failed(e);
-                        return Err(CacheError::Backend(msg.into()));
+                        return Err(err);
                     }
                     Attempt::Idle | Attempt::Failed(_) => self.spawn_attempt(),
                 }
             }
             done.await;
+            waited = true;
         }
     }
 
     /// Whether the last failed attempt is old enough to try again (10 ms: reconnection is
     /// driven by the callers, and a dead cluster must not be dialled once per call).
-    fn waited_after(&self, failed: &(Instant, String)) -> bool {
+    fn waited_after(&self, failed: &(Instant, redis::RedisError)) -> bool {
         failed.0.elapsed() >= Duration::from_millis(10)
     }
 
@@ -222,7 +250,10 @@ impl RedisClusterBackend {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             finish(Attempt::Failed((
                 Instant::now(),
-                "the Redis Cluster backend must be used inside a tokio runtime".into(),
+                redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the Redis Cluster backend must be used inside a tokio runtime",
+                )),
             )));
             return;
         };
@@ -232,7 +263,7 @@ impl RedisClusterBackend {
                     let _ = cell.set(c);
                     finish(Attempt::Idle);
                 }
-                Err(e) => finish(Attempt::Failed((Instant::now(), e.to_string()))),
+                Err(e) => finish(Attempt::Failed((Instant::now(), e))),
             }
         });
     }
