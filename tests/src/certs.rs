@@ -59,12 +59,26 @@ impl TestCerts {
     /// # Panics
     /// If generation or writing fails.
     pub fn generate(dir: &Path) -> TestCerts {
+        TestCerts::generate_for(dir, &["127.0.0.1", "localhost"])
+    }
+
+    /// Like [`generate`](Self::generate), with a server certificate naming `names` only (IP
+    /// addresses or DNS names), e.g. `&["localhost"]` for a server whose certificate does not
+    /// name its IP address.
+    ///
+    /// # Panics
+    /// If generation or writing fails, or `names` is empty.
+    pub fn generate_for(dir: &Path, names: &[&str]) -> TestCerts {
+        assert!(
+            !names.is_empty(),
+            "a server certificate names at least one host"
+        );
         let (ca, ca_issuer) = new_ca("cache-tests CA", dir, "ca");
         let (other_ca, other_issuer) = new_ca("cache-tests other CA", dir, "other-ca");
         let server = new_leaf(
             &ca_issuer,
-            "127.0.0.1",
-            &["127.0.0.1", "localhost"],
+            names[0],
+            names,
             &[
                 ExtendedKeyUsagePurpose::ServerAuth,
                 // Redis also presents this certificate as a client (replication, cluster bus).

@@ -324,6 +324,9 @@ enum Flavor {
     Tls {
         certs: Box<TestCerts>,
         auth_clients: bool,
+        /// The host of the URLs: a name of the server certificate that resolves to the
+        /// loopback address.
+        host: String,
     },
     /// Plain TCP, `--requirepass` and `--masterauth`.
     Password(String),
@@ -417,6 +420,29 @@ impl RedisCluster {
         Self::spawn_cluster(|dir| Flavor::Tls {
             certs: Box::new(TestCerts::generate(dir)),
             auth_clients: false,
+            host: "127.0.0.1".into(),
+        })
+    }
+
+    /// Like [`start_tls`](Self::start_tls), with server certificates naming only `names`
+    /// ([`TestCerts::generate_for`]), e.g. `&["localhost"]`: the nodes announce their IP
+    /// address (`127.0.0.1`) in `CLUSTER SLOTS`, which such a certificate does not name.
+    /// [`urls`](Self::urls) and the helpers of this handle use the first of `names` that is
+    /// `127.0.0.1` or `localhost` as the host.
+    ///
+    /// # Panics
+    /// As [`start_tls`](Self::start_tls), and if `names` holds neither `127.0.0.1` nor
+    /// `localhost`.
+    pub fn start_tls_naming(names: &[&str]) -> Self {
+        let host = names
+            .iter()
+            .find(|n| matches!(**n, "127.0.0.1" | "localhost"))
+            .unwrap_or_else(|| panic!("{names:?}: name 127.0.0.1 or localhost"))
+            .to_string();
+        Self::spawn_cluster(|dir| Flavor::Tls {
+            certs: Box::new(TestCerts::generate_for(dir, names)),
+            auth_clients: false,
+            host,
         })
     }
 
@@ -431,6 +457,7 @@ impl RedisCluster {
         Self::spawn_cluster(|dir| Flavor::Tls {
             certs: Box::new(TestCerts::generate(dir)),
             auth_clients: true,
+            host: "127.0.0.1".into(),
         })
     }
 
@@ -1205,7 +1232,7 @@ impl Owned {
     fn url(&self, port: u16) -> String {
         match &self.flavor {
             Flavor::Plain => local_url(port),
-            Flavor::Tls { .. } => format!("rediss://127.0.0.1:{port}"),
+            Flavor::Tls { host, .. } => format!("rediss://{host}:{port}"),
             Flavor::Password(password) => format!("redis://:{password}@127.0.0.1:{port}"),
         }
     }
@@ -1250,6 +1277,7 @@ impl Owned {
             Flavor::Tls {
                 certs,
                 auth_clients,
+                ..
             } => vec![
                 "--port".into(),
                 "0".into(),

@@ -30,7 +30,11 @@
 //! * Deployment flavors: [`RedisServer::start_tls`] (TLS only, certificates generated for the
 //!   test by a test CA, [`TestCerts`]), [`RedisServer::start_mutual_tls`] (client certificate
 //!   required) and [`RedisServer::start_with_password`] (`requirepass`; ACL users with
-//!   [`RedisServer::acl_setuser`]).
+//!   [`RedisServer::acl_setuser`]); the same for a cluster: [`RedisCluster::start_tls`] (TLS on
+//!   every port and on the cluster bus), [`RedisCluster::start_mutual_tls`],
+//!   [`RedisCluster::start_tls_naming`] (certificates that do not name the nodes' IP
+//!   addresses), [`RedisCluster::start_with_password`] (`requirepass` + `masterauth`) and
+//!   [`RedisCluster::acl_setuser`] (on every node).
 //! * [`http::HttpClient`]: a minimal keep-alive HTTP/1.1 client for load and
 //!   fault tests over loopback (the throughput benches and the chaos suite).
 //! * [`LogCapture`] records what the library logs on the current thread (messages, secrets).

@@ -734,3 +734,113 @@ async fn after_a_failover_the_promoted_replica_of_a_password_cluster_is_reached_
         "nothing was refused"
     );
 }
+
+#[test]
+fn cluster_seeds_mixing_tls_and_plain_or_tls_settings_for_plain_seeds_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = TestCerts::generate(dir.path());
+    let err = Cache::builder()
+        .redis_cluster(["rediss://127.0.0.1:7000", "redis://127.0.0.1:7001"])
+        .build()
+        .unwrap_err();
+    assert_eq!(err.source_name(), "redis_cluster", "{err}");
+    assert!(err.to_string().contains("the same scheme"), "{err}");
+    // TLS files for plain seeds: the seeds are at fault.
+    let err = from_env(&[
+        ("REDIS_CLUSTER_URLS", "redis://127.0.0.1:7000".into()),
+        ("REDIS_TLS_CA_FILE", c.ca.cert_file.display().to_string()),
+    ])
+    .and_then(CacheBuilder::build)
+    .unwrap_err();
+    assert!(err.to_string().contains("rediss://"), "{err}");
+    // A password in a seed URL never shows in the error.
+    let err = Cache::builder()
+        .redis_cluster([
+            "rediss://127.0.0.1:7000".to_owned(),
+            format!("redis://app:{APP_PASSWORD}@127.0.0.1:7001"),
+        ])
+        .build()
+        .unwrap_err();
+    assert!(!format!("{err} {err:?}").contains(APP_PASSWORD), "{err}");
+}
+
+/// Sets `name` to `value` on every running node (`CONFIG SET`).
+fn config_set(cluster: &RedisCluster, name: &str, value: &str) {
+    for port in cluster
+        .ports()
+        .into_iter()
+        .filter(|&p| cluster.pid(p).is_some())
+    {
+        let mut con = cluster
+            .node_client(port)
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query::<()>(&mut con)
+            .unwrap_or_else(|e| panic!("CONFIG SET {name} {value} on {port}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn node_certificates_must_name_the_announced_address_or_the_nodes_must_announce_hostnames() {
+    let log = LogCapture::start();
+    // Certificates for `localhost` only; the nodes announce 127.0.0.1.
+    let cluster = RedisCluster::start_tls_naming(&["localhost"]);
+    let urls = cluster.urls();
+    assert!(urls[0].starts_with("rediss://localhost:"), "{urls:?}");
+    let ca = certs(&cluster).ca.cert_pem;
+    let cache = builder(&unique_namespace("ctls"))
+        .redis_cluster(urls.clone())
+        .redis_tls_ca_pem(ca.clone())
+        .build()
+        .unwrap();
+    // The seeds verify (`localhost`), the nodes of the slot map (127.0.0.1) do not: nothing is
+    // cached, every read answers from its loader, health is down.
+    assert_eq!(
+        loads_of_two_reads(&cache).await,
+        2,
+        "every read runs its loader"
+    );
+    let err = bounded(
+        "a set",
+        cache.set(&cache.key("item").id(2).build(), &1u32, MINUTE),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.is_circuit_open() || err.to_string().contains("ClusterConnectionNotFound"),
+        "{err:?}"
+    );
+    let health = bounded("health", cache.health()).await;
+    assert_eq!(health.status, HealthStatus::Down, "{health:?}");
+    // The cluster client reports only that it has no connection to the nodes; the reason is in
+    // its own log (the `log` crate, target `redis::cluster_handling`), at WARN.
+    assert!(
+        health
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("ClusterConnectionNotFound")),
+        "{health:?}"
+    );
+    assert!(
+        log.lines_with("Failed to connect to node: 127.0.0.1:")
+            .iter()
+            .any(|l| l.starts_with("WARN") && l.contains("not valid for name \"127.0.0.1\"")),
+        "{}",
+        log.text()
+    );
+
+    // The nodes announce the name their certificates carry: the cache works.
+    config_set(&cluster, "cluster-announce-hostname", "localhost");
+    config_set(&cluster, "cluster-preferred-endpoint-type", "hostname");
+    let ns = unique_namespace("ctls");
+    let named = builder(&ns)
+        .redis_cluster(urls)
+        .redis_tls_ca_pem(ca)
+        .build()
+        .unwrap();
+    core_behaviours(&named, &cluster, &ns).await;
+}
