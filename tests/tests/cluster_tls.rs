@@ -483,8 +483,8 @@ async fn a_password_cluster_refuses_a_wrong_password_clearly_without_leaking_it_
 
 /// Every operation of the library on a cluster, each checked for its effect: misses and hits
 /// with tags, explicit set/get/delete, tag invalidation, leases, fragments (MGET across slots),
-/// pattern deletes, clear, stats, health.
-async fn every_operation(cache: &Cache) {
+/// pattern deletes, clear.
+async fn every_operation_but_server_figures(cache: &Cache) {
     let loads = AtomicUsize::new(0);
     let load = || {
         loads.fetch_add(1, Ordering::SeqCst);
@@ -551,7 +551,11 @@ async fn every_operation(cache: &Cache) {
     assert_eq!(cache.delete_pattern("doomed:*").await.unwrap(), 1);
     cache.clear().await.unwrap();
     assert_eq!(cache.get::<String>(&k1).await, None);
+}
 
+/// [`every_operation_but_server_figures`], then stats with the server's figures and health.
+async fn every_operation(cache: &Cache) {
+    every_operation_but_server_figures(cache).await;
     let info = cache.backend_info().await.unwrap();
     assert_eq!(info.backend, "redis-cluster");
     assert!(!info.version.is_empty(), "{info:?}");
@@ -764,6 +768,27 @@ fn cluster_seeds_mixing_tls_and_plain_or_tls_settings_for_plain_seeds_are_config
     assert!(!format!("{err} {err:?}").contains(APP_PASSWORD), "{err}");
 }
 
+/// Whether `CLUSTER SLOTS` of every node gives `host` as the endpoint of every master.
+fn every_node_announces(cluster: &RedisCluster, host: &str) -> bool {
+    cluster.ports().into_iter().all(|port| {
+        let mut con = cluster
+            .node_client(port)
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
+        ranges.iter().all(|range| match range {
+            redis::Value::Array(parts) => match parts.get(2) {
+                Some(redis::Value::Array(node)) => matches!(
+                    node.first(),
+                    Some(redis::Value::BulkString(b)) if b == host.as_bytes()
+                ),
+                _ => false,
+            },
+            _ => false,
+        })
+    })
+}
+
 /// Sets `name` to `value` on every running node (`CONFIG SET`).
 fn config_set(cluster: &RedisCluster, name: &str, value: &str) {
     for port in cluster
@@ -836,6 +861,16 @@ async fn node_certificates_must_name_the_announced_address_or_the_nodes_must_ann
     // The nodes announce the name their certificates carry: the cache works.
     config_set(&cluster, "cluster-announce-hostname", "localhost");
     config_set(&cluster, "cluster-preferred-endpoint-type", "hostname");
+    // Each node learns the others' hostnames by gossip: wait until every node's slot map names
+    // every master `localhost`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !every_node_announces(&cluster, "localhost") {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never announced their hostnames"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let ns = unique_namespace("ctls");
     let named = builder(&ns)
         .redis_cluster(urls)
@@ -843,4 +878,89 @@ async fn node_certificates_must_name_the_announced_address_or_the_nodes_must_ann
         .build()
         .unwrap();
     core_behaviours(&named, &cluster, &ns).await;
+}
+
+#[tokio::test]
+async fn an_acl_user_without_info_dbsize_or_ping_still_runs_every_operation_on_the_cluster() {
+    let log = LogCapture::start();
+    let cluster = RedisCluster::start_with_password(ADMIN_PASSWORD);
+    let ns = unique_namespace("cacl");
+    let rules = RedisClusterBackend::acl_rules(&ns)
+        .replace(" +ping", "")
+        .replace(" +info", "")
+        .replace(" +dbsize", "");
+    create_user(&cluster, "app", &rules);
+    let cache = builder(&ns)
+        .redis_cluster(urls_for(&cluster, "app", APP_PASSWORD))
+        .build()
+        .unwrap();
+    every_operation_but_server_figures(&cache).await;
+    assert_eq!(cache.stats().total.errors, 0, "{:?}", cache.stats());
+    let health = cache.health().await;
+    assert_eq!(health.status, HealthStatus::Up, "{health:?}");
+    let info = cache.backend_info().await.unwrap();
+    assert_eq!(
+        (
+            info.backend.as_str(),
+            info.total_keys,
+            info.version.as_str()
+        ),
+        ("redis-cluster", 0, "")
+    );
+    let limited = log.lines_with("cache_redis_acl_limited");
+    for command in ["INFO", "DBSIZE", "PING"] {
+        assert_eq!(
+            limited
+                .iter()
+                .filter(|l| l.contains(&format!("command={command}")))
+                .count(),
+            1,
+            "{command} logged once: {limited:?}"
+        );
+    }
+    let refused = acl_log(&cluster);
+    assert!(
+        refused
+            .iter()
+            .all(|r| ["info", "ping", "dbsize"].iter().any(|c| r.contains(c))),
+        "only the three left-out commands were refused: {refused:?}"
+    );
+
+    // The safe assumption about eviction: hits are verified, which creates the namespace's
+    // generation counter at the first fill; a user that may read INFO on a cluster that does
+    // not evict creates none.
+    let generation = |ns: &str| {
+        keys_by_master(&cluster, ns)
+            .values()
+            .flatten()
+            .any(|k| k.ends_with(":g:v"))
+    };
+    let limited_ns = unique_namespace("cacl");
+    create_user(
+        &cluster,
+        "limited",
+        &RedisClusterBackend::acl_rules(&limited_ns).replace(" +info", ""),
+    );
+    let limited = builder(&limited_ns)
+        .redis_cluster(urls_for(&cluster, "limited", APP_PASSWORD))
+        .build()
+        .unwrap();
+    assert_eq!(loads_of_two_reads(&limited).await, 1);
+    assert!(
+        generation(&limited_ns),
+        "{:?}",
+        keys_by_master(&cluster, &limited_ns)
+    );
+    let full_ns = unique_namespace("cacl");
+    create_user(&cluster, "full", &RedisClusterBackend::acl_rules(&full_ns));
+    let full = builder(&full_ns)
+        .redis_cluster(urls_for(&cluster, "full", APP_PASSWORD))
+        .build()
+        .unwrap();
+    assert_eq!(loads_of_two_reads(&full).await, 1);
+    assert!(
+        !generation(&full_ns),
+        "{:?}",
+        keys_by_master(&cluster, &full_ns)
+    );
 }

@@ -90,6 +90,9 @@ pub struct RedisClusterBackend {
     buckets: u16,
     seeds_redacted: Vec<String>,
     evicts: std::sync::atomic::AtomicU8,
+    /// Commands the ACL user may not run that were already logged: bit 0 `INFO`, bit 1 `PING`,
+    /// bit 2 `DBSIZE` (as [`RedisBackend`](super::RedisBackend)).
+    refused: std::sync::atomic::AtomicU8,
 }
 
 impl fmt::Debug for RedisClusterBackend {
@@ -160,6 +163,7 @@ impl RedisClusterBackend {
             buckets: buckets.max(1),
             seeds_redacted: urls.iter().map(|u| redact_url(u)).collect(),
             evicts: std::sync::atomic::AtomicU8::new(0),
+            refused: std::sync::atomic::AtomicU8::new(0),
         })
     }
 
@@ -169,6 +173,10 @@ impl RedisClusterBackend {
     /// after a `MOVED`) and this backend to find the masters (pattern deletes, stats). Create
     /// the user on **every node** (a cluster does not propagate ACL users):
     /// `ACL SETUSER <user> on ><password> <rules>`.
+    ///
+    /// As on one node, `INFO`, `DBSIZE` and `PING` may be left out: the backend then assumes
+    /// that Redis may evict (every hit is verified), stats show no server figures, and a
+    /// refused `PING` counts as an answer; each is logged once (`cache_redis_acl_limited`).
     ///
     /// [`RedisBackend::acl_rules`]: super::RedisBackend::acl_rules
     ///
@@ -184,6 +192,18 @@ impl RedisClusterBackend {
             "{} +cluster|slots",
             super::RedisBackend::acl_rules(namespace)
         )
+    }
+
+    /// Logs, once per backend, that the ACL user may not run `command`.
+    fn refused_once(&self, bit: u8, command: &str, consequence: &str) {
+        if self
+            .refused
+            .fetch_or(bit, std::sync::atomic::Ordering::Relaxed)
+            & bit
+            == 0
+        {
+            tracing::warn!(name: "cache_redis_acl_limited", command, "the Redis user may not run {command}: {consequence}; see the minimal ACL rule in the README");
+        }
     }
 
     /// The seed URLs, with passwords replaced by `***`.
@@ -324,9 +344,16 @@ impl RedisClusterBackend {
                     port,
                 }),
             )
-            .await?;
+            .await?
+            // A refusal (`NOPERM`, ...) comes back as a value: an error like any other.
+            .extract_error()?;
         redis::from_redis_value(v).map_err(|e| CacheError::Redis(e.into()))
     }
+}
+
+/// Whether a node refused a command to the ACL user (`NOPERM`).
+fn is_noperm(e: &CacheError) -> bool {
+    matches!(e, CacheError::Redis(r) if r.code() == Some("NOPERM"))
 }
 
 /// Runs one script invocation per group concurrently; the results in group order.
@@ -458,9 +485,21 @@ impl Backend for RedisClusterBackend {
     async fn may_evict(&self) -> Result<bool, CacheError> {
         let mut evicts = false;
         for (host, port) in self.masters().await? {
-            let info: String = self
+            let info: String = match self
                 .on_node(&host, port, redis::cmd("INFO").arg("memory").clone())
-                .await?;
+                .await
+            {
+                Ok(info) => info,
+                Err(e) if is_noperm(&e) => {
+                    self.refused_once(
+                        1,
+                        "INFO",
+                        "its eviction policy is unknown, so every hit is verified (as under eviction)",
+                    );
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            };
             evicts |= super::redis::info_may_evict(&info);
         }
         Ok(evicts)
@@ -619,8 +658,15 @@ impl Backend for RedisClusterBackend {
 
     async fn ping(&self) -> Result<(), CacheError> {
         let mut conn = self.conn().await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
-        Ok(())
+        match redis::cmd("PING").query_async::<()>(&mut conn).await {
+            Ok(()) => Ok(()),
+            // The node answered (the connection and AUTH work): that is what a ping asks.
+            Err(e) if e.code() == Some("NOPERM") => {
+                self.refused_once(2, "PING", "health checks take its refusal as an answer");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn info(&self) -> Result<BackendInfo, CacheError> {
@@ -629,8 +675,23 @@ impl Backend for RedisClusterBackend {
             ..BackendInfo::default()
         };
         for (host, port) in self.masters().await? {
-            let info: String = self.on_node(&host, port, redis::cmd("INFO")).await?;
-            let dbsize: u64 = self.on_node(&host, port, redis::cmd("DBSIZE")).await?;
+            // What the ACL user may not run reads as empty.
+            let info: String = match self.on_node(&host, port, redis::cmd("INFO")).await {
+                Ok(info) => info,
+                Err(e) if is_noperm(&e) => {
+                    self.refused_once(1, "INFO", "stats report no server figures");
+                    String::new()
+                }
+                Err(e) => return Err(e),
+            };
+            let dbsize: u64 = match self.on_node(&host, port, redis::cmd("DBSIZE")).await {
+                Ok(n) => n,
+                Err(e) if is_noperm(&e) => {
+                    self.refused_once(4, "DBSIZE", "stats report no key count");
+                    0
+                }
+                Err(e) => return Err(e),
+            };
             let field = |name: &str| -> Option<&str> {
                 info.lines().find_map(|line| {
                     line.strip_prefix(name)
