@@ -1,7 +1,8 @@
 #![allow(missing_docs)]
 //! Tests of the cluster test support: a real local Redis Cluster (six `redis-server` processes,
 //! created with `redis-cli --cluster create`), reached with redis-rs' async cluster client,
-//! with a master killed and failed over, nodes paused and restarted.
+//! with a master killed and failed over, nodes paused and restarted; and the same helpers on
+//! clusters that speak TLS only or require a password.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};
@@ -523,4 +524,54 @@ fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ...`; comm may contain spaces and parentheses.
     stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The helpers of a cluster that speaks TLS only or requires a password: the cluster client,
+/// `node_for_key` (the owner holds the key, read directly), pause/resume with `wait_healthy`,
+/// and drop stopping every node.
+async fn helpers_work_on(cluster: RedisCluster, prefix: &str) {
+    let mut con = cluster.connection().await;
+    for (key, owner) in keys_on_every_master(&cluster, prefix) {
+        set_get(&mut con, &key, "v").await.unwrap();
+        let got: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query(&mut node_con(&cluster, owner))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some("v"), "{key} on {owner}");
+    }
+    let mut cluster = cluster;
+    let replica = cluster.replicas()[0];
+    cluster.pause_node(replica);
+    cluster.resume_node(replica);
+    cluster.wait_healthy(Duration::from_secs(15));
+    let ports = cluster.ports();
+    drop(cluster);
+    assert!(ports.iter().all(|&p| !accepts_connections(p)), "{ports:?}");
+}
+
+#[tokio::test]
+async fn a_tls_cluster_speaks_tls_only_and_every_helper_reaches_it() {
+    init_tracing();
+    let cluster = RedisCluster::start_tls();
+    assert!(cluster.urls().iter().all(|u| u.starts_with("rediss://")));
+    // No plain client gets an answer: the client port speaks TLS.
+    let plain = redis::Client::open(format!("redis://127.0.0.1:{}", cluster.ports()[0])).unwrap();
+    assert!(plain
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_err());
+    helpers_work_on(cluster, "tls").await;
+}
+
+#[tokio::test]
+async fn a_password_cluster_refuses_clients_without_it_and_every_helper_reaches_it() {
+    init_tracing();
+    let cluster = RedisCluster::start_with_password("supp0rt-pw");
+    let plain = redis::Client::open(format!("redis://127.0.0.1:{}", cluster.ports()[0])).unwrap();
+    let err = redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut plain.get_connection().unwrap())
+        .unwrap_err();
+    assert_eq!(err.code(), Some("NOAUTH"), "{err:?}");
+    helpers_work_on(cluster, "pw").await;
 }
