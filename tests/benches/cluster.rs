@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo bench -p cache-tests --bench cluster` (or `make bench-cluster`). Starts its own
 //! `redis-server` and its own local Redis Cluster (3 masters + 3 replicas,
-//! [`RedisCluster::start_owned`]) and stops both at the end; takes about a minute.
+//! [`RedisCluster::start_owned`]) and stops both at the end; takes one to two minutes.
 //!
 //! **A. A hit.** For a ~1 KiB and a ~16 KiB JSON payload, the same [`KEYS`] entries (spread over
 //! every master of the cluster) are stored in a cache on the single node and in a cache on the
@@ -20,12 +20,14 @@
 //! cluster client sends every command through its routing task (a channel to the task, then the
 //! node's connection, then a channel back), one hop more than a `MultiplexedConnection`.
 //!
-//! **B. Tag invalidation on the cluster vs keyspace size.** With 10 000 and then 1 000 000
+//! **B. Tag invalidation on the cluster vs keyspace size.** With 10 000 and with 1 000 000
 //! unrelated background keys on the cluster (`DEBUG POPULATE` on every master under hash tags
-//! that master serves, or pipelined `MSET`s when `DEBUG` is refused), [`TAGGED`] entries tagged
-//! `bench:tag` are stored through the cache and [`Cache::invalidate_tags`] is timed, [`REPS`]
-//! times per size; the medians are compared (goal: 1M / 10k at most 1.3). Every run must delete
-//! exactly the tagged entries and leave the background alone (the key count of the masters).
+//! that master serves, or pipelined `MSET`s when `DEBUG` is refused; shrunk back with pipelined
+//! `UNLINK`s), [`TAGGED`] entries tagged `bench:tag` are stored through the cache and
+//! [`Cache::invalidate_tags`] is timed, [`REPS`] times per size, the sizes alternating (after one
+//! unmeasured run of each); the medians are compared (goal: 1M / 10k at most 1.3). Every run must
+//! delete exactly the tagged entries and leave the background alone (the key count of the
+//! masters).
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -63,7 +65,7 @@ const TTL: Duration = Duration::from_secs(3600);
 const SIZES: [u64; 2] = [10_000, 1_000_000];
 /// Tagged entries invalidated per run.
 const TAGGED: u64 = 1_000;
-const REPS: usize = 5;
+const REPS: usize = 9;
 const TAG: &str = "bench:tag";
 /// Hash tags per master under which the background keys are made.
 const TAGS_PER_MASTER: u64 = 16;
@@ -473,6 +475,39 @@ impl Invalidation {
         }
     }
 
+    /// Background keys after `fill(_, to)`.
+    fn background(to: u64) -> u64 {
+        to.div_ceil(3 * TAGS_PER_MASTER) * 3 * TAGS_PER_MASTER
+    }
+
+    /// Shrinks the background from `from` back to `to` keys (pipelined `UNLINK`s, one hash tag
+    /// per command).
+    async fn shrink(&mut self, from: u64, to: u64) {
+        let per_tag = |total: u64| total.div_ceil(3 * TAGS_PER_MASTER);
+        let (start, end) = (per_tag(to), per_tag(from));
+        for (_, con, tags) in &mut self.masters {
+            for tag in tags.iter() {
+                let mut i = start;
+                while i < end {
+                    let mut pipe = redis::pipe();
+                    for _ in 0..PIPELINE_MSETS {
+                        if i >= end {
+                            break;
+                        }
+                        let stop = (i + MSET_KEYS).min(end);
+                        let cmd = pipe.cmd("UNLINK");
+                        for n in i..stop {
+                            cmd.arg(format!("{{{tag}}}:{n}"));
+                        }
+                        pipe.ignore();
+                        i = stop;
+                    }
+                    pipe.query_async::<()>(con).await.expect("pipelined UNLINK");
+                }
+            }
+        }
+    }
+
     async fn store_tagged(&self) {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, key) in self.keys.iter().enumerate() {
@@ -634,35 +669,50 @@ fn main() {
     let b_started = Instant::now();
     let rows = rt.block_on(async {
         let mut b = Invalidation::new(&cluster, &ns).await;
-        let mut rows = Vec::new();
-        let mut filled = 0;
         let base = b.dbsize().await;
-        for size in SIZES {
-            let t = Instant::now();
-            let how = b.fill(filled, size).await;
-            let fill_time = t.elapsed();
-            filled = size;
-            let now = b.dbsize().await;
-            assert!(now >= base + size, "background filled: {now} keys");
-            println!(
-                "# background {size} keys on the masters via {how} in {:.1} s (keys on the \
-                 masters: {now})",
-                fill_time.as_secs_f64()
-            );
-            let mut runs = Vec::new();
-            let mut after = Vec::new();
-            for _ in 0..REPS {
+        let mut runs: Vec<Vec<Duration>> = vec![Vec::new(); SIZES.len()];
+        // Keys of the tag's bookkeeping left after an invalidation (versions), once known.
+        let mut bookkeeping: Option<u64> = None;
+        let mut filled = 0;
+        // Sizes alternate (10k, 1M, 10k, 1M, ...: the background is grown, then shrunk back),
+        // after one unmeasured run of each, so that machine noise hits both alike.
+        for rep in 0..=REPS {
+            for (s, &size) in SIZES.iter().enumerate() {
+                let t = Instant::now();
+                let how = if size >= filled {
+                    b.fill(filled, size).await
+                } else {
+                    b.shrink(filled, size).await;
+                    "UNLINK"
+                };
+                let resized = t.elapsed();
+                filled = size;
+                let now = b.dbsize().await;
+                assert!(
+                    now >= base + Invalidation::background(size),
+                    "background of {size}: {now} keys on the masters"
+                );
+                if rep <= 1 {
+                    println!(
+                        "# background {size} keys via {how} in {:.1} s (keys on the masters: {now})",
+                        resized.as_secs_f64()
+                    );
+                }
                 b.store_tagged().await;
-                runs.push(b.time_invalidate().await);
-                after.push(b.dbsize().await);
+                let took = b.time_invalidate().await;
+                // Only the tag's bookkeeping is left besides the background, the same each time.
+                let left = b.dbsize().await - base - Invalidation::background(size);
+                assert_eq!(
+                    *bookkeeping.get_or_insert(left),
+                    left,
+                    "keys left besides the background after an invalidation at {size}"
+                );
+                if rep > 0 {
+                    runs[s].push(took);
+                }
             }
-            // Only the tag's bookkeeping may appear (first run); the background is untouched.
-            assert!(
-                after.windows(2).all(|w| w[0] == w[1]) && after[0] >= now,
-                "keys on the masters after each run: {after:?} (before {now})"
-            );
-            rows.push((size, runs));
         }
+        let rows: Vec<(u64, Vec<Duration>)> = SIZES.iter().copied().zip(runs).collect();
         rows
     });
     println!();
@@ -688,7 +738,7 @@ fn main() {
     println!(
         "# checks: every hit equal to the stored payload, no miss, no cache error; every \
          invalidation deleted exactly {TAGGED} entries (sampled get() -> None), keys on the \
-         masters unchanged between runs; part B {:.1} s, total {:.1} s",
+         masters = background + the same bookkeeping after every run; part B {:.1} s, total {:.1} s",
         b_started.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
