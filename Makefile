@@ -14,7 +14,7 @@ FUZZ_CASES ?= 20000
 
 .DEFAULT_GOAL := help
 
-.PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc features bench \
+.PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc features bench bench-cluster \
 	redis-up redis-down cache-stats cache-flush demo load clean
 
 help:
@@ -34,6 +34,8 @@ help:
 	@echo "  doc          build the docs, warnings are errors"
 	@echo "  features     check cache-core with no features, each feature alone, all features"
 	@echo "  bench        run the benches of the cache-tests crate"
+	@echo "  bench-cluster  Redis Cluster vs one node (own 3+3 cluster, ~1 min): hit p50/p99 and"
+	@echo "               throughput (1 and 64 tasks), tag invalidation with 10k vs 1M background keys"
 	@echo "  redis-up     start a dev redis-server on port \$$REDIS_PORT (default 6379), prints REDIS_URL"
 	@echo "  redis-down   stop that dev redis-server"
 	@echo "  cache-stats  hit/miss, memory and key counts of \$$REDIS_URL (+ NAMESPACE=ns key count)"
@@ -104,6 +106,12 @@ bench:
 	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
 	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
 	$(CARGO) bench -p cache-tests
+
+# Not part of `make test`: starts its own redis-server and 3+3 Redis Cluster, stops them at the end.
+bench-cluster:
+	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
+	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
+	$(CARGO) bench -p cache-tests --bench cluster
 
 redis-up:
 	@REDIS_PORT="$(REDIS_PORT)" sh scripts/dev-redis.sh up

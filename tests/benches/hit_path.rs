@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use cache_core::{Cache, CacheKey, Codec};
 use cache_tests::{unique_namespace, RedisServer};
 use redis::aio::MultiplexedConnection;
-use serde::{Deserialize, Serialize};
+
+#[path = "support/payload.rs"]
+mod payload;
+use payload::{payload, Payload, Samples};
 
 const COMMAND: &str = "cargo bench -p cache-tests --bench hit_path";
 /// Measured operations per variant and payload.
@@ -36,70 +39,6 @@ const THROUGHPUT_FOR: Duration = Duration::from_secs(2);
 /// Slices per side; raw and ours alternate in ABBA order.
 const THROUGHPUT_SLICES: usize = 8;
 const TTL: Duration = Duration::from_secs(3600);
-
-/// One row of a realistic API response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Trig {
-    id: u64,
-    name: String,
-    county: String,
-    grid_ref: String,
-    latitude: f64,
-    longitude: f64,
-    height_m: u32,
-    condition: String,
-    visits: u32,
-    logged: bool,
-}
-
-/// A page of rows, the cached value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Payload {
-    page: u32,
-    per_page: u32,
-    total: u64,
-    items: Vec<Trig>,
-}
-
-const NAMES: [&str; 6] = [
-    "Ben Nevis",
-    "Scafell Pike",
-    "Snowdon Summit",
-    "Cross Fell",
-    "High Willhays",
-    "Kinder Scout",
-];
-const COUNTIES: [&str; 4] = ["Highland", "Cumbria", "Gwynedd", "Devon"];
-const CONDITIONS: [&str; 3] = ["Good", "Slightly damaged", "Destroyed"];
-
-/// The smallest page whose JSON is at least `target` bytes.
-fn payload(target: usize) -> Payload {
-    let mut p = Payload {
-        page: 1,
-        per_page: 0,
-        total: 6_500,
-        items: Vec::new(),
-    };
-    let mut i: u64 = 0;
-    while serde_json::to_vec(&p).map_or(0, |v| v.len()) < target {
-        let n = i as usize;
-        p.items.push(Trig {
-            id: 1_000 + i * 37,
-            name: format!("{} {}", NAMES[n % NAMES.len()], i),
-            county: COUNTIES[n % COUNTIES.len()].to_owned(),
-            grid_ref: format!("NN {:05} {:05}", 16_671 + i * 13, 71_262 - i * 7),
-            latitude: 56.796_8 + i as f64 * 0.013_7,
-            longitude: -5.003_6 - i as f64 * 0.021_1,
-            height_m: 1_345 - (i as u32 * 11) % 1_000,
-            condition: CONDITIONS[n % CONDITIONS.len()].to_owned(),
-            visits: (i as u32 * 7_919) % 500,
-            logged: i % 3 == 0,
-        });
-        i += 1;
-    }
-    p.per_page = p.items.len() as u32;
-    p
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -290,23 +229,6 @@ impl Fixture {
 
     async fn stored_len(&self, cache: &Cache, key: &CacheKey) -> usize {
         cache.get_raw(key).await.map_or(0, |b| b.len())
-    }
-}
-
-/// Latency samples of one variant, in nanoseconds.
-#[derive(Default)]
-struct Samples(Vec<u64>);
-
-impl Samples {
-    fn mean_us(&self) -> f64 {
-        self.0.iter().sum::<u64>() as f64 / self.0.len() as f64 / 1_000.0
-    }
-
-    fn pct_us(&self, p: f64) -> f64 {
-        let mut s = self.0.clone();
-        s.sort_unstable();
-        let i = ((s.len() as f64 * p).ceil() as usize).clamp(1, s.len()) - 1;
-        s[i] as f64 / 1_000.0
     }
 }
 

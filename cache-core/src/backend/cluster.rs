@@ -35,7 +35,7 @@
 //! Leases are single keys, placed in their own bucket.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -44,7 +44,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Script;
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::Notify;
 
 use super::redis::{redact_url, ttl_ms, INVALIDATE, PUT, UNLOCK};
 use super::{index_key, version_key, Backend, BackendInfo, Invalidation, Put, VersionRead};
@@ -61,6 +61,9 @@ enum Attempt {
 
 /// Buckets per namespace unless configured otherwise.
 pub const DEFAULT_BUCKETS: u16 = 32;
+
+/// Least time between two topology refreshes (see [`RedisClusterBackend::spawn_refresh`]).
+const REFRESH_EVERY: Duration = Duration::from_millis(100);
 
 /// The bucket of an entry key.
 pub(crate) fn bucket_of(anchor: &str, buckets: u16) -> u16 {
@@ -80,9 +83,20 @@ pub(crate) fn place(key: &str, b: u16) -> String {
 ///
 /// The connection is made on first use and retried on the next call after a failure, so a
 /// service starts (and answers, without the cache) while the cluster is unreachable.
+///
+/// **Failover.** redis-rs's client re-reads the slot map when a node answers `MOVED`, not when a
+/// node is gone: after a master dies and its replica takes over, requests for its slots reach
+/// the promoted replica through the client's same-shard fallback, but a command sent to every
+/// master (`PING`) still goes to the dead one, for good. So when `PING` does not answer (the
+/// breaker's probe, the health check) or the masters cannot be listed, a new connection is
+/// opened in the background; it reads the topology anew, and replaces the current one once
+/// every master it names answers.
 pub struct RedisClusterBackend {
     client: ClusterClient,
-    conn: Arc<OnceCell<ClusterConnection>>,
+    /// The connection, once made; replaced by a topology refresh.
+    conn: Arc<RwLock<Option<ClusterConnection>>>,
+    /// When the last topology refresh started.
+    refreshed: Arc<Mutex<Option<Instant>>>,
     /// A connection attempt runs in a task of its own, so that a caller's deadline never
     /// cancels it (a cluster connection takes a few round trips to every node).
     connecting: Arc<Mutex<Attempt>>,
@@ -157,7 +171,8 @@ impl RedisClusterBackend {
         let client = builder.build()?;
         Ok(RedisClusterBackend {
             client,
-            conn: Arc::new(OnceCell::new()),
+            conn: Arc::new(RwLock::new(None)),
+            refreshed: Arc::new(Mutex::new(None)),
             connecting: Arc::new(Mutex::new(Attempt::Idle)),
             attempt_done: Arc::new(Notify::new()),
             buckets: buckets.max(1),
@@ -216,9 +231,17 @@ impl RedisClusterBackend {
         self.buckets
     }
 
+    /// The current connection, if one is made.
+    fn current(&self) -> Option<ClusterConnection> {
+        self.conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     async fn conn(&self) -> Result<ClusterConnection, CacheError> {
-        if let Some(c) = self.conn.get() {
-            return Ok(c.clone());
+        if let Some(c) = self.current() {
+            return Ok(c);
         }
         // A caller that waited for an attempt gets that attempt's error, however long it took
         // to be woken (a loaded machine): it never starts attempts in a loop.
@@ -227,8 +250,8 @@ impl RedisClusterBackend {
             let done = self.attempt_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
-            if let Some(c) = self.conn.get() {
-                return Ok(c.clone());
+            if let Some(c) = self.current() {
+                return Ok(c);
             }
             {
                 let mut state = self
@@ -280,10 +303,52 @@ impl RedisClusterBackend {
         handle.spawn(async move {
             match client.get_async_connection().await {
                 Ok(c) => {
-                    let _ = cell.set(c);
+                    cell.write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert(c);
                     finish(Attempt::Idle);
                 }
                 Err(e) => finish(Attempt::Failed((Instant::now(), e))),
+            }
+        });
+    }
+
+    /// Opens a new connection in a task of its own (it reads the slot map anew from the nodes)
+    /// and makes it the connection if every master it names answers `PING`: see "Failover" in
+    /// the type's docs. At most one refresh starts per [`REFRESH_EVERY`]; nothing happens
+    /// before the first connection is made (that is the connection attempt's job).
+    fn spawn_refresh(&self) {
+        if self.current().is_none() {
+            return;
+        }
+        {
+            let mut last = self
+                .refreshed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (client, cell) = (self.client.clone(), Arc::clone(&self.conn));
+        handle.spawn(async move {
+            let Ok(mut fresh) = client.get_async_connection().await else {
+                return;
+            };
+            if redis::cmd("PING")
+                .query_async::<()>(&mut fresh)
+                .await
+                .is_ok()
+            {
+                *cell.write().unwrap_or_else(PoisonError::into_inner) = Some(fresh);
+                tracing::debug!(
+                    name: "cache_redis_cluster_topology_refreshed",
+                    "Redis Cluster connection reopened with the current slot map"
+                );
             }
         });
     }
@@ -295,12 +360,15 @@ impl RedisClusterBackend {
     /// Current masters as `(host, port)`, from `CLUSTER SHARDS`' older sibling `CLUSTER SLOTS`.
     async fn masters(&self) -> Result<Vec<(String, u16)>, CacheError> {
         let mut conn = self.conn().await?;
+        // A master named by a stale slot map may be gone.
+        let refresh = RefreshUnlessDone::new(self);
         let slots: redis::Value = conn
             .route_command(
                 redis::cmd("CLUSTER").arg("SLOTS").clone(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
             )
             .await?;
+        refresh.done();
         let mut out: Vec<(String, u16)> = Vec::new();
         if let redis::Value::Array(ranges) = slots {
             for range in ranges {
@@ -354,6 +422,28 @@ impl RedisClusterBackend {
 /// Whether a node refused a command to the ACL user (`NOPERM`).
 fn is_noperm(e: &CacheError) -> bool {
     matches!(e, CacheError::Redis(r) if r.code() == Some("NOPERM"))
+}
+
+/// Starts a topology refresh when dropped before [`done`](Self::done): the call failed, or its
+/// caller gave up on it at its deadline (a paused node does not answer at all).
+struct RefreshUnlessDone<'a>(Option<&'a RedisClusterBackend>);
+
+impl<'a> RefreshUnlessDone<'a> {
+    fn new(backend: &'a RedisClusterBackend) -> Self {
+        RefreshUnlessDone(Some(backend))
+    }
+
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RefreshUnlessDone<'_> {
+    fn drop(&mut self) {
+        if let Some(backend) = self.0 {
+            backend.spawn_refresh();
+        }
+    }
 }
 
 /// Runs one script invocation per group concurrently; the results in group order.
@@ -658,10 +748,18 @@ impl Backend for RedisClusterBackend {
 
     async fn ping(&self) -> Result<(), CacheError> {
         let mut conn = self.conn().await?;
+        // `PING` goes to every master of the client's slot map: one that failed over and is gone
+        // never answers again, so a failed (or abandoned: the caller's deadline) `PING` reopens
+        // the connection with the current topology.
+        let refresh = RefreshUnlessDone::new(self);
         match redis::cmd("PING").query_async::<()>(&mut conn).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                refresh.done();
+                Ok(())
+            }
             // The node answered (the connection and AUTH work): that is what a ping asks.
             Err(e) if e.code() == Some("NOPERM") => {
+                refresh.done();
                 self.refused_once(2, "PING", "health checks take its refusal as an answer");
                 Ok(())
             }
