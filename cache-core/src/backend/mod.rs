@@ -87,7 +87,7 @@ pub struct Invalidation<'a> {
     pub bump: &'a [&'a str],
     /// How long a bumped version is remembered (it must outlive any fill in flight).
     pub retention: Duration,
-    /// The channel the backend publishes the invalidation's [notice](notice) on, atomically with
+    /// The channel the backend publishes the invalidation's [`notice`] on, atomically with
     /// it (empty: none). Instances keeping an in-process tier (L1) listen to it
     /// ([`Backend::listen`]).
     pub channel: &'a str,
