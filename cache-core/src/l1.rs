@@ -3,8 +3,8 @@
 //!
 //! # What it holds
 //! The envelope bytes of fresh entries ([`Bytes`](bytes::Bytes), shared with the HTTP path: a
-//! hit is still zero-copy), keyed by entry key, with their parsed header and the ids of their tags. An entry
-//! enters L1 when this instance reads it fresh from the backend or stores it after a load, with
+//! hit is still zero-copy), keyed by entry key, with their parsed header and the ids of their
+//! tags. An entry enters L1 when this instance reads it fresh from the backend or stores it after a load, with
 //! its **remaining fresh lifetime** as its L1 lifetime: it leaves L1 no later than it stops
 //! being fresh in the backend (stale windows are always served from the backend). The tier is
 //! bounded in bytes (a `moka` weigher: envelope + key + tags).
@@ -52,7 +52,7 @@
 //!   subscriber connection that dies silently (no FIN) is noticed within the heartbeat
 //!   (1 s) plus the connection deadline.
 //! * An explicit [`Cache::set`](crate::Cache::set) publishes a `k` notice after its store. A
-//!   refresh (stale-while-revalidate, early refresh) does not: the old value stays in other instances' L1 no longer
-//!   than its own freshness.
+//!   refresh (stale-while-revalidate, early refresh) does not: the old value stays in other
+//!   instances' L1 no longer than its own freshness.
 
 pub use crate::cache::l1::L1Status;
