@@ -226,10 +226,11 @@ impl L1 {
     /// Drops every entry (their tickets are older than `s`).
     fn clear_at(&self, s: u64) {
         self.cleared.fetch_max(s, Ordering::SeqCst);
+        // Marks made after this clear (by a notice applied concurrently) stay.
         self.marks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+            .retain(|_, m| *m > s);
         self.entries.invalidate_all();
     }
 

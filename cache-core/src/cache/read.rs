@@ -569,8 +569,11 @@ impl Cache {
                 if self.withheld(key, &bytes, &header) {
                     return Lookup::Miss { fallback: None };
                 }
-                if let found @ Lookup::Serve { .. } =
-                    Cache::classify(bytes, header, policy, Tier::L1)
+                // Only fresh: stale windows are served from the backend.
+                if let found @ Lookup::Serve {
+                    status: CacheStatus::Hit,
+                    ..
+                } = Cache::classify(bytes, header, policy, Tier::L1)
                 {
                     return found;
                 }
