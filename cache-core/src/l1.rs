@@ -4,8 +4,8 @@
 //! # What it holds
 //! The envelope bytes of fresh entries ([`Bytes`](bytes::Bytes), shared with the HTTP path: a
 //! hit is still zero-copy), keyed by entry key, with their parsed header and the ids of their
-//! tags. An entry enters L1 when this instance reads it fresh from the backend or stores it after a load, with
-//! its **remaining fresh lifetime** as its L1 lifetime: it leaves L1 no later than it stops
+//! tags. An entry enters L1 when this instance reads it fresh from the backend or stores it
+//! after a load, with its **remaining fresh lifetime** as its L1 lifetime: it leaves L1 no later than it stops
 //! being fresh in the backend (stale windows are always served from the backend). The tier is
 //! bounded in bytes (a `moka` weigher: envelope + key + tags).
 //!
