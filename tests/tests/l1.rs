@@ -480,8 +480,10 @@ async fn l1_entries_expire_no_later_than_the_backend_entry(ctx: Ctx) {
     let key = cache.key("short").id(1).build();
     let ttl = Duration::from_millis(800);
     let policy = Policy::ttl(ttl);
-    let loaded_at = Instant::now();
     let old = read(&cache, &key, &policy, &origin).await.0;
+    // The entry was created before its first read returned: its freshness ends before this
+    // instant plus its TTL.
+    let loaded_at = Instant::now();
     // The origin changes without an invalidation: only expiry brings the new value.
     let new = origin.change();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -493,8 +495,7 @@ async fn l1_entries_expire_no_later_than_the_backend_entry(ctx: Ctx) {
             break;
         }
         assert_eq!(v, old);
-        // The entry's clock starts when it was encoded, after `loaded_at`: a little slack for
-        // the millisecond clock.
+        // A little slack for the millisecond clock of the envelope.
         assert!(
             asked < loaded_at + ttl + Duration::from_millis(5),
             "old value served {:?} after its load (TTL {ttl:?}) from {tier:?}",
