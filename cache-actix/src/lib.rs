@@ -68,6 +68,7 @@ pub use crate::metrics::metrics_route;
 pub(crate) use crate::metrics::record_response;
 pub use cache_core;
 pub use cache_core::http::{
-    CacheHeaderNames, RoutePolicy, RouteScope, HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
+    CacheHeaderNames, RoutePolicy, RouteScope, HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TIER,
+    HEADER_TTL,
 };
 pub use cache_core::metrics::{CacheMetrics, PROMETHEUS_CONTENT_TYPE};

@@ -6,7 +6,7 @@
 //!
 //! | function | success | failure |
 //! | --- | --- | --- |
-//! | [`stats`] | 200 `{total_keys, memory_used_bytes, memory_used_human, keyspace_hits, keyspace_misses, hit_rate_percent, connected_clients, backend, counters, resources, health}` | always 200; server fields `null` when the backend does not answer |
+//! | [`stats`] | 200 `{total_keys, memory_used_bytes, memory_used_human, keyspace_hits, keyspace_misses, hit_rate_percent, connected_clients, backend, counters, resources, health, l1}` | always 200; server fields `null` when the backend does not answer; `l1` is the in-process tier's state ([`crate::L1Status`]), `null` without one |
 //! | [`flush_all`] | 200 `{deleted}` | 503 `{error}` |
 //! | [`flush_pattern`] | 200 `{deleted, pattern}` | 400 `{error}` (invalid pattern), 503 `{error}` |
 //! | [`invalidate`] | 200 `{invalidated, tags}` | 400 `{error}` (no tags), 503 `{error}` |
@@ -103,6 +103,7 @@ pub async fn stats(cache: &Cache) -> AdminReply {
     body["counters"] = serde_json::to_value(snapshot.total).unwrap_or(Value::Null);
     body["resources"] = serde_json::to_value(&snapshot.resources).unwrap_or(Value::Null);
     body["health"] = serde_json::to_value(&health).unwrap_or(Value::Null);
+    body["l1"] = serde_json::to_value(cache.l1_status()).unwrap_or(Value::Null);
     AdminReply::ok(body)
 }
 

@@ -17,6 +17,7 @@
 //! | `CACHE_MAX_ENTRY_BYTES` | larger encoded values are not stored | positive integer | `1048576` |
 //! | `CACHE_INVALIDATION_TIMEOUT_MS` | how long a write's invalidation waits for the backend before it is queued ([`crate::durable`]) | positive integer (ms) | `250` |
 //! | `CACHE_INVALIDATION_QUEUE` | undelivered invalidations kept; past that, the namespace is retired when the backend answers | integer | `10000` |
+//! | `CACHE_L1_MAX_BYTES` | bound of the in-process tier in front of Redis, kept coherent by invalidation notices ([`CacheBuilder::l1`]); `0` or unset: no L1 | integer (bytes) | unset |
 //!
 //! ```
 //! use cache_core::CacheBuilder;
@@ -223,6 +224,7 @@ pub(crate) struct Settings {
     pub(crate) invalidation_queue: usize,
     pub(crate) outbox: Option<Arc<dyn crate::durable::Outbox>>,
     pub(crate) outbox_poll: Duration,
+    pub(crate) l1_max_bytes: Option<u64>,
 }
 
 /// Builds a [`Cache`]. Obtain one with [`Cache::builder`] or [`CacheBuilder::from_env`].
@@ -286,6 +288,7 @@ impl Default for CacheBuilder {
                 invalidation_queue: 10_000,
                 outbox: None,
                 outbox_poll: Duration::from_secs(1),
+                l1_max_bytes: None,
             },
         }
     }
@@ -458,6 +461,19 @@ impl CacheBuilder {
                         "CACHE_INVALIDATION_QUEUE",
                         &v,
                         "a whole number of invalidations, like 10000",
+                    ))
+                }
+            }
+        }
+        if let Some(v) = lookup("CACHE_L1_MAX_BYTES") {
+            match v.trim().parse::<u64>() {
+                Ok(0) => b.settings.l1_max_bytes = None,
+                Ok(n) => b = b.l1(n),
+                _ => {
+                    return Err(invalid(
+                        "CACHE_L1_MAX_BYTES",
+                        &v,
+                        "a whole number of bytes, like 67108864 (0: no L1)",
                     ))
                 }
             }
@@ -737,6 +753,17 @@ impl CacheBuilder {
     /// Use the in-memory backend holding at most `max_bytes` (the default, with 128 MiB).
     pub fn memory(mut self, max_bytes: u64) -> Self {
         self.backend = BackendChoice::Memory { max_bytes };
+        self
+    }
+
+    /// Keep an in-process tier (L1) of at most `max_bytes` in front of the backend: a hit there
+    /// costs no round trip. Entries read fresh from the backend or stored after a load enter it
+    /// with their remaining fresh lifetime; every invalidation on any instance evicts them
+    /// through the backend's invalidation notices, and while those are not received L1 is
+    /// bypassed. See [`Cache::l1_status`] and the [L1 design](crate::l1). Backends that
+    /// publish no notices ([`Backend::notifies`]) keep L1 off.
+    pub fn l1(mut self, max_bytes: u64) -> Self {
+        self.settings.l1_max_bytes = Some(max_bytes);
         self
     }
 

@@ -90,6 +90,7 @@ mod global;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod key;
+pub mod l1;
 #[cfg(feature = "macros")]
 pub mod macros_guide;
 #[cfg(feature = "metrics")]
@@ -111,7 +112,8 @@ pub use crate::error::{CacheError, ConfigError};
 pub use crate::fragments::Fragment;
 pub use crate::global::{default_cache, install_default};
 pub use crate::key::{CacheKey, KeyBuilder, KeySpace};
-pub use crate::policy::{CacheStatus, Fetched, Policy};
+pub use crate::l1::L1Status;
+pub use crate::policy::{CacheStatus, Fetched, Policy, Tier};
 pub use crate::stats::{CounterValues, StatsSnapshot};
 pub use crate::tags::{CommitError, PendingInvalidation};
 pub use crate::ttl::{parse_duration, IntoTtl};

@@ -39,6 +39,11 @@ const COUNTERS: &[(&str, &str, Field)] = &[
         |c| c.hits,
     ),
     (
+        "cache_l1_hits_total",
+        "Of the values served from the cache, those served by the in-process tier (L1).",
+        |c| c.l1_hits,
+    ),
+    (
         "cache_misses_total",
         "Lookups that found nothing usable.",
         |c| c.misses,
@@ -102,7 +107,7 @@ struct Inner {
 /// Prometheus metrics for one [`Cache`] and the layers given this value.
 ///
 /// At render time the engine counters of [`Cache::stats`] are exported as counters with a
-/// `resource` label (`cache_hits_total`, `cache_misses_total`, `cache_stale_total`,
+/// `resource` label (`cache_hits_total`, `cache_l1_hits_total`, `cache_misses_total`, `cache_stale_total`,
 /// `cache_bypasses_total`, `cache_sets_total`, `cache_deletes_total`, `cache_errors_total`,
 /// `cache_skips_total`, `cache_rejected_fills_total`, `cache_rejected_hits_total`,
 /// `cache_loads_total`,

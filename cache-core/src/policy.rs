@@ -181,6 +181,29 @@ pub struct Fetched<T> {
     pub ttl: Duration,
     /// Strong ETag of the encoded value, when known.
     pub etag: Option<u64>,
+    /// Which tier served it (`None` when it was loaded).
+    pub tier: Option<Tier>,
+}
+
+/// Which tier served a hit: the in-process tier or the shared backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Tier {
+    /// The in-process tier ([`CacheBuilder::l1`](crate::CacheBuilder::l1)): no round trip.
+    L1,
+    /// The shared backend (Redis, Redis Cluster, or the memory backend).
+    Redis,
+}
+
+impl Tier {
+    /// The `X-Cache-Tier` header value: `l1` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::L1 => "l1",
+            Tier::Redis => "redis",
+        }
+    }
 }
 
 impl<T> Fetched<T> {
@@ -191,6 +214,7 @@ impl<T> Fetched<T> {
             age: Duration::ZERO,
             ttl: Duration::ZERO,
             etag: None,
+            tier: None,
         }
     }
 
@@ -202,6 +226,7 @@ impl<T> Fetched<T> {
             age: self.age,
             ttl: self.ttl,
             etag: self.etag,
+            tier: self.tier,
         }
     }
 }

@@ -597,6 +597,8 @@ pub struct Outcome {
     /// context layer sends as the body instead of the value re-serialized (a hit is then byte
     /// for byte what the miss sent, whatever the order of a `HashMap`'s keys).
     pub body: Option<bytes::Bytes>,
+    /// Which tier served a hit (`X-Cache-Tier`).
+    pub tier: Option<crate::Tier>,
 }
 
 impl Outcome {
@@ -611,6 +613,7 @@ impl Outcome {
             whole_response: false,
             etag: fetched.etag,
             body: None,
+            tier: fetched.tier,
         }
     }
 
@@ -625,6 +628,7 @@ impl Outcome {
             whole_response: false,
             etag: None,
             body: None,
+            tier: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::RwLock;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) hits: AtomicU64,
+    pub(crate) l1_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) stale: AtomicU64,
     pub(crate) bypasses: AtomicU64,
@@ -33,6 +34,9 @@ pub(crate) struct Counters {
 pub struct CounterValues {
     /// Fresh values served from the cache.
     pub hits: u64,
+    /// Of the hits (fresh and stale), those served by the in-process tier (L1) without a round
+    /// trip; the rest came from the shared backend.
+    pub l1_hits: u64,
     /// Lookups that found nothing usable.
     pub misses: u64,
     /// Stale values served (stale-while-revalidate or stale-if-error).
@@ -56,7 +60,7 @@ pub struct CounterValues {
     pub rejected_hits: u64,
     /// Loader runs.
     pub loads: u64,
-    /// Bytes read from the backend on hits.
+    /// Bytes read from the backend on hits (L1 hits read none).
     pub bytes_read: u64,
     /// Bytes written to the backend.
     pub bytes_written: u64,
@@ -80,6 +84,7 @@ impl Counters {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CounterValues {
             hits: l(&self.hits),
+            l1_hits: l(&self.l1_hits),
             misses: l(&self.misses),
             stale: l(&self.stale),
             bypasses: l(&self.bypasses),
@@ -99,6 +104,7 @@ impl Counters {
     fn reset(&self) {
         for c in [
             &self.hits,
+            &self.l1_hits,
             &self.misses,
             &self.stale,
             &self.bypasses,

@@ -107,6 +107,12 @@ pub struct RedisClusterBackend {
     /// Commands the ACL user may not run that were already logged: bit 0 `INFO`, bit 1 `PING`,
     /// bit 2 `DBSIZE` (as [`RedisBackend`](super::RedisBackend)).
     refused: std::sync::atomic::AtomicU8,
+    /// One plain client per seed, for the invalidation subscription (classic Pub/Sub reaches
+    /// every node of a cluster, so any one node will do); tried in turn.
+    listeners: Vec<redis::Client>,
+    next_listener: std::sync::atomic::AtomicUsize,
+    /// Deadline of the subscription's connection and checks.
+    deadline: Duration,
 }
 
 impl fmt::Debug for RedisClusterBackend {
@@ -137,8 +143,13 @@ impl RedisClusterBackend {
         }
         let mut nodes = Vec::with_capacity(urls.len());
         let mut certs = None;
+        let mut listeners = Vec::with_capacity(urls.len());
         for url in &urls {
             let (info, c) = super::redis::connection_parts(url, options)?;
+            listeners.push(match c.clone() {
+                None => redis::Client::open(info.clone())?,
+                Some(certs) => redis::Client::build_with_tls(info.clone(), certs)?,
+            });
             nodes.push(info);
             certs = certs.or(c);
         }
@@ -179,6 +190,9 @@ impl RedisClusterBackend {
             seeds_redacted: urls.iter().map(|u| redact_url(u)).collect(),
             evicts: std::sync::atomic::AtomicU8::new(0),
             refused: std::sync::atomic::AtomicU8::new(0),
+            listeners,
+            next_listener: std::sync::atomic::AtomicUsize::new(0),
+            deadline: options.connect_timeout + options.response_timeout,
         })
     }
 
@@ -670,7 +684,18 @@ impl Backend for RedisClusterBackend {
                 .arg(inv.tags.len())
                 .arg(keys.len())
                 .arg(inv.bump.len())
-                .arg(if invocations.is_empty() { "1" } else { "0" });
+                .arg(if invocations.is_empty() { "1" } else { "0" })
+                .arg(inv.channel);
+            // Each bucket's script publishes the notice of what it deleted, after deleting it:
+            // a listener that drops its entries on one bucket's notice cannot refill them from
+            // another bucket not yet invalidated.
+            if !inv.channel.is_empty() {
+                call.arg(super::notice_parts(
+                    inv.tags.iter().copied(),
+                    keys.iter().map(|(k, _)| *k),
+                    inv.bump.iter().copied(),
+                ));
+            }
             invocations.push(call);
         }
         let conn = self.conn().await?;
@@ -679,6 +704,32 @@ impl Backend for RedisClusterBackend {
         self.evicts
             .store(1 + u8::from(evicts), std::sync::atomic::Ordering::Relaxed);
         Ok(results.iter().map(|(n, _)| n).sum())
+    }
+
+    fn notifies(&self) -> bool {
+        true
+    }
+
+    async fn listen(
+        &self,
+        channel: &str,
+        heartbeat: Duration,
+        sink: &dyn super::NoticeSink,
+    ) -> Result<(), CacheError> {
+        let i = self
+            .next_listener
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client = &self.listeners[i % self.listeners.len()];
+        super::redis::listen_on(client, self.deadline, channel, heartbeat, sink).await
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<()>(&mut conn)
+            .await?)
     }
 
     async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {

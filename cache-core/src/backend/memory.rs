@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -110,6 +110,9 @@ pub struct MemoryBackend {
     hits: AtomicU64,
     misses: AtomicU64,
     max_bytes: u64,
+    /// Invalidation notices `(channel, notice)`, sent under the bookkeeping lock (atomic with
+    /// the invalidation) to every cache sharing this backend.
+    notices: tokio::sync::broadcast::Sender<(Arc<str>, Arc<str>)>,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -145,6 +148,7 @@ impl MemoryBackend {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             max_bytes,
+            notices: tokio::sync::broadcast::channel(4096).0,
         }
     }
 
@@ -256,7 +260,51 @@ impl Backend for MemoryBackend {
         for id in inv.bump {
             books.bump(id, now, inv.retention);
         }
+        if !inv.channel.is_empty() {
+            // No listener is not an error.
+            let _ = self
+                .notices
+                .send((inv.channel.into(), super::notice(inv).into()));
+        }
+        drop(books);
         Ok(deleted)
+    }
+
+    fn notifies(&self) -> bool {
+        true
+    }
+
+    async fn listen(
+        &self,
+        channel: &str,
+        _heartbeat: Duration,
+        sink: &dyn super::NoticeSink,
+    ) -> Result<(), CacheError> {
+        let mut rx = self.notices.subscribe();
+        sink.subscribed();
+        loop {
+            match rx.recv().await {
+                Ok((ch, notice)) => {
+                    if &*ch == channel {
+                        sink.notice(notice.as_bytes());
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    return Err(CacheError::Backend(
+                        format!("{n} invalidation notices missed").into(),
+                    ))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(CacheError::Backend("the notices were closed".into()))
+                }
+            }
+        }
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), CacheError> {
+        let _books = lock(&self.books);
+        let _ = self.notices.send((channel.into(), payload.into()));
+        Ok(())
     }
 
     async fn delete_pattern(&self, pattern: &str, _batch: usize) -> Result<u64, CacheError> {

@@ -87,6 +87,70 @@ pub struct Invalidation<'a> {
     pub bump: &'a [&'a str],
     /// How long a bumped version is remembered (it must outlive any fill in flight).
     pub retention: Duration,
+    /// The channel the backend publishes the invalidation's [`notice`] on, atomically with
+    /// it (empty: none). Instances keeping an in-process tier (L1) listen to it
+    /// ([`Backend::listen`]).
+    pub channel: &'a str,
+}
+
+/// The invalidation notice of `tags`, `keys` and `bump` (see [`notice`]).
+pub fn notice_parts<'a>(
+    tags: impl IntoIterator<Item = &'a str>,
+    keys: impl IntoIterator<Item = &'a str>,
+    bump: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let mut out = String::new();
+    let mut push = |kind: char, id: &str| {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push(kind);
+        out.push_str(id);
+    };
+    for t in tags {
+        push('t', t);
+    }
+    for k in keys {
+        push('k', k);
+    }
+    for b in bump {
+        push('g', b);
+    }
+    out
+}
+
+/// The notice a backend publishes for `inv` on [`Invalidation::channel`]: one line per id,
+/// separated by `\n`, each a kind letter followed by the id as the engine gave it: `t` a tag id
+/// (every entry carrying the tag), `k` an entry key, `g` a bumped version id (the namespace
+/// generation: every entry of the namespace). Ids never contain whitespace (see
+/// [`crate::key`]). A listener that meets a kind it does not know drops every entry.
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_core::backend::{notice, Invalidation};
+/// let inv = Invalidation {
+///     tags: &["ns:t:trig"],
+///     keys: &[("ns:v1:trig:1", "ns:k:ns:v1:trig:1")],
+///     bump: &[],
+///     retention: Duration::from_secs(60),
+///     channel: "ns:l1",
+/// };
+/// assert_eq!(notice(&inv), "tns:t:trig\nkns:v1:trig:1");
+/// ```
+pub fn notice(inv: &Invalidation<'_>) -> String {
+    notice_parts(
+        inv.tags.iter().copied(),
+        inv.keys.iter().map(|(k, _)| *k),
+        inv.bump.iter().copied(),
+    )
+}
+
+/// Receives the notices of one subscription (see [`Backend::listen`]).
+pub trait NoticeSink: Send + Sync {
+    /// The subscription is established: every notice published from now on is delivered.
+    fn subscribed(&self);
+    /// One notice, as published (see [`notice`]), in publication order.
+    fn notice(&self, payload: &[u8]);
 }
 
 /// Server-side facts for the stats endpoint.
@@ -199,6 +263,37 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Server statistics.
     async fn info(&self) -> Result<BackendInfo, CacheError>;
+
+    /// Whether this backend publishes invalidation notices and can [`listen`](Self::listen) to
+    /// them. The default: `false`, and an in-process tier (L1) in front of it stays bypassed.
+    fn notifies(&self) -> bool {
+        false
+    }
+
+    /// Subscribes to the notices published on `channel` (by [`invalidate`](Self::invalidate)
+    /// and [`publish`](Self::publish), on any instance): calls [`NoticeSink::subscribed`] once
+    /// the subscription is established, then [`NoticeSink::notice`] for each notice, and returns
+    /// when the subscription is lost (an error; the engine then bypasses its L1 and calls again
+    /// with backoff). Every call it makes has a deadline, and a connection that stops answering
+    /// is noticed within `heartbeat` plus that deadline. The default: an error at once.
+    async fn listen(
+        &self,
+        channel: &str,
+        heartbeat: Duration,
+        sink: &dyn NoticeSink,
+    ) -> Result<(), CacheError> {
+        let _ = (channel, heartbeat, sink);
+        Err(CacheError::Backend(
+            "this backend publishes no invalidation notices".into(),
+        ))
+    }
+
+    /// Publishes `payload` on `channel` (a notice that some entries changed outside an
+    /// invalidation, e.g. an explicit `set`). The default does nothing.
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), CacheError> {
+        let _ = (channel, payload);
+        Ok(())
+    }
 }
 
 pub(crate) fn version_key(tag_id: &str) -> String {

@@ -88,6 +88,9 @@ for _ = 1, nb do
   redis.call('PEXPIRE', KEYS[i], ret)
   i = i + 1
 end
+if ARGV[6] and ARGV[6] ~= '' then
+  redis.pcall('PUBLISH', ARGV[6], ARGV[7])
+end
 local evicts = 0
 if ARGV[5] ~= '0' then
   local info = redis.pcall('INFO', 'memory')
@@ -108,8 +111,12 @@ return {total, evicts}
 /// says whether Redis may evict keys now (`maxmemory` with a policy other than `noeviction`), so
 /// that the writer switches to verified hits at once when the policy changed at runtime: `0` no,
 /// `1` yes, `2` unknown (`INFO` refused to an ACL user; taken as yes, the safe side).
-/// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`, and whether to
-/// read the eviction policy (`0`: do not, and `evicts` is `0`; absent: do).
+/// `ARGV` = version retention ms, tag count `nt`, key count `nk`, bump count `nb`, whether to
+/// read the eviction policy (`0`: do not, and `evicts` is `0`; absent: do), then the channel and
+/// the notice to publish on it once the entries are deleted (absent or empty channel: none; see
+/// [`super::notice`]). The notice is published inside the script, so it is atomic with the
+/// invalidation: a replay of a queued invalidation publishes too. `PUBLISH` is called with
+/// `pcall`: a user without the channel permission still invalidates.
 /// `KEYS` = per tag (version key, index key), per key (entry key, version key), then the `nb`
 /// version keys to bump.
 ///
@@ -313,6 +320,8 @@ pub struct RedisBackend {
     /// Commands the ACL user may not run that were already logged: bit 0 `INFO`, bit 1 `PING`,
     /// bit 2 `DBSIZE`.
     refused: AtomicU8,
+    /// Deadline of the invalidation subscription's connection and checks.
+    deadline: Duration,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -347,6 +356,7 @@ impl RedisBackend {
             legacy_scripts: AtomicBool::new(false),
             evicts: AtomicU8::new(0),
             refused: AtomicU8::new(0),
+            deadline: options.connect_timeout + options.response_timeout,
         })
     }
 
@@ -359,7 +369,8 @@ impl RedisBackend {
 
     /// The ACL rules of a Redis user that may do everything this library does in `namespace`
     /// and nothing else: its keys (`~{namespace}:*`, every key the library writes starts with
-    /// it), no Pub/Sub channel, and only the commands the library sends (scripts included).
+    /// it), one Pub/Sub channel (`{namespace}:l1`, the invalidation notices of the in-process
+    /// tier, see [`crate::l1`]), and only the commands the library sends (scripts included).
     /// Append a password and create the user with
     /// `ACL SETUSER <user> on ><password> <rules>`. Add `+select` if the URL names a database
     /// other than 0.
@@ -372,16 +383,16 @@ impl RedisBackend {
     /// use cache_core::backend::RedisBackend;
     /// assert_eq!(
     ///     RedisBackend::acl_rules("gallery"),
-    ///     "resetkeys ~gallery:* resetchannels -@all +get +mget +set +del +unlink +incr \
-    ///      +pexpire +pttl +zadd +zrange +zremrangebyscore +time +evalsha +script|load +scan \
-    ///      +ping +info +dbsize"
+    ///     "resetkeys ~gallery:* resetchannels &gallery:l1 -@all +get +mget +set +del +unlink \
+    ///      +incr +pexpire +pttl +zadd +zrange +zremrangebyscore +time +evalsha +script|load \
+    ///      +scan +publish +subscribe +ping +info +dbsize"
     /// );
     /// ```
     pub fn acl_rules(namespace: &str) -> String {
         format!(
-            "resetkeys ~{namespace}:* resetchannels -@all +get +mget +set +del +unlink +incr \
-             +pexpire +pttl +zadd +zrange +zremrangebyscore +time +evalsha +script|load +scan \
-             +ping +info +dbsize"
+            "resetkeys ~{namespace}:* resetchannels &{namespace}:l1 -@all +get +mget +set +del \
+             +unlink +incr +pexpire +pttl +zadd +zrange +zremrangebyscore +time +evalsha \
+             +script|load +scan +publish +subscribe +ping +info +dbsize"
         )
     }
 
@@ -734,7 +745,12 @@ impl Backend for RedisBackend {
         call.arg(ttl_ms(inv.retention))
             .arg(inv.tags.len())
             .arg(inv.keys.len())
-            .arg(inv.bump.len());
+            .arg(inv.bump.len())
+            .arg("1")
+            .arg(inv.channel);
+        if !inv.channel.is_empty() {
+            call.arg(super::notice(inv));
+        }
         let mut conn = self.conn()?;
         match call.invoke_async::<(u64, u8)>(&mut conn).await {
             Ok((n, evicts)) => {
@@ -821,6 +837,28 @@ impl Backend for RedisBackend {
         }
     }
 
+    fn notifies(&self) -> bool {
+        true
+    }
+
+    async fn listen(
+        &self,
+        channel: &str,
+        heartbeat: Duration,
+        sink: &dyn super::NoticeSink,
+    ) -> Result<(), CacheError> {
+        listen_on(&self.client, self.deadline, channel, heartbeat, sink).await
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn()?;
+        Ok(redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<()>(&mut conn)
+            .await?)
+    }
+
     async fn info(&self) -> Result<BackendInfo, CacheError> {
         let mut conn = self.conn()?;
         let (info, dbsize): (String, u64) = match redis::pipe()
@@ -884,6 +922,57 @@ fn rejects_script_flags(e: &redis::RedisError) -> bool {
 }
 
 /// Milliseconds for `PX`, at least 1 (Redis rejects 0).
+/// One subscription to `channel` on the node of `client` (a dedicated RESP2 Pub/Sub
+/// connection): established within `deadline`, checked by a `PING` every `heartbeat` (answered
+/// within `deadline`), until the connection closes or a check fails.
+pub(super) async fn listen_on(
+    client: &Client,
+    deadline: Duration,
+    channel: &str,
+    heartbeat: Duration,
+    sink: &dyn super::NoticeSink,
+) -> Result<(), CacheError> {
+    let timeout = || CacheError::Timeout(deadline);
+    let connect = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    let pubsub = tokio::time::timeout(deadline, connect)
+        .await
+        .map_err(|_| timeout())??;
+    let (mut control, mut stream) = pubsub.split();
+    sink.subscribed();
+    let messages = async {
+        loop {
+            let next = std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+            })
+            .await;
+            match next {
+                Some(msg) => sink.notice(msg.get_payload_bytes()),
+                None => {
+                    return CacheError::Backend("the invalidation subscription was closed".into())
+                }
+            }
+        }
+    };
+    let checks = async {
+        loop {
+            tokio::time::sleep(heartbeat).await;
+            match tokio::time::timeout(deadline, control.ping::<()>()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return CacheError::from(e),
+                Err(_) => return timeout(),
+            }
+        }
+    };
+    Err(tokio::select! {
+        e = messages => e,
+        e = checks => e,
+    })
+}
+
 pub(super) fn ttl_ms(d: Duration) -> u64 {
     crate::codec::duration_ms(d).max(1)
 }

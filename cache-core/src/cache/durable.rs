@@ -220,6 +220,7 @@ impl Cache {
                 keys: &pairs,
                 bump: &[],
                 retention: self.inner.settings.tag_version_retention,
+                channel: &self.inner.channel,
             },
             self.inner.settings.invalidation_timeout,
         )

@@ -14,8 +14,16 @@ use crate::backend::{Guard, Put};
 use crate::codec::{now_ms, Freshness, Header};
 use crate::fragments::Fragment;
 use crate::key::CacheKey;
-use crate::policy::{CacheStatus, Fetched};
+use crate::policy::{CacheStatus, Fetched, Tier};
 use crate::stats::{add, inc};
+
+/// What a multi-get found: one slot per key, whether it came from L1, and the L1 ticket taken
+/// before the backend was read (for the fills of the missing ones).
+pub(crate) struct Found {
+    slots: Vec<Option<Bytes>>,
+    from_l1: Vec<bool>,
+    ticket: Option<u64>,
+}
 
 /// A loaded fragment ready to store: index, ids, envelope, expected versions, header.
 type EncodedFragment<'a> = (usize, &'a FillIds, Vec<u8>, Vec<u64>, Header);
@@ -28,9 +36,9 @@ impl Cache {
             return keys.iter().map(|_| None).collect();
         };
         let mut out: Vec<Option<T>> = Vec::with_capacity(keys.len());
-        for slot in raw.into_iter().zip(keys) {
-            out.push(match slot {
-                (Some(bytes), key) => self.decode_servable(key, &bytes).map(|f| f.value),
+        for (slot, (key, l1)) in raw.slots.into_iter().zip(keys.iter().zip(raw.from_l1)) {
+            out.push(match (slot, key) {
+                (Some(bytes), key) => self.decode_servable(key, &bytes, l1).map(|f| f.value),
                 (None, key) => {
                     self.inner.stats.record(key.resource(), |c| inc(&c.misses));
                     None
@@ -90,12 +98,17 @@ impl Cache {
         let keys: Vec<CacheKey> = fragments.iter().map(|f| f.key.clone()).collect();
         let raw = self.get_many_raw(&keys).await;
         let available = raw.is_some();
-        let raw = raw.unwrap_or_else(|| vec![None; keys.len()]);
+        let raw = raw.unwrap_or_else(|| Found {
+            slots: vec![None; keys.len()],
+            from_l1: vec![false; keys.len()],
+            ticket: None,
+        });
+        let ticket = raw.ticket;
         let mut values: Vec<Option<Fetched<T>>> = Vec::with_capacity(fragments.len());
         let mut missing = Vec::new();
-        for (i, (slot, key)) in raw.iter().zip(&keys).enumerate() {
+        for (i, (slot, key)) in raw.slots.iter().zip(&keys).enumerate() {
             let found = match slot {
-                Some(bytes) => self.decode_servable::<T>(key, bytes),
+                Some(bytes) => self.decode_servable::<T>(key, bytes, raw.from_l1[i]),
                 None => {
                     if available {
                         self.inner.stats.record(key.resource(), |c| inc(&c.misses));
@@ -184,7 +197,13 @@ impl Cache {
             let backend = &self.inner.backend;
             match self.call(self.deadline(), || backend.put(&puts)).await {
                 Ok(stored) => {
-                    for ((i, _, bytes, _, _), ok) in encoded.iter().zip(stored) {
+                    for ((i, _, bytes, _, header), ok) in encoded.iter().zip(stored) {
+                        if let (true, Some(l1), Some(ticket)) = (ok, self.l1(), ticket) {
+                            let bytes = Bytes::copy_from_slice(bytes);
+                            l1.insert(ticket, keys[*i].as_str(), &bytes, header, || {
+                                self.entry_tag_ids(&bytes, header)
+                            });
+                        }
                         let len = bytes.len() as u64;
                         self.inner.stats.record(keys[*i].resource(), |c| {
                             if ok {
@@ -219,31 +238,64 @@ impl Cache {
             .collect())
     }
 
-    /// Reads many entries in one round trip: one slot per key, or `None` when the backend is
-    /// unavailable or caching is off.
-    pub(crate) async fn get_many_raw(&self, keys: &[CacheKey]) -> Option<Vec<Option<Bytes>>> {
+    /// Reads many entries: those L1 holds from it, the others in one round trip (entering L1 when
+    /// fresh). `None` when the backend is unavailable or caching is off.
+    pub(crate) async fn get_many_raw(&self, keys: &[CacheKey]) -> Option<Found> {
         if !self.is_enabled() {
             return None;
         }
+        let mut found = Found {
+            slots: vec![None; keys.len()],
+            from_l1: vec![false; keys.len()],
+            ticket: None,
+        };
         if keys.is_empty() {
-            return Some(Vec::new());
+            return Some(found);
         }
         self.before_read().await;
-        let refs: Vec<&str> = keys.iter().map(CacheKey::as_str).collect();
+        let l1 = self.l1();
+        let mut ask: Vec<usize> = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            match l1.and_then(|l1| l1.get(key.as_str())) {
+                Some((bytes, _)) => {
+                    found.slots[i] = Some(bytes);
+                    found.from_l1[i] = true;
+                }
+                None => ask.push(i),
+            }
+        }
+        found.ticket = l1.and_then(|l1| l1.ticket());
+        if ask.is_empty() {
+            return Some(found);
+        }
+        let asked: Vec<CacheKey> = ask.iter().map(|&i| keys[i].clone()).collect();
+        let refs: Vec<&str> = asked.iter().map(CacheKey::as_str).collect();
         let backend = &self.inner.backend;
         match self.call(self.deadline(), || backend.get_many(&refs)).await {
-            Ok(mut found) if found.len() == keys.len() => {
+            Ok(mut got) if got.len() == asked.len() => {
                 if self.verifying().await {
-                    let valid = self.verify_many(keys, &found).await;
-                    for (slot, ok) in found.iter_mut().zip(valid) {
+                    let valid = self.verify_many(&asked, &got).await;
+                    for (slot, ok) in got.iter_mut().zip(valid) {
                         if !ok {
                             *slot = None;
                         }
                     }
                 }
+                for (&i, slot) in ask.iter().zip(got) {
+                    if let (Some(bytes), Some(l1), Some(ticket)) = (&slot, l1, found.ticket) {
+                        if let Ok(header) = Header::parse(bytes) {
+                            if !self.withheld(&keys[i], bytes, &header) {
+                                l1.insert(ticket, keys[i].as_str(), bytes, &header, || {
+                                    self.entry_tag_ids(bytes, &header)
+                                });
+                            }
+                        }
+                    }
+                    found.slots[i] = slot;
+                }
                 Some(found)
             }
-            Ok(_) => Some(vec![None; keys.len()]),
+            Ok(_) => Some(found),
             Err(e) => {
                 self.record_error(keys[0].resource(), "get_many", keys[0].as_str(), &e);
                 None
@@ -257,6 +309,7 @@ impl Cache {
         &self,
         key: &CacheKey,
         bytes: &Bytes,
+        l1: bool,
     ) -> Option<Fetched<T>> {
         let header = match Header::parse(bytes) {
             Ok(h) => h,
@@ -280,13 +333,15 @@ impl Cache {
         };
         match crate::codec::Envelope::with_header(bytes, header).decode() {
             Ok(value) => {
-                self.count_served(key, status, bytes.len(), age);
+                let tier = if l1 { Tier::L1 } else { Tier::Redis };
+                self.count_served_from(key, status, bytes.len(), age, tier);
                 Some(Fetched {
                     value,
                     status,
                     age,
                     ttl: header.ttl().saturating_sub(age),
                     etag: Some(header.etag()),
+                    tier: Some(tier),
                 })
             }
             Err(e) => {

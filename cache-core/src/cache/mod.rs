@@ -27,6 +27,7 @@ use crate::stats::Stats;
 use crate::stats::{add, inc};
 
 pub(crate) mod durable;
+pub(crate) mod l1;
 mod lease;
 mod many;
 mod ops;
@@ -99,6 +100,10 @@ struct Inner {
     /// when that was last read.
     verify: AtomicU8,
     verify_checked_ms: AtomicU64,
+    /// The channel invalidation notices are published on: `{ns}:l1`.
+    channel: String,
+    /// The in-process tier, when configured and the backend publishes notices.
+    l1: Option<l1::L1Handle>,
 }
 
 /// Overall health, as reported by [`Cache::health`].
@@ -185,6 +190,17 @@ impl Cache {
         let key_id_prefix = format!("{ns}:k:");
         let generation_id = format!("{ns}:g");
         let settings_outbox = settings.outbox.is_some() && settings.enabled;
+        let channel = format!("{ns}:l1");
+        let l1 = match settings.l1_max_bytes {
+            Some(max) if settings.enabled && backend.notifies() => {
+                Some(l1::L1Handle::new(l1::L1::new(max, channel.clone())))
+            }
+            Some(_) if settings.enabled => {
+                warn!(name: "cache_l1_unavailable", backend = backend.kind(), "this backend publishes no invalidation notices: the in-process tier stays off");
+                None
+            }
+            _ => None,
+        };
         let cache = Cache {
             inner: Arc::new(Inner {
                 keyspace,
@@ -205,10 +221,13 @@ impl Cache {
                 oom: AtomicBool::new(false),
                 verify: AtomicU8::new(0),
                 verify_checked_ms: AtomicU64::new(0),
+                channel,
+                l1,
             }),
         };
         // Replay the outbox at start (when built inside a runtime; otherwise at the first call).
         cache.start_outbox();
+        cache.l1();
         cache
     }
 
@@ -235,6 +254,19 @@ impl Cache {
     /// The default TTL.
     pub fn default_ttl(&self) -> Duration {
         self.inner.settings.default_ttl
+    }
+
+    /// The in-process tier, started on first use inside a runtime; `None` when not configured.
+    pub(crate) fn l1(&self) -> Option<&l1::L1> {
+        let handle = self.inner.l1.as_ref()?;
+        handle.start(&self.inner.backend);
+        Some(&handle.l1)
+    }
+
+    /// The state of the in-process tier (L1); `None` when it is not configured (see
+    /// [`CacheBuilder::l1`]).
+    pub fn l1_status(&self) -> Option<l1::L1Status> {
+        self.l1().map(l1::L1::status)
     }
 
     /// The codec values are stored with.
@@ -344,15 +376,31 @@ impl Cache {
     // ---------------------------------------------------------------- counters
 
     fn count_served(&self, key: &CacheKey, status: CacheStatus, len: usize, age: Duration) {
+        self.count_served_from(key, status, len, age, crate::policy::Tier::Redis);
+    }
+
+    fn count_served_from(
+        &self,
+        key: &CacheKey,
+        status: CacheStatus,
+        len: usize,
+        age: Duration,
+        tier: crate::policy::Tier,
+    ) {
+        let l1 = tier == crate::policy::Tier::L1;
         self.inner.stats.record(key.resource(), |c| {
             inc(if status == CacheStatus::Hit {
                 &c.hits
             } else {
                 &c.stale
             });
-            add(&c.bytes_read, len as u64);
+            if l1 {
+                inc(&c.l1_hits);
+            } else {
+                add(&c.bytes_read, len as u64);
+            }
         });
-        debug!(name: "cache_hit", key = key.as_str(), age_ms = age.as_millis() as u64, stale = status == CacheStatus::Stale, "cache hit");
+        debug!(name: "cache_hit", key = key.as_str(), age_ms = age.as_millis() as u64, stale = status == CacheStatus::Stale, tier = tier.as_str(), "cache hit");
     }
 
     /// Counts a lookup outcome decided outside the read-through engine: `Hit`/`Stale` count as

@@ -51,7 +51,28 @@ impl Cache {
         let meta = self.envelope_meta(&policy, Duration::ZERO, &recorded);
         let bytes = self.inner.settings.codec.encode_envelope(value, &meta)?;
         let tags: Vec<String> = policy.tags.iter().map(|t| self.tag_id(t)).collect();
-        self.store(key, &bytes, &tags, None).await.map(|_| ())
+        let stored = self.store(key, &bytes, &tags, None).await.map(|_| ());
+        self.announce_set(key).await;
+        stored
+    }
+
+    /// After an explicit store of `key`: this instance's L1 forgets the old value, and the
+    /// others are told to (a `k` notice), so no L1 keeps serving what `set` replaced. A notice
+    /// that cannot be published is logged: the other instances' L1 then keep the old value at
+    /// most until its freshness ends.
+    async fn announce_set(&self, key: &CacheKey) {
+        let notice = crate::backend::notice_parts([], [key.as_str()], []);
+        if let Some(l1) = self.l1() {
+            l1.apply(notice.as_bytes());
+        }
+        let backend = &self.inner.backend;
+        let channel = self.inner.channel.as_str();
+        if let Err(e) = self
+            .call(self.deadline(), || backend.publish(channel, &notice))
+            .await
+        {
+            tracing::warn!(name: "cache_notice_failed", key = key.as_str(), error = %e, "could not publish the notice of a set; other instances' L1 may serve the old value until it expires");
+        }
     }
 
     /// Deletes one entry; `Ok(true)` if it existed. A fill of `key` that began before the delete
@@ -121,7 +142,13 @@ impl Cache {
         deadline: Duration,
     ) -> Result<u64, CacheError> {
         let backend = &self.inner.backend;
-        let n = self.call(deadline, || backend.invalidate(&inv)).await?;
+        let result = self.call(deadline, || backend.invalidate(&inv)).await;
+        // Read your writes: this instance's L1 forgets the entries before the call returns,
+        // delivered or not (a queued invalidation is replayed later, and publishes then).
+        if let Some(l1) = self.l1() {
+            l1.apply(crate::backend::notice(&inv).as_bytes());
+        }
+        let n = result?;
         self.note_eviction_hint();
         Ok(n)
     }
@@ -143,6 +170,7 @@ impl Cache {
             keys: &[],
             bump: &[id],
             retention: self.inner.settings.tag_version_retention,
+            channel: &self.inner.channel,
         })
         .await
         .map(|_| ())
@@ -172,6 +200,9 @@ impl Cache {
                 backend.delete_pattern(&full, 500)
             })
             .await?;
+        // Once more, now that the keys are gone: an instance that refilled its L1 from the
+        // backend between the first bump's notice and the deletes drops those entries.
+        self.bump_generation().await?;
         add(&self.inner.stats.total().deletes, n);
         info!(name: "cache_delete_pattern", pattern = %full, deleted = n, "cache pattern deleted");
         Ok(n)
@@ -197,6 +228,8 @@ impl Cache {
                 })
                 .await?;
         }
+        // See `delete_pattern`: entries refilled into some L1 during the deletes are dropped.
+        self.bump_generation().await?;
         add(&self.inner.stats.total().deletes, n);
         info!(name: "cache_delete_pattern", namespace = %self.inner.keyspace.namespace(), deleted = n, "cache namespace cleared");
         Ok(n)

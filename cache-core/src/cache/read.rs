@@ -29,7 +29,7 @@ use crate::codec::{now_ms, Codec, EnvelopeMeta, Freshness, Header};
 use crate::error::CacheError;
 use crate::flight::{Landing, LeaderGuard, Role, Shared};
 use crate::key::CacheKey;
-use crate::policy::{CacheStatus, Fetched, Policy};
+use crate::policy::{CacheStatus, Fetched, Policy, Tier};
 use crate::stats::inc;
 
 /// How one kind of value is stored: encoding into an envelope, decoding from one, and what may
@@ -261,6 +261,7 @@ enum Lookup {
         status: CacheStatus,
         age: Duration,
         refresh: bool,
+        tier: Tier,
     },
     /// The backend is unavailable.
     Unavailable,
@@ -286,6 +287,7 @@ impl<T> Fetched<T> {
             age,
             ttl: header.ttl().saturating_sub(age),
             etag: Some(header.etag()),
+            tier: Some(Tier::Redis),
         }
     }
 }
@@ -340,11 +342,14 @@ impl Cache {
                 status,
                 age,
                 refresh,
+                tier,
             } => match fmt.decode(&bytes, &header) {
                 Ok(value) => {
                     let served = |value| {
-                        self.count_served(key, status, bytes.len(), age);
-                        Fetched::served(value, status, age, &header)
+                        self.count_served_from(key, status, bytes.len(), age, tier);
+                        let mut fetched = Fetched::served(value, status, age, &header);
+                        fetched.tier = Some(tier);
+                        fetched
                     };
                     if !refresh {
                         return Ok(served(value));
@@ -416,11 +421,14 @@ impl Cache {
                         header,
                         status,
                         age,
+                        tier,
                         ..
                     } => {
                         if let Ok(value) = fmt.decode(&bytes, &header) {
-                            self.count_served(key, status, bytes.len(), age);
-                            return Ok(Fetched::served(value, status, age, &header));
+                            self.count_served_from(key, status, bytes.len(), age, tier);
+                            let mut fetched = Fetched::served(value, status, age, &header);
+                            fetched.tier = Some(tier);
+                            return Ok(fetched);
                         }
                     }
                     Lookup::Miss { fallback: Some(f) } => fallback = Some(f),
@@ -436,13 +444,16 @@ impl Cache {
                             header,
                             status,
                             age,
+                            tier,
                             ..
                         } = self.lookup(key, policy).await
                         {
                             if let Ok(value) = fmt.decode(&bytes, &header) {
                                 leader.land(Landing::Retry);
-                                self.count_served(key, status, bytes.len(), age);
-                                return Ok(Fetched::served(value, status, age, &header));
+                                self.count_served_from(key, status, bytes.len(), age, tier);
+                                let mut fetched = Fetched::served(value, status, age, &header);
+                                fetched.tier = Some(tier);
+                                return Ok(fetched);
                             }
                         }
                     }
@@ -550,6 +561,25 @@ impl Cache {
     /// One `GET`, the envelope parsed once, classified by [`Header::freshness`].
     async fn lookup(&self, key: &CacheKey, policy: &Policy) -> Lookup {
         self.before_read().await;
+        // The in-process tier first; a fill's ticket is taken before the backend is read.
+        let l1 = self.l1();
+        let mut ticket = None;
+        if let Some(l1) = l1 {
+            if let Some((bytes, header)) = l1.get(key.as_str()) {
+                if self.withheld(key, &bytes, &header) {
+                    return Lookup::Miss { fallback: None };
+                }
+                // Only fresh: stale windows are served from the backend.
+                if let found @ Lookup::Serve {
+                    status: CacheStatus::Hit,
+                    ..
+                } = Cache::classify(bytes, header, policy, Tier::L1)
+                {
+                    return found;
+                }
+            }
+            ticket = l1.ticket();
+        }
         let backend = &self.inner.backend;
         // Under eviction, the entry and the versions of its tags in one round trip.
         let verify = self.verifying().await;
@@ -593,6 +623,24 @@ impl Cache {
                 return Lookup::Miss { fallback: None };
             }
         }
+        if let (Some(l1), Some(ticket)) = (l1, ticket) {
+            l1.insert(ticket, key.as_str(), &bytes, &header, || {
+                self.entry_tag_ids(&bytes, &header)
+            });
+        }
+        Cache::classify(bytes, header, policy, Tier::Redis)
+    }
+
+    /// The tag ids of an entry, from its envelope.
+    pub(crate) fn entry_tag_ids(&self, bytes: &Bytes, header: &Header) -> Vec<String> {
+        crate::codec::Envelope::with_header(bytes, *header)
+            .tags()
+            .map(|t| self.tag_id(t))
+            .collect()
+    }
+
+    /// Classifies an entry by [`Header::freshness`].
+    fn classify(bytes: Bytes, header: Header, policy: &Policy, tier: Tier) -> Lookup {
         let (freshness, age) = header.freshness(now_ms());
         match freshness {
             Freshness::Fresh => {
@@ -610,6 +658,7 @@ impl Cache {
                     status: CacheStatus::Hit,
                     age,
                     refresh,
+                    tier,
                 }
             }
             Freshness::Stale => Lookup::Serve {
@@ -618,6 +667,7 @@ impl Cache {
                 status: CacheStatus::Stale,
                 age,
                 refresh: true,
+                tier,
             },
             Freshness::IfError => Lookup::Miss {
                 fallback: Some((bytes, header)),
@@ -642,7 +692,8 @@ impl Cache {
         Fut: Future<Output = Result<Fm::Value, Fm::Error>>,
     {
         let resource = key.resource();
-        // 1. Versions before the loader reads anything.
+        // 1. Versions before the loader reads anything (and the L1 ticket before them).
+        let ticket = self.l1().and_then(|l1| l1.ticket());
         let epoch = self.epoch();
         let ids = self.fill_ids(key, policy);
         let before = self.snapshot_versions(ids.all(), key).await;
@@ -692,6 +743,11 @@ impl Cache {
                         self.store_fill(key, &bytes, &ids, before.as_deref()).await;
                     if stored {
                         fetched.ttl = header.ttl();
+                        if let (Some(l1), Some(ticket)) = (self.l1(), ticket) {
+                            l1.insert(ticket, key.as_str(), &bytes, &header, || {
+                                self.entry_tag_ids(&bytes, &header)
+                            });
+                        }
                     }
                     self.land(leader, &ids, before.as_deref(), epoch, key, landing)
                         .await;
@@ -729,11 +785,14 @@ impl Cache {
                 header,
                 status,
                 age,
+                tier,
                 ..
             } => match fmt.decode(&bytes, &header) {
                 Ok(value) => {
-                    self.count_served(key, status, bytes.len(), age);
-                    Ok(Some(Fetched::served(value, status, age, &header)))
+                    self.count_served_from(key, status, bytes.len(), age, tier);
+                    let mut fetched = Fetched::served(value, status, age, &header);
+                    fetched.tier = Some(tier);
+                    Ok(Some(fetched))
                 }
                 Err(e) => {
                     self.record_error(key.resource(), "decode", key.as_str(), &e);

@@ -35,6 +35,18 @@ pub const HEADER_KEY: &str = "x-cache-key";
 pub const HEADER_AGE: &str = "x-cache-age";
 /// `X-Cache-TTL`: seconds of freshness left (hits only).
 pub const HEADER_TTL: &str = "x-cache-ttl";
+/// `X-Cache-Tier`: which tier served a hit or a stale value: `l1` (the in-process tier, no round
+/// trip) or `redis` (the shared backend). Not sent on other outcomes.
+pub const HEADER_TIER: &str = "x-cache-tier";
+
+fn tier_header(tier: Option<crate::Tier>) -> Option<(HeaderName, HeaderValue)> {
+    tier.map(|t| {
+        (
+            HeaderName::from_static(HEADER_TIER),
+            HeaderValue::from_static(t.as_str()),
+        )
+    })
+}
 
 /// The names of the cache headers (defaults: `x-cache-status`, `x-cache-key`, `x-cache-age`,
 /// `x-cache-ttl`).
@@ -764,6 +776,7 @@ impl Lookup {
             let age = fetched.age.as_secs().to_string();
             headers.extend(value(&age).map(|v| (header::AGE, v)));
             headers.push(http.status_header(status_label));
+            headers.extend(tier_header(fetched.tier));
             headers.extend(value(&age).map(|v| (http.names.age.clone(), v)));
             headers.extend(
                 value(&fetched.ttl.as_secs().to_string()).map(|v| (http.names.ttl.clone(), v)),
@@ -922,6 +935,7 @@ pub fn outcome_headers(
         out.extend(value(&outcome.key).map(|v| (names.key.clone(), v)));
     }
     if outcome.status.is_from_cache() {
+        out.extend(tier_header(outcome.tier));
         let age = outcome.age.as_secs().to_string();
         out.extend(value(&age).map(|v| (names.age.clone(), v)));
         out.extend(value(&outcome.ttl.as_secs().to_string()).map(|v| (names.ttl.clone(), v)));

@@ -46,7 +46,7 @@ mod engine;
 pub use engine::{
     fill_tag, outcome_body, outcome_headers, outcome_validator, Answer, CacheHeaderNames,
     CachedResponse, Disposition, Extra, HttpCache, Lookup, Origin, Plan, RequestInfo, RoutePolicy,
-    HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TTL,
+    HEADER_AGE, HEADER_KEY, HEADER_STATUS, HEADER_TIER, HEADER_TTL,
 };
 pub(crate) use engine::{ResponseFormat, Unstored};
 
