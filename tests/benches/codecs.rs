@@ -44,7 +44,7 @@ impl Candidate {
             Candidate::Json => "JSON (serde_json)",
             Candidate::MsgpackNamed => "MessagePack, named (rmp_serde)",
             Candidate::MsgpackArrays => "MessagePack, arrays (rmp_serde::to_vec)",
-            Candidate::Postcard => "postcard 1",
+            Candidate::Postcard => "postcard 1.1",
             Candidate::Bitcode => "bitcode 0.6 (serde)",
         }
     }

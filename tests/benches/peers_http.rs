@@ -148,6 +148,8 @@ async fn serve(v: Variant, o: &Origin, url: &str, ns: &str) -> Result<SocketAddr
             let cache = Cache::builder()
                 .namespace(ns)
                 .redis_url(url)
+                // A generous deadline, so that a noisy machine never turns a hit into a miss.
+                .command_timeout(Duration::from_secs(1))
                 .build()
                 .map_err(|e| e.to_string())?;
             app(o).layer(
@@ -347,7 +349,10 @@ fn main() {
             DB_LATENCY.as_millis()
         );
         let mut goals = Vec::new();
-        for (label, size) in SIZES {
+        for (db, (label, size)) in SIZES.into_iter().enumerate() {
+            // The peers key entries by path alone: each size gets its own database, so that
+            // one size's entries are not served for the other's.
+            let url = with_db(&url, db);
             let o = Origin::new(size);
             let mut rows: Vec<Row> = Variant::ALL.iter().map(|_| Row::default()).collect();
             let mut addrs = Vec::new();
@@ -471,6 +476,17 @@ fn main() {
     });
     println!("# total {:.1} s", started.elapsed().as_secs_f64());
     drop(server);
+}
+
+/// `url` pointed at database `db`.
+fn with_db(url: &str, db: usize) -> String {
+    let base = match url.rsplit_once('/') {
+        Some((head, tail)) if !head.ends_with('/') && tail.chars().all(|c| c.is_ascii_digit()) => {
+            head
+        }
+        _ => url.trim_end_matches('/'),
+    };
+    format!("{base}/{db}")
 }
 
 fn median(v: &[f64]) -> f64 {
