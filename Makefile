@@ -15,6 +15,7 @@ FUZZ_CASES ?= 20000
 .DEFAULT_GOAL := help
 
 .PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc features bench bench-cluster \
+	bench-peers bench-codecs \
 	redis-up redis-down cache-stats cache-flush demo load clean
 
 help:
@@ -36,6 +37,10 @@ help:
 	@echo "  bench        run the benches of the cache-tests crate"
 	@echo "  bench-cluster  Redis Cluster vs one node (own 3+3 cluster, ~1 min): hit p50/p99 and"
 	@echo "               throughput (1 and 64 tasks), tag invalidation with 10k vs 1M background keys"
+	@echo "  bench-peers  ours vs raw redis-rs, the cached crate, hitbox and tower-http-cache on one"
+	@echo "               redis-server: hit latency and throughput, miss+store, stampede, Redis killed,"
+	@echo "               and the same Axum app over HTTP (every body checked); not run by \`make test\`"
+	@echo "  bench-codecs the compact codec candidates (bitcode, postcard, MessagePack): time and size"
 	@echo "  redis-up     start a dev redis-server on port \$$REDIS_PORT (default 6379), prints REDIS_URL"
 	@echo "  redis-down   stop that dev redis-server"
 	@echo "  cache-stats  hit/miss, memory and key counts of \$$REDIS_URL (+ NAMESPACE=ns key count)"
@@ -112,6 +117,15 @@ bench-cluster:
 	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
 	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
 	$(CARGO) bench -p cache-tests --bench cluster
+
+bench-peers:
+	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
+	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
+	$(CARGO) bench -p cache-tests --bench peers && \
+	$(CARGO) bench -p cache-tests --bench peers_http
+
+bench-codecs:
+	$(CARGO) bench -p cache-tests --bench codecs
 
 redis-up:
 	@REDIS_PORT="$(REDIS_PORT)" sh scripts/dev-redis.sh up

@@ -1,7 +1,7 @@
 #![allow(missing_docs)]
 //! Cached `f64` values come back bit for bit: a value read from the cache (a hit, or the value a
-//! caller receives by joining another caller's load) is the loader's, with the JSON and the
-//! MessagePack codecs, on Redis and memory; and an Axum `#[cached]` handler returning `Json<T>`
+//! caller receives by joining another caller's load) is the loader's, with the JSON, MessagePack
+//! and compact codecs, on Redis and memory; and an Axum `#[cached]` handler returning `Json<T>`
 //! sends the same bytes on a miss and on a hit as the same handler without the macro.
 
 mod common;
@@ -180,12 +180,20 @@ async fn messagepack_codec_returns_the_loaders_f64_bits_on_a_hit(ctx: Ctx) {
     floats_come_back_bit_for_bit(&ctx, Codec::MessagePack).await;
 }
 
+async fn compact_codec_returns_the_loaders_f64_bits_on_a_hit(ctx: Ctx) {
+    floats_come_back_bit_for_bit(&ctx, Codec::Compact).await;
+}
+
 async fn json_codec_hands_a_waiting_caller_the_loaders_f64_bits(ctx: Ctx) {
     a_waiting_caller_gets_the_loaders_bits(&ctx, Codec::Json).await;
 }
 
 async fn messagepack_codec_hands_a_waiting_caller_the_loaders_f64_bits(ctx: Ctx) {
     a_waiting_caller_gets_the_loaders_bits(&ctx, Codec::MessagePack).await;
+}
+
+async fn compact_codec_hands_a_waiting_caller_the_loaders_f64_bits(ctx: Ctx) {
+    a_waiting_caller_gets_the_loaders_bits(&ctx, Codec::Compact).await;
 }
 
 // ------------------------------------------------------------------ #[cached] Json<T>
@@ -270,11 +278,18 @@ async fn a_cached_json_handler_sends_the_same_float_bytes_on_miss_and_hit_messag
     json_handler_body_is_byte_identical(&ctx, Codec::MessagePack).await;
 }
 
+async fn a_cached_json_handler_sends_the_same_float_bytes_on_miss_and_hit_compact(ctx: Ctx) {
+    json_handler_body_is_byte_identical(&ctx, Codec::Compact).await;
+}
+
 on_both_backends!(
     json_codec_returns_the_loaders_f64_bits_on_a_hit,
     messagepack_codec_returns_the_loaders_f64_bits_on_a_hit,
+    compact_codec_returns_the_loaders_f64_bits_on_a_hit,
     json_codec_hands_a_waiting_caller_the_loaders_f64_bits,
     messagepack_codec_hands_a_waiting_caller_the_loaders_f64_bits,
+    compact_codec_hands_a_waiting_caller_the_loaders_f64_bits,
     a_cached_json_handler_sends_the_same_float_bytes_on_miss_and_hit_json,
     a_cached_json_handler_sends_the_same_float_bytes_on_miss_and_hit_messagepack,
+    a_cached_json_handler_sends_the_same_float_bytes_on_miss_and_hit_compact,
 );

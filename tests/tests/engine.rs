@@ -122,9 +122,14 @@ async fn msgpack_codec_round_trips(ctx: Ctx) {
     codec_round_trip(&ctx, Codec::MessagePack, None).await;
 }
 
+async fn compact_codec_round_trips(ctx: Ctx) {
+    codec_round_trip(&ctx, Codec::Compact, None).await;
+}
+
 async fn compression_on_round_trips(ctx: Ctx) {
     codec_round_trip(&ctx, Codec::Json, Some(64)).await;
     codec_round_trip(&ctx, Codec::MessagePack, Some(64)).await;
+    codec_round_trip(&ctx, Codec::Compact, Some(64)).await;
 }
 
 async fn codec_round_trip(ctx: &Ctx, codec: Codec, compress: Option<usize>) {
@@ -361,6 +366,7 @@ on_both_backends!(
     errors_are_not_cached,
     json_codec_round_trips,
     msgpack_codec_round_trips,
+    compact_codec_round_trips,
     compression_on_round_trips,
     disabled_cache_is_a_pass_through,
     concurrent_misses_run_the_loader_once,
@@ -380,6 +386,7 @@ on_tls_backend!(
     errors_are_not_cached,
     json_codec_round_trips,
     msgpack_codec_round_trips,
+    compact_codec_round_trips,
     compression_on_round_trips,
     disabled_cache_is_a_pass_through,
     concurrent_misses_run_the_loader_once,

@@ -170,7 +170,7 @@ impl Cache {
                 at += n;
                 let recorded = Cache::recorded_versions(Some(&expected));
                 let meta = self.envelope_meta(&fragments[i].policy, recompute, &recorded);
-                let Ok(bytes) = codec.encode_envelope(value, &meta) else {
+                let Ok(bytes) = codec.encode_checked(value, &meta) else {
                     continue;
                 };
                 if self.fits(&keys[i], bytes.len()).is_err() {

@@ -129,7 +129,7 @@ impl<T: Serialize + DeserializeOwned, E, S: ShareErrors<E>> Format for Serde<T, 
     type Error = E;
 
     fn encode(&self, value: &T, meta: &EnvelopeMeta<'_>) -> Result<Vec<u8>, CacheError> {
-        self.codec.encode_envelope(value, meta)
+        self.codec.encode_checked(value, meta)
     }
 
     fn decode(&self, bytes: &Bytes, header: &Header) -> Result<T, CacheError> {
