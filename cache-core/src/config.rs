@@ -1063,6 +1063,29 @@ mod tests {
     }
 
     #[test]
+    fn cache_l1_max_bytes_sets_the_l1_bound_and_bad_values_are_named() {
+        let b = CacheBuilder::from_env_with(env(&[("CACHE_L1_MAX_BYTES", " 67108864 ")])).unwrap();
+        assert_eq!(b.settings.l1_max_bytes, Some(67_108_864));
+        let b = CacheBuilder::from_env_with(env(&[("CACHE_L1_MAX_BYTES", "0")])).unwrap();
+        assert_eq!(b.settings.l1_max_bytes, None, "0: no L1");
+        let b = CacheBuilder::from_env_with(|_| None).unwrap();
+        assert_eq!(b.settings.l1_max_bytes, None, "unset: no L1");
+        for bad in ["64MiB", "-1", "1.5", "", "18446744073709551616"] {
+            let err = CacheBuilder::from_env_with(env(&[("CACHE_L1_MAX_BYTES", bad)])).unwrap_err();
+            match &err {
+                ConfigError::InvalidEnv {
+                    variable, value, ..
+                } => {
+                    assert_eq!(*variable, "CACHE_L1_MAX_BYTES");
+                    assert_eq!(value, bad);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(err.to_string().contains("CACHE_L1_MAX_BYTES"), "{err}");
+        }
+    }
+
+    #[test]
     fn unset_redis_url_means_memory() {
         let b = CacheBuilder::from_env_with(|_| None).unwrap();
         assert!(matches!(b.backend, BackendChoice::Memory { .. }));

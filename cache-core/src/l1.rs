@@ -9,6 +9,14 @@
 //! being fresh in the backend (stale windows are always served from the backend). The tier is
 //! bounded in bytes (a `moka` weigher: envelope + key + tags).
 //!
+//! Beside the bytes, an entry can keep its **decoded value** (one type per entry), for the typed
+//! reads that return `Arc<T>` ([`Cache::get_or_load_arc`](crate::Cache::get_or_load_arc),
+//! [`Cache::fetch_arc`](crate::Cache::fetch_arc)): the first such hit decodes and keeps the
+//! value, the next ones share it without decoding. It is part of the entry, so it leaves with
+//! it: every rule below (notices, local evictions, tickets, expiry, a lost subscription) applies
+//! to it exactly as to the bytes. It is not counted in the byte bound. The methods returning an
+//! owned `T` decode the bytes on every hit.
+//!
 //! A hit in L1 costs no round trip. It goes through the same classification as a backend hit
 //! (`Header::freshness`, early refresh, withheld entries), so every path (typed values,
 //! `#[cached]` functions, HTTP responses, fragments) gets it from one engine.

@@ -81,6 +81,34 @@ async fn has(cache: &Cache, resource: &str, id: u32) -> bool {
         .is_some()
 }
 
+/// The stats JSON reports the in-process tier: `l1` is `null` without one, its state with one,
+/// and `counters.l1_hits` counts the hits it served.
+async fn stats_report_the_l1_tier(ctx: Ctx) {
+    let plain = ctx.cache();
+    let r = call(&app(plain.clone()), "GET", "/admin/cache/stats", None).await;
+    assert!(r.json["l1"].is_null(), "{}", r.json);
+    let cache = ctx.l1_cache().await;
+    let app = app(cache.clone());
+    let key = cache.key("trig").id(1).build();
+    for _ in 0..3 {
+        let v: u32 = cache.get_or_load(&key, HOUR, || async { 1 }).await;
+        assert_eq!(v, 1);
+    }
+    let r = call(&app, "GET", "/admin/cache/stats", None).await;
+    let j = &r.json;
+    assert_eq!(j["l1"]["live"], true, "{j}");
+    assert_eq!(j["l1"]["max_bytes"], 16 * 1024 * 1024, "{j}");
+    assert_eq!(j["l1"]["entries"], 1, "{j}");
+    assert!(j["l1"]["bytes"].as_u64().unwrap() > 0, "{j}");
+    assert!(
+        j["l1"]["notices"].is_u64() && j["l1"]["losses"].is_u64(),
+        "{j}"
+    );
+    assert_eq!(j["counters"]["hits"], 2, "{j}");
+    assert_eq!(j["counters"]["l1_hits"], 2, "{j}");
+    assert_eq!(j["resources"]["trig"]["l1_hits"], 2, "{j}");
+}
+
 async fn stats_report_server_and_counters(ctx: Ctx) {
     let cache = ctx.cache();
     let app = app(cache.clone());
@@ -320,6 +348,7 @@ async fn predicate_guard(ctx: Ctx) {
 }
 
 on_both_backends!(
+    stats_report_the_l1_tier,
     stats_report_server_and_counters,
     flush_all_empties_the_namespace_only,
     pattern_flush_deletes_only_matching,

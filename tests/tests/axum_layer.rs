@@ -210,6 +210,34 @@ async fn miss_then_hit_with_the_same_response(ctx: Ctx) {
     );
 }
 
+/// `X-Cache-Tier` names the tier of each hit: `redis` without L1, `l1` with it (no header on a
+/// miss); the body served is the handler's.
+async fn hits_carry_the_tier_header_l1_or_redis(ctx: Ctx) {
+    for (cache, tier, uri) in [
+        (ctx.cache(), "redis", "/trigs/40"),
+        (ctx.l1_cache().await, "l1", "/trigs/41"),
+    ] {
+        let calls = Calls::default();
+        let app = app(cache, calls.clone(), |b| b);
+        let first = send(&app, get_req(uri)).await;
+        assert_eq!(
+            (first.h("x-cache-status"), first.h("x-cache-tier")),
+            ("MISS", "")
+        );
+        for _ in 0..3 {
+            let hit = send(&app, get_req(uri)).await;
+            assert_eq!(
+                (hit.h("x-cache-status"), hit.h("x-cache-tier")),
+                ("HIT", tier)
+            );
+            assert_eq!(hit.body, first.body, "the handler's body");
+            assert_eq!(hit.h("etag"), first.h("etag"));
+            assert_eq!(hit.h("content-type"), "application/json");
+        }
+        assert_eq!(calls.get(), 1, "{tier}: hits never reach the handler");
+    }
+}
+
 async fn bypass_by_header_and_flag_refreshes_unless_refused(ctx: Ctx) {
     let calls = Calls::default();
     let app = app(ctx.cache(), calls.clone(), |b| b);
@@ -491,6 +519,7 @@ async fn vary_headers_are_in_the_key_and_listed_in_vary(ctx: Ctx) {
 }
 
 on_both_backends!(
+    hits_carry_the_tier_header_l1_or_redis,
     vary_headers_are_in_the_key_and_listed_in_vary,
     successful_writes_invalidate_configured_tags,
     header_names_are_configurable_and_age_grows_while_ttl_shrinks,

@@ -81,6 +81,32 @@ fn layer_app(cache: Cache, metrics: CacheMetrics) -> Router {
         .nest("/metrics", metrics_route(metrics))
 }
 
+/// `cache_l1_hits_total` counts the hits served by the in-process tier (also counted in
+/// `cache_hits_total`); without L1 it stays 0.
+async fn l1_hits_are_exported(ctx: Ctx) {
+    for (cache, l1_hits, id) in [(ctx.cache(), 0.0, 1), (ctx.l1_cache().await, 2.0, 2)] {
+        let metrics = CacheMetrics::new(cache.clone());
+        let app = layer_app(cache.clone(), metrics.clone());
+        for _ in 0..3 {
+            let (s, _, body) = get_text(&app, &format!("/trigs/{id}")).await;
+            assert_eq!((s, body), (StatusCode::OK, format!("trig {id}")));
+        }
+        let (_, _, text) = get_text(&app, "/metrics").await;
+        let trig = [("resource", "trig")];
+        assert_eq!(
+            sample(&text, "cache_hits_total", &trig),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "cache_l1_hits_total", &trig).unwrap_or(0.0),
+            l1_hits,
+            "{text}"
+        );
+        assert_eq!(cache.stats().resources["trig"].l1_hits as f64, l1_hits);
+    }
+}
+
 async fn layer_miss_then_hit_is_exported(ctx: Ctx) {
     let cache = ctx.cache();
     let metrics = CacheMetrics::new(cache.clone());
@@ -247,6 +273,7 @@ async fn instances_do_not_share_series(ctx: Ctx) {
 }
 
 on_both_backends!(
+    l1_hits_are_exported,
     layer_miss_then_hit_is_exported,
     context_layer_records_by_route,
     instances_do_not_share_series,

@@ -675,6 +675,260 @@ async fn a_queued_invalidation_evicts_the_own_l1_before_returning() {
     assert_ne!(tier, Some(Tier::L1));
 }
 
+/// A backend whose subscriber never delivers a notice (the subscription itself is established):
+/// the instance's L1 learns of an invalidation only from its own local eviction.
+#[derive(Debug)]
+struct Deaf(Arc<dyn Backend>);
+
+/// Forwards `subscribed`, withholds every notice.
+struct DeafSink<'a>(&'a dyn NoticeSink);
+
+impl NoticeSink for DeafSink<'_> {
+    fn subscribed(&self) {
+        self.0.subscribed();
+    }
+    fn notice(&self, _: &[u8]) {}
+}
+
+#[async_trait::async_trait]
+impl Backend for Deaf {
+    fn kind(&self) -> &'static str {
+        "deaf"
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, CacheError> {
+        self.0.get(key).await
+    }
+    async fn get_checked(
+        &self,
+        key: &str,
+        ids: &[&str],
+    ) -> Result<(Option<bytes::Bytes>, Vec<u64>), CacheError> {
+        self.0.get_checked(key, ids).await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<bytes::Bytes>>, CacheError> {
+        self.0.get_many(keys).await
+    }
+    async fn versions(&self, ids: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError> {
+        self.0.versions(ids).await
+    }
+    async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {
+        self.0.put(puts).await
+    }
+    async fn invalidate(&self, inv: &Invalidation<'_>) -> Result<u64, CacheError> {
+        self.0.invalidate(inv).await
+    }
+    async fn delete_pattern(&self, p: &str, b: usize) -> Result<u64, CacheError> {
+        self.0.delete_pattern(p, b).await
+    }
+    async fn try_lock(&self, k: &str, t: &str, ttl: Duration) -> Result<bool, CacheError> {
+        self.0.try_lock(k, t, ttl).await
+    }
+    async fn unlock(&self, k: &str, t: &str) -> Result<(), CacheError> {
+        self.0.unlock(k, t).await
+    }
+    async fn ping(&self) -> Result<(), CacheError> {
+        self.0.ping().await
+    }
+    async fn info(&self) -> Result<BackendInfo, CacheError> {
+        self.0.info().await
+    }
+    fn notifies(&self) -> bool {
+        self.0.notifies()
+    }
+    async fn listen(
+        &self,
+        channel: &str,
+        heartbeat: Duration,
+        sink: &dyn NoticeSink,
+    ) -> Result<(), CacheError> {
+        self.0.listen(channel, heartbeat, &DeafSink(sink)).await
+    }
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), CacheError> {
+        self.0.publish(channel, payload).await
+    }
+}
+
+/// Read your writes holds without the instance's own notice: A's subscriber delivers none, and
+/// after each kind of invalidation made on A, A's next read is the origin's new value.
+async fn read_your_writes_on_the_invalidating_instance_needs_no_notice(ctx: Ctx) {
+    let a = ctx
+        .builder()
+        .backend(Arc::new(Deaf(ctx.raw_backend())))
+        .l1(1 << 20)
+        .build()
+        .unwrap();
+    until_live(&a).await;
+    let origin = Origin::default();
+    let key = a.key("item").id(7).build();
+    let policy = Policy::ttl(MINUTE).tag("item:7");
+    for kind in ["tag", "key", "pattern", "clear", "set"] {
+        read(&a, &key, &policy, &origin).await;
+        assert_eq!(
+            read(&a, &key, &policy, &origin).await,
+            (origin.value(), Some(Tier::L1)),
+            "{kind}: warm"
+        );
+        let new = origin.change();
+        match kind {
+            "tag" => {
+                a.invalidate_tags(&["item:7"]).await.unwrap();
+            }
+            "key" => {
+                a.delete(&key).await.unwrap();
+            }
+            "pattern" => {
+                a.delete_pattern("item:*").await.unwrap();
+            }
+            "clear" => {
+                a.clear().await.unwrap();
+            }
+            "set" => a.set(&key, &new, policy.clone()).await.unwrap(),
+            _ => unreachable!(),
+        }
+        assert_eq!(
+            read(&a, &key, &policy, &origin).await.0,
+            new,
+            "{kind}: A is stale"
+        );
+    }
+    assert_eq!(a.l1_status().unwrap().notices, 0, "no notice reached A");
+}
+
+/// Closes the subscriber connections on every node of a cluster.
+fn kill_cluster_subscribers(cluster: &cache_tests::RedisCluster) -> u64 {
+    cluster
+        .ports()
+        .into_iter()
+        .map(|port| {
+            let mut con = cluster.node_client(port).get_connection().unwrap();
+            ::redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query::<u64>(&mut con)
+                .unwrap()
+        })
+        .sum()
+}
+
+/// On Redis Cluster too, a lost subscription bypasses L1 (an invalidation made meanwhile is
+/// never hidden by it), and L1 serves again, coherently, once the subscription is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscription_on_the_cluster_bypasses_l1_until_it_is_back() {
+    cache_tests::init_tracing();
+    let cluster = cache_tests::RedisCluster::start_owned();
+    let namespace = cache_tests::unique_namespace("l1c");
+    let instance = || {
+        Cache::builder()
+            .namespace(namespace.clone())
+            .redis_cluster(cluster.urls())
+            .command_timeout(Duration::from_secs(2))
+            .invalidation_timeout(Duration::from_secs(2))
+            .l1(1 << 20)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (instance(), instance());
+    until_live(&a).await;
+    until_live(&b).await;
+    let origin = Origin::default();
+    let key = b.key("item").id(1).build();
+    let policy = Policy::ttl(MINUTE).tag("item:1");
+    warm(&a, &b, &key, &policy, &origin).await;
+    assert!(kill_cluster_subscribers(&cluster) >= 2);
+    let deadline = Instant::now() + PROPAGATION_DEADLINE;
+    while b.l1_status().unwrap().losses == 0 {
+        assert!(Instant::now() < deadline, "loss never seen");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let new = origin.change();
+    a.invalidate_tags(&["item:1"]).await.unwrap();
+    let (v, tier) = read(&b, &key, &policy, &origin).await;
+    assert_eq!(v, new);
+    assert_ne!(tier, Some(Tier::L1));
+    until_live(&b).await;
+    assert_eq!(read(&b, &key, &policy, &origin).await.0, new);
+    assert_eq!(
+        read(&b, &key, &policy, &origin).await,
+        (new.clone(), Some(Tier::L1))
+    );
+    let newer = origin.change();
+    a.invalidate_tags(&["item:1"]).await.unwrap();
+    until_serves(&b, &key, &policy, &origin, &new, &newer).await;
+}
+
+/// `get_or_load_arc`/`fetch_arc`: the hits of one L1 entry share one decoded value (the same
+/// `Arc`), and it leaves with the entry: after an invalidation on the other instance (once the
+/// notice arrived) or on this one (at once), the origin's new value is served.
+async fn arc_reads_share_the_decoded_l1_value_and_it_leaves_with_the_entry(ctx: Ctx) {
+    let (a, b) = (l1_cache(&ctx), l1_cache(&ctx));
+    until_live(&a).await;
+    until_live(&b).await;
+    let origin = Origin::default();
+    let key = a.key("item").id(3).build();
+    let policy = Policy::ttl(MINUTE).tag("item:3");
+    let arc = |c: &Cache| {
+        let (c, key, policy, value) = (c.clone(), key.clone(), policy.clone(), origin.value());
+        async move {
+            c.fetch_arc(&key, policy, || async {
+                Ok::<_, std::convert::Infallible>(value)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for round in 0..2 {
+        let first = arc(&a).await;
+        assert_eq!(*first.value, origin.value());
+        let hit = arc(&a).await;
+        assert_eq!(
+            (hit.value.as_str(), hit.tier),
+            (origin.value().as_str(), Some(Tier::L1))
+        );
+        let again = a
+            .get_or_load_arc(&key, policy.clone(), || async { origin.value() })
+            .await;
+        assert!(
+            Arc::ptr_eq(&hit.value, &again),
+            "round {round}: one decoded value shared"
+        );
+        // A read of the same entry as an owned value is still decoded from the bytes.
+        let owned: String = a
+            .get_or_load(&key, policy.clone(), || async { origin.value() })
+            .await;
+        assert_eq!(owned, origin.value());
+        let old = origin.value();
+        let new = origin.change();
+        if round == 0 {
+            // Invalidated on the other instance: A serves the new value once the notice arrived.
+            b.invalidate_tags(&["item:3"]).await.unwrap();
+            let deadline = Instant::now() + PROPAGATION_DEADLINE;
+            loop {
+                let got = arc(&a).await;
+                if *got.value == new {
+                    break;
+                }
+                assert_eq!(
+                    *got.value, old,
+                    "only the old value while the notice travels"
+                );
+                assert!(Instant::now() < deadline, "A still serves {old}");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        } else {
+            // Invalidated here: at once.
+            a.invalidate_tags(&["item:3"]).await.unwrap();
+            assert_eq!(*arc(&a).await.value, new);
+        }
+        let after = arc(&a).await;
+        assert_eq!(*after.value, new);
+        assert!(
+            !Arc::ptr_eq(&after.value, &again),
+            "the old decoded value left with its entry"
+        );
+    }
+}
+
 /// A backend without notices keeps L1 off: reads go to the backend.
 async fn a_backend_without_notices_keeps_l1_off(ctx: Ctx) {
     #[derive(Debug)]
@@ -742,4 +996,6 @@ on_both_backends!(
     l1_entries_expire_no_later_than_the_backend_entry,
     l1_respects_its_byte_bound,
     a_backend_without_notices_keeps_l1_off,
+    read_your_writes_on_the_invalidating_instance_needs_no_notice,
+    arc_reads_share_the_decoded_l1_value_and_it_leaves_with_the_entry,
 );

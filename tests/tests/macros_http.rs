@@ -477,6 +477,32 @@ mod axum_app {
         out
     }
 
+    /// `X-Cache-Tier` on the hits of a `#[cached]` whole response: `redis` without L1, `l1`
+    /// with it, none on the miss; the body is the handler's.
+    pub(super) async fn whole_response_hits_carry_the_tier_header(ctx: Ctx) {
+        for (cache, tier, id) in [
+            (ctx.cache(), "redis", 70u32),
+            (ctx.l1_cache().await, "l1", 71),
+        ] {
+            let app = App {
+                cache,
+                db: Arc::default(),
+            };
+            let uri = format!("/pages/{id}");
+            let (status, headers, body) = call(&app, get_req(&uri)).await;
+            assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "MISS"));
+            assert!(headers.get("x-cache-tier").is_none());
+            assert_eq!(body, page_body(&format!("Trig {id}")));
+            for _ in 0..3 {
+                let (s2, h2, b2) = call(&app, get_req(&uri)).await;
+                let tier_header = h2.get("x-cache-tier").map(|v| v.to_str().unwrap());
+                assert_eq!((cache_status(&h2), tier_header), ("HIT", Some(tier)));
+                assert_eq!((s2, &b2), (status, &body), "the handler's response");
+            }
+            assert_eq!(app.db.loads(&format!("page:{id}")), 1);
+        }
+    }
+
     pub(super) async fn whole_response_miss_then_hit(ctx: Ctx) {
         let app = App::new(&ctx);
         // `impl IntoResponse`.
@@ -642,8 +668,9 @@ mod axum_app {
 use axum_app::{
     create_invalidates_from_the_json_result, errors_are_not_cached, json_handler_miss_then_hit,
     users_never_share_entries, whole_response_404_is_not_stored, whole_response_etag_answers_304,
-    whole_response_miss_then_hit, whole_response_over_1mib_is_not_stored,
-    whole_response_set_cookie_is_never_stored, write_invalidates_only_on_success,
+    whole_response_hits_carry_the_tier_header, whole_response_miss_then_hit,
+    whole_response_over_1mib_is_not_stored, whole_response_set_cookie_is_never_stored,
+    write_invalidates_only_on_success,
 };
 
 on_both_backends!(
@@ -654,6 +681,7 @@ on_both_backends!(
     invalidates_with_result_placeholders,
     create_invalidates_from_the_json_result,
     whole_response_miss_then_hit,
+    whole_response_hits_carry_the_tier_header,
     whole_response_404_is_not_stored,
     whole_response_set_cookie_is_never_stored,
     whole_response_over_1mib_is_not_stored,
@@ -872,6 +900,48 @@ mod actix {
             )
             .await
         };
+    }
+
+    /// `X-Cache-Tier` on the hits of a `#[cached]` whole response: `redis` without L1, `l1`
+    /// with it, none on the miss; the body is the handler's.
+    async fn whole_response_hits_carry_the_tier_header(ctx: Ctx) {
+        for (cache, tier, id) in [
+            (ctx.cache(), "redis", 70u32),
+            (ctx.l1_cache().await, "l1", 71),
+        ] {
+            let app = App {
+                cache,
+                db: Arc::default(),
+            };
+            let svc = test::init_service(
+                actix_web::App::new()
+                    .wrap(cache_actix::CacheContextLayer::builder().build())
+                    .app_data(web::Data::new(app.clone()))
+                    .route("/pages/{id}", web::get().to(page)),
+            )
+            .await;
+            let uri = format!("/pages/{id}");
+            for (n, expected) in [(1, "MISS"), (2, "HIT"), (3, "HIT"), (4, "HIT")] {
+                let resp =
+                    test::call_service(&svc, test::TestRequest::get().uri(&uri).to_request()).await;
+                assert_eq!(resp.status(), StatusCode::OK);
+                let h = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_owned())
+                };
+                assert_eq!(
+                    h("x-cache-status").as_deref(),
+                    Some(expected),
+                    "request {n}"
+                );
+                let want = (n > 1).then_some(tier);
+                assert_eq!(h("x-cache-tier").as_deref(), want, "request {n}");
+                let body = test::read_body(resp).await;
+                assert_eq!(&body[..], format!("<h1>Trig {id}</h1>").as_bytes());
+            }
+            assert_eq!(app.db.loads(&format!("page:{id}")), 1);
+        }
     }
 
     async fn whole_responses_are_cached_with_headers(ctx: Ctx) {
@@ -1102,6 +1172,7 @@ mod actix {
         trigs_and_errors,
         users_never_share_entries,
         whole_responses_are_cached_with_headers,
+        whole_response_hits_carry_the_tier_header,
         whole_response_etag_answers_304,
         responders_are_cached_without_the_context_middleware,
     );

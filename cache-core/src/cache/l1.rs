@@ -1,9 +1,10 @@
 //! The in-process tier (L1): the implementation. The design, its guarantees and the notice
 //! format are documented in [`crate::l1`].
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,10 +22,18 @@ const MAX_MARKS: usize = 10_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// The decoded value of an L1 entry, kept beside its bytes (the decoded-value tier): filled by
+/// the first hit of a typed `*_arc` read ([`Cache::get_or_load_arc`](crate::Cache::get_or_load_arc),
+/// [`Cache::fetch_arc`](crate::Cache::fetch_arc)), shared by the next ones without decoding, and
+/// dropped with the entry (the same eviction, expiry and notice rules: it lives in the slot).
+/// One type per entry: a read of another type decodes the bytes.
+pub(crate) type Decoded = Arc<OnceLock<(TypeId, Arc<dyn Any + Send + Sync>)>>;
+
 /// One entry of the tier.
 #[derive(Debug)]
 struct Slot {
     bytes: Bytes,
+    decoded: Decoded,
     header: Header,
     /// Tag ids (namespaced) of the entry.
     tags: Box<[String]>,
@@ -139,8 +148,9 @@ impl L1 {
         Some(self.seq.load(Ordering::SeqCst))
     }
 
-    /// The entry under `key`, if L1 holds it fresh and no notice concerned it since its fill.
-    pub(crate) fn get(&self, key: &str) -> Option<(Bytes, Header)> {
+    /// The entry under `key` (its bytes, header and decoded-value cell), if L1 holds it fresh
+    /// and no notice concerned it since its fill.
+    pub(crate) fn get(&self, key: &str) -> Option<(Bytes, Header, Decoded)> {
         if !self.is_live() {
             return None;
         }
@@ -157,7 +167,7 @@ impl L1 {
             self.entries.invalidate(key);
             return None;
         }
-        Some((slot.bytes.clone(), slot.header))
+        Some((slot.bytes.clone(), slot.header, Arc::clone(&slot.decoded)))
     }
 
     /// Inserts a fresh entry filled under `ticket`, unless an eviction happened since.
@@ -184,6 +194,7 @@ impl L1 {
         let key: Arc<str> = key.into();
         let slot = Arc::new(Slot {
             bytes: bytes.clone(),
+            decoded: Decoded::default(),
             header: *header,
             tags: tags().into_boxed_slice(),
             ticket,

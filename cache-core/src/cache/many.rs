@@ -257,7 +257,7 @@ impl Cache {
         let mut ask: Vec<usize> = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             match l1.and_then(|l1| l1.get(key.as_str())) {
-                Some((bytes, _)) => {
+                Some((bytes, _, _)) => {
                     found.slots[i] = Some(bytes);
                     found.from_l1[i] = true;
                 }

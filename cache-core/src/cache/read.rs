@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,6 +46,18 @@ pub(crate) trait Format {
 
     /// Decodes the value of an envelope (`header` is its parsed header).
     fn decode(&self, bytes: &Bytes, header: &Header) -> Result<Self::Value, CacheError>;
+
+    /// Decodes the value of an entry served by L1, whose decoded-value cell is `decoded`
+    /// (formats that can share a decoded value use it; the others decode the bytes).
+    fn decode_from(
+        &self,
+        decoded: Option<&super::l1::Decoded>,
+        bytes: &Bytes,
+        header: &Header,
+    ) -> Result<Self::Value, CacheError> {
+        let _ = decoded;
+        self.decode(bytes, header)
+    }
 
     /// A copy of `error` for the followers of a failed flight, if it can be shared.
     fn share(&self, _error: &Self::Error) -> Option<Shared> {
@@ -142,6 +155,70 @@ impl<T: Serialize + DeserializeOwned, E, S: ShareErrors<E>> Format for Serde<T, 
 
     fn unshare(&self, shared: &Shared) -> Option<E> {
         S::unshare(shared)
+    }
+}
+
+/// Values serialized with the cache's codec and handed out as `Arc<T>`: an L1 hit shares the
+/// value decoded by the first hit on that entry (see [`super::l1::Decoded`]) instead of decoding
+/// the bytes again.
+pub(crate) struct ArcSerde<T, E> {
+    codec: Codec,
+    _value: Types<T, E, Unshared>,
+}
+
+impl<T, E> ArcSerde<T, E> {
+    pub(crate) fn new(codec: Codec) -> Self {
+        ArcSerde {
+            codec,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T, E> Clone for ArcSerde<T, E> {
+    fn clone(&self) -> Self {
+        ArcSerde::new(self.codec)
+    }
+}
+
+impl<T, E> Format for ArcSerde<T, E>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    type Value = Arc<T>;
+    type Error = E;
+
+    fn encode(&self, value: &Self::Value, meta: &EnvelopeMeta<'_>) -> Result<Vec<u8>, CacheError> {
+        self.codec.encode_checked(&**value, meta)
+    }
+
+    fn decode(&self, bytes: &Bytes, header: &Header) -> Result<Self::Value, CacheError> {
+        crate::codec::Envelope::with_header(bytes, *header)
+            .decode()
+            .map(Arc::new)
+    }
+
+    fn decode_from(
+        &self,
+        decoded: Option<&super::l1::Decoded>,
+        bytes: &Bytes,
+        header: &Header,
+    ) -> Result<Self::Value, CacheError> {
+        let Some(cell) = decoded else {
+            return self.decode(bytes, header);
+        };
+        if let Some((id, value)) = cell.get() {
+            if *id == std::any::TypeId::of::<T>() {
+                if let Ok(value) = Arc::clone(value).downcast::<T>() {
+                    return Ok(value);
+                }
+            }
+            return self.decode(bytes, header);
+        }
+        let value = self.decode(bytes, header)?;
+        let shared: Arc<dyn std::any::Any + Send + Sync> = value.clone();
+        let _ = cell.set((std::any::TypeId::of::<T>(), shared));
+        Ok(value)
     }
 }
 
@@ -262,6 +339,8 @@ enum Lookup {
         age: Duration,
         refresh: bool,
         tier: Tier,
+        /// The decoded-value cell of an L1 hit.
+        decoded: Option<super::l1::Decoded>,
     },
     /// The backend is unavailable.
     Unavailable,
@@ -343,7 +422,8 @@ impl Cache {
                 age,
                 refresh,
                 tier,
-            } => match fmt.decode(&bytes, &header) {
+                decoded,
+            } => match fmt.decode_from(decoded.as_ref(), &bytes, &header) {
                 Ok(value) => {
                     let served = |value| {
                         self.count_served_from(key, status, bytes.len(), age, tier);
@@ -422,9 +502,10 @@ impl Cache {
                         status,
                         age,
                         tier,
+                        decoded,
                         ..
                     } => {
-                        if let Ok(value) = fmt.decode(&bytes, &header) {
+                        if let Ok(value) = fmt.decode_from(decoded.as_ref(), &bytes, &header) {
                             self.count_served_from(key, status, bytes.len(), age, tier);
                             let mut fetched = Fetched::served(value, status, age, &header);
                             fetched.tier = Some(tier);
@@ -445,10 +526,11 @@ impl Cache {
                             status,
                             age,
                             tier,
+                            decoded,
                             ..
                         } = self.lookup(key, policy).await
                         {
-                            if let Ok(value) = fmt.decode(&bytes, &header) {
+                            if let Ok(value) = fmt.decode_from(decoded.as_ref(), &bytes, &header) {
                                 leader.land(Landing::Retry);
                                 self.count_served_from(key, status, bytes.len(), age, tier);
                                 let mut fetched = Fetched::served(value, status, age, &header);
@@ -565,7 +647,7 @@ impl Cache {
         let l1 = self.l1();
         let mut ticket = None;
         if let Some(l1) = l1 {
-            if let Some((bytes, header)) = l1.get(key.as_str()) {
+            if let Some((bytes, header, decoded)) = l1.get(key.as_str()) {
                 if self.withheld(key, &bytes, &header) {
                     return Lookup::Miss { fallback: None };
                 }
@@ -573,7 +655,7 @@ impl Cache {
                 if let found @ Lookup::Serve {
                     status: CacheStatus::Hit,
                     ..
-                } = Cache::classify(bytes, header, policy, Tier::L1)
+                } = Cache::classify(bytes, header, policy, Tier::L1, Some(decoded))
                 {
                     return found;
                 }
@@ -628,7 +710,7 @@ impl Cache {
                 self.entry_tag_ids(&bytes, &header)
             });
         }
-        Cache::classify(bytes, header, policy, Tier::Redis)
+        Cache::classify(bytes, header, policy, Tier::Redis, None)
     }
 
     /// The tag ids of an entry, from its envelope.
@@ -640,7 +722,13 @@ impl Cache {
     }
 
     /// Classifies an entry by [`Header::freshness`].
-    fn classify(bytes: Bytes, header: Header, policy: &Policy, tier: Tier) -> Lookup {
+    fn classify(
+        bytes: Bytes,
+        header: Header,
+        policy: &Policy,
+        tier: Tier,
+        decoded: Option<super::l1::Decoded>,
+    ) -> Lookup {
         let (freshness, age) = header.freshness(now_ms());
         match freshness {
             Freshness::Fresh => {
@@ -659,6 +747,7 @@ impl Cache {
                     age,
                     refresh,
                     tier,
+                    decoded,
                 }
             }
             Freshness::Stale => Lookup::Serve {
@@ -668,6 +757,7 @@ impl Cache {
                 age,
                 refresh: true,
                 tier,
+                decoded,
             },
             Freshness::IfError => Lookup::Miss {
                 fallback: Some((bytes, header)),
@@ -786,8 +876,9 @@ impl Cache {
                 status,
                 age,
                 tier,
+                decoded,
                 ..
-            } => match fmt.decode(&bytes, &header) {
+            } => match fmt.decode_from(decoded.as_ref(), &bytes, &header) {
                 Ok(value) => {
                     self.count_served_from(key, status, bytes.len(), age, tier);
                     let mut fetched = Fetched::served(value, status, age, &header);
@@ -995,6 +1086,67 @@ impl Cache {
         self.read_through(key, &policy.into(), &fmt, loader, Inline)
             .await
             .map_err(|f| f.error)
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load), returning the value as an `Arc<T>`: a hit in the
+    /// in-process tier ([`CacheBuilder::l1`](crate::CacheBuilder::l1)) shares the value decoded
+    /// by the first hit on that entry, so it costs neither a decode nor a clone of `T`. The
+    /// decoded value lives in the L1 entry and leaves with it (same invalidation notices,
+    /// expiry and bound); hits from the backend decode as usual.
+    pub async fn get_or_load_arc<T, F, Fut>(
+        &self,
+        key: &CacheKey,
+        policy: impl Into<Policy>,
+        loader: F,
+    ) -> Arc<T>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let fmt = ArcSerde::<T, std::convert::Infallible>::new(self.inner.settings.codec);
+        let policy = policy.into();
+        let result = self
+            .read_through(
+                key,
+                &policy,
+                &fmt,
+                || async { Ok(Arc::new(loader().await)) },
+                Inline,
+            )
+            .await;
+        match result {
+            Ok(f) => f.value,
+            Err(never) => match never.error {},
+        }
+    }
+
+    /// Like [`fetch`](Self::fetch), returning the value as an `Arc<T>` shared by the hits of one
+    /// L1 entry (see [`get_or_load_arc`](Self::get_or_load_arc)).
+    ///
+    /// # Errors
+    /// The loader's error.
+    pub async fn fetch_arc<T, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        policy: impl Into<Policy>,
+        loader: F,
+    ) -> Result<Fetched<Arc<T>>, E>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let fmt = ArcSerde::<T, E>::new(self.inner.settings.codec);
+        self.read_through(
+            key,
+            &policy.into(),
+            &fmt,
+            || async { loader().await.map(Arc::new) },
+            Inline,
+        )
+        .await
+        .map_err(|f| f.error)
     }
 
     /// Like [`fetch`](Self::fetch) with an owned (`'static`) loader, so refreshes of stale

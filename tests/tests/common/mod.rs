@@ -105,6 +105,27 @@ impl Ctx {
     pub fn cache(&self) -> Cache {
         self.builder().build().expect("valid test configuration")
     }
+
+    /// A cache with an in-process tier (L1) on this test's storage, once its L1 is subscribed
+    /// (serves hits).
+    pub async fn l1_cache(&self) -> Cache {
+        let cache = self
+            .builder()
+            .l1(16 * 1024 * 1024)
+            .build()
+            .expect("valid test configuration");
+        until_l1_live(&cache).await;
+        cache
+    }
+}
+
+/// Waits (polling, with a generous deadline) until the cache's L1 is subscribed.
+pub async fn until_l1_live(cache: &Cache) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !cache.l1_status().expect("L1 configured").live {
+        assert!(std::time::Instant::now() < deadline, "L1 never subscribed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// Declares `mod redis` and `mod memory`, each running every listed `async fn(Ctx)`.
