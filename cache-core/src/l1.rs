@@ -57,7 +57,8 @@
 //! * **Propagation window.** Another instance may serve the old value from its L1 between the
 //!   moment the invalidation ran and the moment its subscriber applied the notice: a loopback
 //!   round trip plus scheduling (measured by `tests/benches/l1.rs` over 1,000 invalidations on
-//!   loopback, on a shared 2-core machine: p50 162 µs, p99 5.1 ms, max 12 ms; see the README). A
+//!   loopback, 2-core machine: p50 162 µs, p99 5.1 ms, max 12 ms while shared with other jobs;
+//!   p50 408 µs, p99 3.3 ms, max 5.4 ms when quiet; see the README). A
 //!   subscriber connection that dies silently (no FIN) is noticed within the heartbeat
 //!   (1 s) plus the connection deadline.
 //! * An explicit [`Cache::set`](crate::Cache::set) publishes a `k` notice after its store. A
