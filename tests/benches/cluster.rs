@@ -18,7 +18,9 @@
 //! throughput of 1 task and of [`TASKS`] tasks doing hits, every variant in slices interleaved
 //! (ABCD DCBA ...). The raw pair tells the cluster client's own cost from the cache's: redis-rs's
 //! cluster client sends every command through its routing task (a channel to the task, then the
-//! node's connection, then a channel back), one hop more than a `MultiplexedConnection`.
+//! node's connection, then a channel back), one hop more than a `MultiplexedConnection`; the
+//! cache's hits skip it (direct connections to the slots' masters, named `annocache-direct`:
+//! the bench prints their last command on each master).
 //!
 //! **B. Tag invalidation on the cluster vs keyspace size.** With 10 000 and with 1 000 000
 //! unrelated background keys on the cluster (`DEBUG POPULATE` on every master under hash tags
@@ -35,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cache_core::backend::DIRECT_CLIENT_NAME;
 use cache_core::{Cache, CacheKey, Policy};
 use cache_tests::{key_slot, unique_namespace, RedisCluster, RedisServer};
 use redis::aio::MultiplexedConnection;
@@ -597,6 +600,32 @@ fn main() {
         }
         out
     });
+    // The cache's cluster hits are read on its direct connections (see `cluster_direct.rs`):
+    // each master has one, named `annocache-direct`, whose last command was a hit's read.
+    let direct: Vec<String> = cluster
+        .masters()
+        .into_iter()
+        .map(|port| {
+            let mut con = cluster
+                .node_client(port)
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .expect("connect to a master");
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut con)
+                .expect("CLIENT LIST");
+            let last: Vec<&str> = list
+                .lines()
+                .filter(|l| l.contains(&format!(" name={DIRECT_CLIENT_NAME} ")))
+                .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("cmd=")))
+                .collect();
+            format!("{port}: {last:?}")
+        })
+        .collect();
+    println!(
+        "# last command of the `{DIRECT_CLIENT_NAME}` connections on each master: {}",
+        direct.join("; ")
+    );
     println!();
     println!(
         "## A. hit: {N} sequential reads per variant over {KEYS} keys (spread over the masters) \

@@ -33,6 +33,23 @@
 //!   `SCAN` every master. Statistics add up every master.
 //!
 //! Leases are single keys, placed in their own bucket.
+//!
+//! # Reads go straight to the slot's node
+//! redis-rs's cluster client routes every command through one task of its own (a channel to
+//! the task, the node's connection, a channel back): one hop more than a plain connection, which
+//! made a cluster hit measurably slower than a one-node hit. So the single-slot reads of a hit
+//! (`GET`, and the checked get's `GET` + `MGET` pipeline, one bucket, one slot) are sent on a
+//! direct multiplexed connection to the node that serves the slot, learnt from `CLUSTER SLOTS`
+//! (with the seeds' TLS settings and credentials). Everything else (stores, scripts, pattern
+//! deletes, leases) goes through the cluster client.
+//!
+//! This cannot serve a wrong value: a node answers only for the slots it serves, and answers
+//! `MOVED` / `ASK` for any other (a demoted master too). Any such answer, a connection error,
+//! or a read abandoned at the caller's deadline drops the direct routes: the read is sent again
+//! through the cluster client (which follows the redirect and refreshes its slot map), and the
+//! routes are learnt anew in the background, at most once per 100 ms. Until they are, reads go
+//! through the cluster client. The direct connections are named [`DIRECT_CLIENT_NAME`]
+//! (`annocache-direct`) in `CLIENT LIST`, when the Redis user may name them (`CLIENT SETNAME`).
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -40,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -68,6 +86,212 @@ const REFRESH_EVERY: Duration = Duration::from_millis(100);
 /// The bucket of an entry key.
 pub(crate) fn bucket_of(anchor: &str, buckets: u16) -> u16 {
     (xxhash_rust::xxh3::xxh3_64(anchor.as_bytes()) % u64::from(buckets.max(1))) as u16
+}
+
+/// Hash slots of a Redis Cluster.
+const SLOTS: usize = 16_384;
+
+/// The hash slot of a (physical) key: CRC16-XMODEM of its hash tag (the first non-empty `{...}`),
+/// or of the whole key without one, modulo [`SLOTS`].
+pub(crate) fn slot_of(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&c| c == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|&c| c == b'}')
+            .filter(|&len| len > 0)
+            .map(|len| &rest[..len])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS as u16
+}
+
+/// Direct connections to the masters, and which one serves each slot (see "Reads go straight
+/// to the slot's node" in the module docs).
+struct Routes {
+    /// The index in `nodes` of each slot's master, or [`NO_NODE`].
+    owners: Vec<u16>,
+    nodes: Vec<MultiplexedConnection>,
+}
+
+/// The name of the direct read connections in `CLIENT LIST`.
+pub const DIRECT_CLIENT_NAME: &str = "annocache-direct";
+
+/// A slot with no known master in [`Routes::owners`].
+const NO_NODE: u16 = u16::MAX;
+
+/// Learns the [`Routes`]: one task at a time, at most one per [`REFRESH_EVERY`].
+struct Router {
+    routes: RwLock<Option<Routes>>,
+    /// The first seed's settings (credentials, TLS mode), with each master's address put in.
+    base: redis::ConnectionInfo,
+    certs: Option<redis::TlsCertificates>,
+    config: redis::AsyncConnectionConfig,
+    running: std::sync::atomic::AtomicBool,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Router {
+    /// Forgets the routes (a read on them failed) and learns them anew.
+    fn forget(self: &Arc<Self>, conn: &Arc<RwLock<Option<ClusterConnection>>>) {
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = None;
+        self.spawn_learn(conn);
+    }
+
+    /// Learns the routes in a task of its own, unless one runs; waits out [`REFRESH_EVERY`]
+    /// since the last one first.
+    fn spawn_learn(self: &Arc<Self>, conn: &Arc<RwLock<Option<ClusterConnection>>>) {
+        use std::sync::atomic::Ordering;
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.running.store(false, Ordering::Release);
+            return;
+        };
+        let (router, conn) = (Arc::clone(self), Arc::clone(conn));
+        handle.spawn(async move {
+            let wait = {
+                let mut last = router.last.lock().unwrap_or_else(PoisonError::into_inner);
+                let wait = last.map_or(Duration::ZERO, |t| {
+                    REFRESH_EVERY.saturating_sub(t.elapsed())
+                });
+                *last = Some(Instant::now() + wait);
+                wait
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let current = conn.read().unwrap_or_else(PoisonError::into_inner).clone();
+            let learnt = match current {
+                Some(mut c) => router.learn(&mut c).await,
+                None => None,
+            };
+            if let Some(routes) = learnt {
+                *router
+                    .routes
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(routes);
+            }
+            router.running.store(false, Ordering::Release);
+        });
+    }
+
+    /// The masters from `CLUSTER SLOTS`, each with a new direct connection; `None` when the slot
+    /// map cannot be read or a master cannot be reached.
+    async fn learn(&self, conn: &mut ClusterConnection) -> Option<Routes> {
+        let slots: redis::Value = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await
+            .ok()?;
+        let mut owners = vec![NO_NODE; SLOTS];
+        let mut addrs: Vec<(String, u16)> = Vec::new();
+        for (start, end, master) in slot_ranges(slots) {
+            let node = match addrs.iter().position(|a| *a == master) {
+                Some(i) => i,
+                None => {
+                    addrs.push(master);
+                    addrs.len() - 1
+                }
+            };
+            for slot in start..=end.min(SLOTS as u16 - 1) {
+                owners[usize::from(slot)] = node as u16;
+            }
+        }
+        let mut nodes = Vec::with_capacity(addrs.len());
+        for (host, port) in addrs {
+            let addr = match self.base.addr() {
+                redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: *insecure,
+                    tls_params: None,
+                },
+                _ => redis::ConnectionAddr::Tcp(host, port),
+            };
+            let info = self.base.clone().set_addr(addr);
+            let client = match &self.certs {
+                None => redis::Client::open(info),
+                Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+            }
+            .ok()?;
+            let mut node = client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await
+                .ok()?;
+            // Named, so that an operator can tell these connections in `CLIENT LIST`; a user
+            // that may not name its connections keeps them unnamed.
+            let _ = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(DIRECT_CLIENT_NAME)
+                .query_async::<()>(&mut node)
+                .await;
+            nodes.push(node);
+        }
+        Some(Routes { owners, nodes })
+    }
+}
+
+/// The `(first slot, last slot, master (host, port))` ranges of a `CLUSTER SLOTS` reply; ranges
+/// whose master has no usable address (an empty or `?` host) are left out.
+fn slot_ranges(reply: redis::Value) -> Vec<(u16, u16, (String, u16))> {
+    let mut out = Vec::new();
+    let redis::Value::Array(ranges) = reply else {
+        return out;
+    };
+    for range in ranges {
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
+        // [start, end, [host, port, id, ...] (master), replicas...]
+        let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) =
+            (parts.first(), parts.get(1))
+        else {
+            continue;
+        };
+        let Some(redis::Value::Array(node)) = parts.get(2) else {
+            continue;
+        };
+        let host = match node.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(redis::Value::SimpleString(s)) => s.clone(),
+            _ => continue,
+        };
+        let Some(redis::Value::Int(port)) = node.get(1) else {
+            continue;
+        };
+        if host.is_empty() || host == "?" {
+            continue;
+        }
+        let (Ok(start), Ok(end), Ok(port)) = (
+            u16::try_from(*start),
+            u16::try_from(*end),
+            u16::try_from(*port),
+        ) else {
+            continue;
+        };
+        out.push((start, end, (host, port)));
+    }
+    out
+}
+
+/// Forgets the direct routes when dropped before [`done`](Self::done): the read on them failed,
+/// or was abandoned at the caller's deadline.
+struct ForgetUnlessDone<'a>(Option<&'a RedisClusterBackend>);
+
+impl ForgetUnlessDone<'_> {
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ForgetUnlessDone<'_> {
+    fn drop(&mut self) {
+        if let Some(backend) = self.0 {
+            backend.router.forget(&backend.conn);
+        }
+    }
 }
 
 /// The physical key of `key` (namespace first) in bucket `b`.
@@ -113,6 +337,8 @@ pub struct RedisClusterBackend {
     next_listener: std::sync::atomic::AtomicUsize,
     /// Deadline of the subscription's connection and checks.
     deadline: Duration,
+    /// Direct connections for single-slot reads.
+    router: Arc<Router>,
 }
 
 impl fmt::Debug for RedisClusterBackend {
@@ -141,7 +367,7 @@ impl RedisClusterBackend {
                 "a Redis Cluster needs at least one seed URL".into(),
             ));
         }
-        let mut nodes = Vec::with_capacity(urls.len());
+        let mut nodes: Vec<redis::ConnectionInfo> = Vec::with_capacity(urls.len());
         let mut certs = None;
         let mut listeners = Vec::with_capacity(urls.len());
         for url in &urls {
@@ -161,6 +387,16 @@ impl RedisClusterBackend {
             }),
             _ => None,
         };
+        let router = Arc::new(Router {
+            routes: RwLock::new(None),
+            base: nodes[0].clone(),
+            certs: certs.clone(),
+            config: redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(options.connect_timeout))
+                .set_response_timeout(Some(options.response_timeout)),
+            running: std::sync::atomic::AtomicBool::new(false),
+            last: Mutex::new(None),
+        });
         let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.response_timeout)
@@ -193,13 +429,17 @@ impl RedisClusterBackend {
             listeners,
             next_listener: std::sync::atomic::AtomicUsize::new(0),
             deadline: options.connect_timeout + options.response_timeout,
+            router,
         })
     }
 
     /// The ACL rules of a Redis user that may do everything this backend does in `namespace`
     /// on a cluster, and nothing else: the rules of [`RedisBackend::acl_rules`] plus
     /// `+cluster|slots`, which the cluster client sends to learn the slot map (at connection,
-    /// after a `MOVED`) and this backend to find the masters (pattern deletes, stats). Create
+    /// after a `MOVED`) and this backend to find the masters (pattern deletes, stats, the
+    /// direct read connections), and `+client|setname`, which names the direct read
+    /// connections `annocache-direct` (a user without it works: its connections stay unnamed,
+    /// and each refusal is an entry in the node's `ACL LOG`). Create
     /// the user on **every node** (a cluster does not propagate ACL users):
     /// `ACL SETUSER <user> on ><password> <rules>`.
     ///
@@ -213,12 +453,15 @@ impl RedisClusterBackend {
     /// use cache_core::backend::{RedisBackend, RedisClusterBackend};
     /// assert_eq!(
     ///     RedisClusterBackend::acl_rules("gallery"),
-    ///     format!("{} +cluster|slots", RedisBackend::acl_rules("gallery"))
+    ///     format!(
+    ///         "{} +cluster|slots +client|setname",
+    ///         RedisBackend::acl_rules("gallery")
+    ///     )
     /// );
     /// ```
     pub fn acl_rules(namespace: &str) -> String {
         format!(
-            "{} +cluster|slots",
+            "{} +cluster|slots +client|setname",
             super::RedisBackend::acl_rules(namespace)
         )
     }
@@ -294,11 +537,12 @@ impl RedisClusterBackend {
     }
 
     fn spawn_attempt(&self) {
-        let (client, cell, state, done) = (
+        let (client, cell, state, done, router) = (
             self.client.clone(),
             Arc::clone(&self.conn),
             Arc::clone(&self.connecting),
             Arc::clone(&self.attempt_done),
+            Arc::clone(&self.router),
         );
         let finish = move |next: Attempt| {
             *state.lock().unwrap_or_else(PoisonError::into_inner) = next;
@@ -321,6 +565,7 @@ impl RedisClusterBackend {
                         .unwrap_or_else(PoisonError::into_inner)
                         .get_or_insert(c);
                     finish(Attempt::Idle);
+                    router.spawn_learn(&cell);
                 }
                 Err(e) => finish(Attempt::Failed((Instant::now(), e))),
             }
@@ -348,7 +593,11 @@ impl RedisClusterBackend {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (client, cell) = (self.client.clone(), Arc::clone(&self.conn));
+        let (client, cell, router) = (
+            self.client.clone(),
+            Arc::clone(&self.conn),
+            Arc::clone(&self.router),
+        );
         handle.spawn(async move {
             let Ok(mut fresh) = client.get_async_connection().await else {
                 return;
@@ -359,12 +608,36 @@ impl RedisClusterBackend {
                 .is_ok()
             {
                 *cell.write().unwrap_or_else(PoisonError::into_inner) = Some(fresh);
+                // The direct routes may name the master that is gone.
+                router.forget(&cell);
                 tracing::debug!(
                     name: "cache_redis_cluster_topology_refreshed",
                     "Redis Cluster connection reopened with the current slot map"
                 );
             }
         });
+    }
+
+    /// The direct connection to the master serving `physical`'s slot, when the routes are
+    /// known; when they are not, they are learnt in the background (see the module docs).
+    fn direct(&self, physical: &str) -> Option<MultiplexedConnection> {
+        {
+            let routes = self
+                .router
+                .routes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(routes) = routes.as_ref() {
+                let node = *routes
+                    .owners
+                    .get(usize::from(slot_of(physical.as_bytes())))?;
+                return routes.nodes.get(usize::from(node)).cloned();
+            }
+        }
+        if self.current().is_some() {
+            self.router.spawn_learn(&self.conn);
+        }
+        None
     }
 
     fn at(&self, key: &str) -> String {
@@ -384,28 +657,9 @@ impl RedisClusterBackend {
             .await?;
         refresh.done();
         let mut out: Vec<(String, u16)> = Vec::new();
-        if let redis::Value::Array(ranges) = slots {
-            for range in ranges {
-                let redis::Value::Array(parts) = range else {
-                    continue;
-                };
-                // [start, end, [host, port, id, ...] (master), replicas...]
-                if let Some(redis::Value::Array(node)) = parts.get(2) {
-                    let host = match node.first() {
-                        Some(redis::Value::BulkString(b)) => {
-                            String::from_utf8_lossy(b).into_owned()
-                        }
-                        Some(redis::Value::SimpleString(s)) => s.clone(),
-                        _ => continue,
-                    };
-                    let port = match node.get(1) {
-                        Some(redis::Value::Int(p)) => *p as u16,
-                        _ => continue,
-                    };
-                    if !out.contains(&(host.clone(), port)) {
-                        out.push((host, port));
-                    }
-                }
+        for (_, _, master) in slot_ranges(slots) {
+            if !out.contains(&master) {
+                out.push(master);
             }
         }
         Ok(out)
@@ -431,6 +685,12 @@ impl RedisClusterBackend {
             .extract_error()?;
         redis::from_redis_value(v).map_err(|e| CacheError::Redis(e.into()))
     }
+}
+
+/// Whether a node refused a command to the ACL user (`NOPERM`): an answer, not a sign that the
+/// direct routes are wrong.
+fn is_refusal(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOPERM")
 }
 
 /// Whether a node refused a command to the ACL user (`NOPERM`).
@@ -504,9 +764,28 @@ impl Backend for RedisClusterBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let physical = self.at(key);
+        if let Some(mut node) = self.direct(&physical) {
+            let watch = ForgetUnlessDone(Some(self));
+            match redis::cmd("GET")
+                .arg(&physical)
+                .query_async(&mut node)
+                .await
+            {
+                Ok(v) => {
+                    watch.done();
+                    return Ok(v);
+                }
+                Err(e) if is_refusal(&e) => {
+                    watch.done();
+                    return Err(e.into());
+                }
+                Err(_) => {}
+            }
+        }
         let mut conn = self.conn().await?;
         Ok(redis::cmd("GET")
-            .arg(self.at(key))
+            .arg(&physical)
             .query_async(&mut conn)
             .await?)
     }
@@ -576,10 +855,25 @@ impl Backend for RedisClusterBackend {
         ids: &[&str],
     ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
         let b = bucket_of(key, self.buckets);
-        let mut conn = self.conn().await?;
         // One slot: a pipeline on the bucket's node.
-        let keys = ids.iter().map(|id| version_key(&place(id, b))).collect();
-        super::redis::get_checked_on(&mut conn, &place(key, b), keys).await
+        let physical = place(key, b);
+        let keys: Vec<String> = ids.iter().map(|id| version_key(&place(id, b))).collect();
+        if let Some(mut node) = self.direct(&physical) {
+            let watch = ForgetUnlessDone(Some(self));
+            match super::redis::get_checked_on(&mut node, &physical, &keys).await {
+                Ok(v) => {
+                    watch.done();
+                    return Ok(v);
+                }
+                Err(CacheError::Redis(e)) if is_refusal(&e) => {
+                    watch.done();
+                    return Err(CacheError::Redis(e));
+                }
+                Err(_) => {}
+            }
+        }
+        let mut conn = self.conn().await?;
+        super::redis::get_checked_on(&mut conn, &physical, &keys).await
     }
 
     fn eviction_hint(&self) -> Option<bool> {

@@ -37,7 +37,7 @@ mod cluster;
 mod memory;
 mod redis;
 
-pub use self::cluster::{RedisClusterBackend, DEFAULT_BUCKETS};
+pub use self::cluster::{RedisClusterBackend, DEFAULT_BUCKETS, DIRECT_CLIENT_NAME};
 pub use self::memory::MemoryBackend;
 pub(crate) use self::redis::{check_ca_pem, check_cert_pem, check_key_pem, redact_url};
 pub use self::redis::{RedisBackend, RedisOptions, RedisTls};

@@ -549,7 +549,7 @@ pub(super) fn versions_invocation(
 pub(super) async fn get_checked_on<C: redis::aio::ConnectionLike>(
     conn: &mut C,
     entry: &str,
-    version_keys: Vec<String>,
+    version_keys: &[String],
 ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
     if version_keys.is_empty() {
         let value = redis::cmd("GET").arg(entry).query_async(conn).await?;
@@ -559,7 +559,7 @@ pub(super) async fn get_checked_on<C: redis::aio::ConnectionLike>(
         .cmd("GET")
         .arg(entry)
         .cmd("MGET")
-        .arg(&version_keys)
+        .arg(version_keys)
         .query_async(conn)
         .await?;
     Ok((
@@ -650,7 +650,8 @@ impl Backend for RedisBackend {
         ids: &[&str],
     ) -> Result<(Option<Bytes>, Vec<u64>), CacheError> {
         let mut conn = self.conn()?;
-        get_checked_on(&mut conn, key, ids.iter().map(|t| version_key(t)).collect()).await
+        let keys: Vec<String> = ids.iter().map(|t| version_key(t)).collect();
+        get_checked_on(&mut conn, key, &keys).await
     }
 
     fn eviction_hint(&self) -> Option<bool> {
