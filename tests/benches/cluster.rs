@@ -305,6 +305,34 @@ struct HitResult {
     samples: Vec<(Variant, Samples)>,
     one_task: Vec<f64>,
     many_tasks: Vec<f64>,
+    /// [`direct_last_commands`] after the measurements.
+    direct: String,
+}
+
+/// The last command of the cache's direct read connections (named `annocache-direct`) on each
+/// master: the cluster hits went there, not through the cluster client (`cluster_direct.rs`).
+fn direct_last_commands(cluster: &RedisCluster) -> String {
+    cluster
+        .masters()
+        .into_iter()
+        .map(|port| {
+            let mut con = cluster
+                .node_client(port)
+                .get_connection_with_timeout(Duration::from_secs(2))
+                .expect("connect to a master");
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut con)
+                .expect("CLIENT LIST");
+            let last: Vec<&str> = list
+                .lines()
+                .filter(|l| l.contains(&format!(" name={DIRECT_CLIENT_NAME} ")))
+                .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("cmd=")))
+                .collect();
+            format!("{port}: {last:?}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 async fn run_hits(
@@ -336,6 +364,7 @@ async fn run_hits(
     }
     let one_task = throughputs(&f, 1).await;
     let many_tasks = throughputs(&f, TASKS).await;
+    let direct = direct_last_commands(cluster);
     for cache in [&f.single, &f.cluster] {
         let stats = cache.stats();
         assert_eq!(stats.total.errors, 0, "no cache errors during the bench");
@@ -347,6 +376,7 @@ async fn run_hits(
         samples,
         one_task,
         many_tasks,
+        direct,
     }
 }
 
@@ -600,32 +630,6 @@ fn main() {
         }
         out
     });
-    // The cache's cluster hits are read on its direct connections (see `cluster_direct.rs`):
-    // each master has one, named `annocache-direct`, whose last command was a hit's read.
-    let direct: Vec<String> = cluster
-        .masters()
-        .into_iter()
-        .map(|port| {
-            let mut con = cluster
-                .node_client(port)
-                .get_connection_with_timeout(Duration::from_secs(2))
-                .expect("connect to a master");
-            let list: String = redis::cmd("CLIENT")
-                .arg("LIST")
-                .query(&mut con)
-                .expect("CLIENT LIST");
-            let last: Vec<&str> = list
-                .lines()
-                .filter(|l| l.contains(&format!(" name={DIRECT_CLIENT_NAME} ")))
-                .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("cmd=")))
-                .collect();
-            format!("{port}: {last:?}")
-        })
-        .collect();
-    println!(
-        "# last command of the `{DIRECT_CLIENT_NAME}` connections on each master: {}",
-        direct.join("; ")
-    );
     println!();
     println!(
         "## A. hit: {N} sequential reads per variant over {KEYS} keys (spread over the masters) \
@@ -634,6 +638,10 @@ fn main() {
     for r in &hits {
         println!();
         println!("### payload ~{} (JSON {} B)", r.label, r.json_len);
+        println!(
+            "# last command of the `{DIRECT_CLIENT_NAME}` connections on each master: {}",
+            r.direct
+        );
         println!(
             "{:<32} {:>9} {:>9} {:>9}",
             "variant", "mean µs", "p50 µs", "p99 µs"
