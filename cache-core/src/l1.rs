@@ -21,10 +21,10 @@
 //! (`Header::freshness`, early refresh, withheld entries), so every path (typed values,
 //! `#[cached]` functions, HTTP responses, fragments) gets it from one engine.
 //!
-//! Over HTTP (`cargo bench -p cache-tests --bench peers_http`, 64 keep-alive clients, one run on a
-//! loaded 2-core machine), the `cache-axum` response layer with L1 served 37,218 and 28,350
-//! requests/s at 1 KiB and 16 KiB against 25,623 and 20,128 without it (1.45x, 1.41x): 0.54 and
-//! 0.61 of a static handler, 1.41 and 1.46 times hitbox, 1.20 and 2.56 times tower-http-cache.
+//! Over HTTP (`cargo bench -p cache-tests --bench peers_http`, 64 keep-alive clients, two runs on
+//! a loaded 2-core machine), the `cache-axum` response layer with L1 served 37,218 / 46,746
+//! requests/s at 1 KiB and 28,350 / 28,660 at 16 KiB, 1.41x to 1.53x the layer without it: 0.54
+//! to 0.61 of a static handler, 1.41 to 1.80 times hitbox, 1.20 to 2.56 times tower-http-cache.
 //! Every hit of the measured slices was an L1 hit; the rest of the cost of such a hit is the
 //! layer's own work (planning, key, response headers; profile in the README).
 //!
@@ -75,7 +75,7 @@
 //!   0 stale reads on the invalidating instance; on the other instances 392 of 95,076 reads
 //!   (5% writes) and 28 of 73,960 (30% writes), each begun before that instance had applied the
 //!   invalidation's notice, p50 0.15 ms / p99 2.2 ms / max 3.1 ms and p50 0.08 ms / max 0.8 ms
-//!   after the invalidation returned. The bounded form is
+//!   after the invalidation returned (a second run: 514 and 15, latest 3.6 ms). The bounded form is
 //!   `with_l1_no_stale_read_on_the_invalidating_instance_others_only_while_the_notice_travels_*`
 //!   in `tests/tests/consistency.rs`.
 //! * **Fills under many invalidations.** A fill's ticket is the tier-wide eviction sequence: a
