@@ -21,6 +21,13 @@
 //! (`Header::freshness`, early refresh, withheld entries), so every path (typed values,
 //! `#[cached]` functions, HTTP responses, fragments) gets it from one engine.
 //!
+//! Over HTTP (`cargo bench -p cache-tests --bench peers_http`, 64 keep-alive clients, two runs on
+//! a loaded 2-core machine), the `cache-axum` response layer with L1 served 37,218 / 46,746
+//! requests/s at 1 KiB and 28,350 / 28,660 at 16 KiB, 1.41x to 1.53x the layer without it: 0.54
+//! to 0.61 of a static handler, 1.41 to 1.80 times hitbox, 1.20 to 2.56 times tower-http-cache.
+//! Every hit of the measured slices was an L1 hit; the rest of the cost of such a hit is the
+//! layer's own work (planning, key, response headers; profile in the README).
+//!
 //! # Coherence: notices published by the invalidation itself
 //! Every invalidation (tags, keys, pattern deletes and `clear` through the namespace generation,
 //! and every replay of a queued or outboxed one) runs as one script on the backend. That script
@@ -61,6 +68,20 @@
 //!   p50 408 µs, p99 3.3 ms, max 5.4 ms when quiet; see the README). A
 //!   subscriber connection that dies silently (no FIN) is noticed within the heartbeat
 //!   (1 s) plus the connection deadline.
+//! * **Checked at random with four instances.** The randomized consistency checker
+//!   (`tests/benches/support/consistency.rs`) runs four instances with L1 on one `redis-server`
+//!   and classifies every stale read by instance. In one run of `cargo bench -p cache-tests
+//!   --bench consistency` (100,000 operations per mix, 2-core machine shared with other jobs):
+//!   0 stale reads on the invalidating instance; on the other instances 392 of 95,076 reads
+//!   (5% writes) and 28 of 73,960 (30% writes), each begun before that instance had applied the
+//!   invalidation's notice, p50 0.15 ms / p99 2.2 ms / max 3.1 ms and p50 0.08 ms / max 0.8 ms
+//!   after the invalidation returned (a second run: 514 and 15, latest 3.6 ms). The bounded form is
+//!   `with_l1_no_stale_read_on_the_invalidating_instance_others_only_while_the_notice_travels_*`
+//!   in `tests/tests/consistency.rs`.
+//! * **Fills under many invalidations.** A fill's ticket is the tier-wide eviction sequence: a
+//!   fill during which any notice was applied, for any entry, is not inserted (correct, never
+//!   stale, but under a write-heavy mix the tier fills rarely: 1.9% of reads were L1 hits in the
+//!   checker's 30%-writes mix over 32 ids, 41.7% with 5% writes).
 //! * An explicit [`Cache::set`](crate::Cache::set) publishes a `k` notice after its store. A
 //!   refresh (stale-while-revalidate, early refresh) does not: the old value stays in other
 //!   instances' L1 no longer than its own freshness.

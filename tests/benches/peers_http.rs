@@ -9,6 +9,9 @@
 //! * `static`: the page's JSON bytes, precomputed (the ceiling of server + client here);
 //! * `uncached`: the app as it is;
 //! * `ours`: `cache_axum::ResponseCacheLayer` with the route at a one-hour TTL;
+//! * `ours + L1`: the same, with the in-process tier on (`Cache::builder().l1(..)`, [`L1_BYTES`]):
+//!   hits are served from the process's memory, without a round trip to Redis; the share of its
+//!   hits served by L1 during the measured slices is printed;
 //! * `hitbox`: `hitbox_tower::Cache` with `hitbox_redis::RedisBackend`, the key from the path's
 //!   `{id}`, a one-hour TTL;
 //! * `tower-http-cache`: `CacheLayer` with its Redis backend, keyed by the path, a one-hour TTL.
@@ -19,6 +22,12 @@
 //! the origin's JSON for the requested id**: a variant that serves a wrong body is reported as
 //! failing with its first wrong answer, not benchmarked. The origin calls made during the
 //! measured slices are counted (a cache that serves hits makes none).
+//!
+//! | Variable              | Effect                                                             |
+//! |-----------------------|--------------------------------------------------------------------|
+//! | `PEERS_HTTP_ROUNDS`   | rounds (default 3)                                                 |
+//! | `PEERS_HTTP_SLICE_MS` | length of one measured slice (default 1000 ms)                     |
+//! | `PEERS_HTTP_VARIANTS` | the variants to run, by name, comma-separated: `static`, `uncached`, `ours`, `ours-l1`, `hitbox`, `tower-http-cache` (default: all; ratios to a variant not run print NaN) |
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
@@ -52,39 +61,63 @@ const TASKS: usize = 64;
 const IDS: u64 = 64;
 /// Simulated database latency of the origin handler.
 const DB_LATENCY: Duration = Duration::from_millis(20);
-/// One measured slice.
+/// One measured slice (`PEERS_HTTP_SLICE_MS` overrides).
 const SLICE: Duration = Duration::from_secs(1);
-/// Rounds; each runs every variant for one slice, the order alternating.
+/// Rounds; each runs every variant for one slice, the order alternating (`PEERS_HTTP_ROUNDS`
+/// overrides).
 const ROUNDS: usize = 3;
 const TTL: Duration = Duration::from_secs(3600);
+/// The L1 bound of the `ours + L1` variant (every page of both sizes fits).
+const L1_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
     Static,
     Uncached,
     Ours,
+    OursL1,
     Hitbox,
     TowerHttpCache,
-    // ---- L1: add `OursL1` here (ours with `Cache::builder().l1(max_bytes)`), with one arm in
-    // ---- `label` and one in `serve`.
 }
 
 impl Variant {
-    const ALL: [Variant; 5] = [
+    const ALL: [Variant; 6] = [
         Variant::Static,
         Variant::Uncached,
         Variant::Ours,
+        Variant::OursL1,
         Variant::Hitbox,
         Variant::TowerHttpCache,
     ];
+
+    /// The index of `self` in [`Variant::ALL`].
+    fn index(self) -> usize {
+        Variant::ALL
+            .iter()
+            .position(|v| *v == self)
+            .expect("every variant is in ALL")
+    }
 
     fn label(self) -> &'static str {
         match self {
             Variant::Static => "static (precomputed body)",
             Variant::Uncached => "uncached (20 ms handler)",
             Variant::Ours => "ours (cache-axum layer)",
+            Variant::OursL1 => "ours + L1 (cache-axum layer)",
             Variant::Hitbox => "hitbox 0.2 (hitbox-tower, Redis)",
             Variant::TowerHttpCache => "tower-http-cache 0.6 (Redis)",
+        }
+    }
+
+    /// The name `PEERS_HTTP_VARIANTS` selects it by.
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Static => "static",
+            Variant::Uncached => "uncached",
+            Variant::Ours => "ours",
+            Variant::OursL1 => "ours-l1",
+            Variant::Hitbox => "hitbox",
+            Variant::TowerHttpCache => "tower-http-cache",
         }
     }
 }
@@ -139,19 +172,42 @@ fn static_app(o: &Origin) -> Router {
     )
 }
 
-/// Builds the server of `v` on `url`; `Err` says why this peer could not be set up.
-async fn serve(v: Variant, o: &Origin, url: &str, ns: &str) -> Result<SocketAddr, String> {
+/// Builds the server of `v` on `url` (and, for ours, returns its cache); `Err` says why this
+/// peer could not be set up.
+async fn serve(
+    v: Variant,
+    o: &Origin,
+    url: &str,
+    ns: &str,
+) -> Result<(SocketAddr, Option<Cache>), String> {
+    let mut ours = None;
     let router = match v {
         Variant::Static => static_app(o),
         Variant::Uncached => app(o),
-        Variant::Ours => {
-            let cache = Cache::builder()
-                .namespace(ns)
+        Variant::Ours | Variant::OursL1 => {
+            let b = Cache::builder()
+                // Its own namespace: the L1 variant fills its tier from its own misses.
+                .namespace(format!("{ns}-{v:?}"))
                 .redis_url(url)
                 // A generous deadline, so that a noisy machine never turns a hit into a miss.
-                .command_timeout(Duration::from_secs(1))
-                .build()
-                .map_err(|e| e.to_string())?;
+                .command_timeout(Duration::from_secs(1));
+            let b = if v == Variant::OursL1 {
+                b.l1(L1_BYTES)
+            } else {
+                b
+            };
+            let cache = b.build().map_err(|e| e.to_string())?;
+            if v == Variant::OursL1 {
+                // L1 serves and fills only once its invalidation notices are subscribed.
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while !cache.l1_status().is_some_and(|s| s.live) {
+                    if Instant::now() > deadline {
+                        return Err("L1 never subscribed".to_owned());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            ours = Some(cache.clone());
             app(o).layer(
                 ResponseCacheLayer::builder(cache)
                     .route("/items/{id}", RoutePolicy::ttl(TTL))
@@ -229,7 +285,7 @@ async fn serve(v: Variant, o: &Origin, url: &str, ns: &str) -> Result<SocketAddr
     tokio::spawn(async move {
         axum::serve(listener, router).await.expect("axum::serve");
     });
-    Ok(addr)
+    Ok((addr, ours))
 }
 
 /// What one slice produced.
@@ -326,9 +382,32 @@ struct Row {
     lat_us: Vec<u32>,
     wrong: Vec<(u64, String)>,
     origin_calls: usize,
+    /// Ours: hits served during the measured slices, and of those, by L1.
+    hits: u64,
+    l1_hits: u64,
 }
 
 fn main() {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let rounds: usize = env("PEERS_HTTP_ROUNDS").map_or(ROUNDS, |v| {
+        v.trim().parse().expect("PEERS_HTTP_ROUNDS: a number")
+    });
+    let slice_len = env("PEERS_HTTP_SLICE_MS").map_or(SLICE, |v| {
+        Duration::from_millis(v.trim().parse().expect("PEERS_HTTP_SLICE_MS: milliseconds"))
+    });
+    let selected: Vec<Variant> = match env("PEERS_HTTP_VARIANTS") {
+        None => Variant::ALL.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                let name = name.trim();
+                Variant::ALL
+                    .into_iter()
+                    .find(|v| v.name() == name)
+                    .unwrap_or_else(|| panic!("PEERS_HTTP_VARIANTS: unknown variant {name:?}"))
+            })
+            .collect(),
+    };
     println!("# HTTP: the same Axum app cached by ours, hitbox and tower-http-cache, one Redis");
     println!("# reproduce: {COMMAND}");
     let server = RedisServer::start();
@@ -343,9 +422,9 @@ fn main() {
     rt.block_on(async {
         println!(
             "# redis at {url}; servers and {TASKS} keep-alive clients on one tokio runtime \
-             ({workers} workers); {IDS} ids; {ROUNDS} rounds of {} s slices, order alternating; \
+             ({workers} workers); {IDS} ids; {rounds} rounds of {:.1} s slices, order alternating; \
              origin: {} ms database call + JSON",
-            SLICE.as_secs(),
+            slice_len.as_secs_f64(),
             DB_LATENCY.as_millis()
         );
         let mut goals = Vec::new();
@@ -356,12 +435,23 @@ fn main() {
             let o = Origin::new(size);
             let mut rows: Vec<Row> = Variant::ALL.iter().map(|_| Row::default()).collect();
             let mut addrs = Vec::new();
+            let mut caches = Vec::new();
             for (i, v) in Variant::ALL.iter().enumerate() {
+                if !selected.contains(v) {
+                    rows[i].setup = Some("not selected (PEERS_HTTP_VARIANTS)".to_owned());
+                    addrs.push(None);
+                    caches.push(None);
+                    continue;
+                }
                 match serve(*v, &o, &url, &format!("{ns}-{size}")).await {
-                    Ok(addr) => addrs.push(Some(addr)),
+                    Ok((addr, cache)) => {
+                        addrs.push(Some(addr));
+                        caches.push(cache);
+                    }
                     Err(e) => {
                         rows[i].setup = Some(e);
                         addrs.push(None);
+                        caches.push(None);
                     }
                 }
             }
@@ -380,7 +470,7 @@ fn main() {
                 }
                 let _ = slice(addr, &o, Duration::from_millis(300)).await;
             }
-            for round in 0..ROUNDS {
+            for round in 0..rounds {
                 let order: Vec<usize> = if round % 2 == 0 {
                     (0..Variant::ALL.len()).collect()
                 } else {
@@ -389,7 +479,15 @@ fn main() {
                 for i in order {
                     let Some(addr) = addrs[i] else { continue };
                     let before = o.calls.load(Ordering::Relaxed);
-                    let t = slice(addr, &o, SLICE).await;
+                    let hits = |c: &Option<Cache>| {
+                        c.as_ref()
+                            .map_or((0, 0), |c| (c.stats().total.hits, c.stats().total.l1_hits))
+                    };
+                    let (h0, l0) = hits(&caches[i]);
+                    let t = slice(addr, &o, slice_len).await;
+                    let (h1, l1) = hits(&caches[i]);
+                    rows[i].hits += h1 - h0;
+                    rows[i].l1_hits += l1 - l0;
                     let after = o.calls.load(Ordering::Relaxed);
                     if Variant::ALL[i] != Variant::Uncached {
                         rows[i].origin_calls += after - before;
@@ -450,27 +548,47 @@ fn main() {
                     medians.push(f64::NAN);
                 }
             }
-            let ours = medians[2];
+            let m = |v: Variant| medians[v.index()];
+            let (hitbox, tower) = (m(Variant::Hitbox), m(Variant::TowerHttpCache));
+            let ours = m(Variant::Ours);
+            let ours_l1 = m(Variant::OursL1);
+            let l1_row = &rows[Variant::OursL1.index()];
+            println!(
+                "ours + L1: {} of {} hits in the measured slices served by L1",
+                l1_row.l1_hits, l1_row.hits
+            );
             println!(
                 "ratios: ours / static {:.2}, ours / uncached {:.2}, ours / hitbox {:.2}, ours / \
-                 tower-http-cache {:.2} (NaN: that peer failed)",
+                 tower-http-cache {:.2} (NaN: that peer failed or was not selected)",
                 ours / static_rps,
-                ours / medians[1],
-                ours / medians[3],
-                ours / medians[4]
+                ours / m(Variant::Uncached),
+                ours / hitbox,
+                ours / tower
+            );
+            println!(
+                "ratios: ours + L1 / static {:.2}, ours + L1 / ours {:.2}, ours + L1 / hitbox \
+                 {:.2}, ours + L1 / tower-http-cache {:.2}",
+                ours_l1 / static_rps,
+                ours_l1 / ours,
+                ours_l1 / hitbox,
+                ours_l1 / tower
             );
             goals.push((
                 label,
-                ours / static_rps,
-                ours / medians[3],
-                ours / medians[4],
+                [ours, ours_l1].map(|x| [x / static_rps, x / hitbox, x / tower]),
             ));
         }
         println!();
-        for (label, s, h, t) in goals {
+        let verdict = |x: f64, goal: f64| if x >= goal { "met" } else { "MISSED" };
+        for (label, [[s, h, t], [ls, lh, lt]]) in goals {
             println!(
-                "goals at {label}: ours / static {s:.2} (goal >= 0.8 needs L1), ours / hitbox \
-                 {h:.2}, ours / tower-http-cache {t:.2} (goals >= 1.5)"
+                "goals at {label}: ours + L1 / static {ls:.2} (goal >= 0.8: {}), ours + L1 / \
+                 hitbox {lh:.2}, ours + L1 / tower-http-cache {lt:.2} (goals >= 1.5: {}, {}); \
+                 without L1: ours / static {s:.2}, ours / hitbox {h:.2}, ours / \
+                 tower-http-cache {t:.2}",
+                verdict(ls, 0.8),
+                verdict(lh, 1.5),
+                verdict(lt, 1.5)
             );
         }
     });

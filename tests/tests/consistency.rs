@@ -2,8 +2,9 @@
 //! Read-your-invalidations consistency under concurrency, with the database as the oracle, on
 //! Redis (four `Cache` instances on one server) and memory (four instances on one
 //! `MemoryBackend`): the randomized checker of `benches/support/consistency.rs` in a bounded
-//! form, a deterministic reproduction of its main finding, and a failing loader under
-//! concurrency.
+//! form, without and with L1 (each instance its own in-process tier and its own subscriber to
+//! the invalidation notices), a deterministic reproduction of its main finding, and a failing
+//! loader under concurrency.
 //!
 //! Sizes: `CONSISTENCY_TEST_OPS` (default 8000 operations per run), `CONSISTENCY_SEED` (default:
 //! from the clock; printed). The bench form is `cargo bench -p cache-tests --bench consistency`.
@@ -18,11 +19,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_core::{Cache, Policy};
-use common::Ctx;
+use common::{Ctx, Kind};
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// Bound on every wait for a signal.
 const WAIT: Duration = Duration::from_secs(10);
+/// With L1, how long after an invalidation returned a stale read on *another* instance may still
+/// begin: the time its notice takes to reach that instance. Generous (the machine running the
+/// tests is loaded; on loopback the notice takes well under 5 ms at p99, see `benches/l1.rs`),
+/// but finite: an instance that never applied the notice fails.
+const CROSS_INSTANCE_BOUND: Duration = Duration::from_secs(1);
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -32,20 +38,51 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// Four instances on this test's storage, each with its own single-flight map (and, on Redis,
-/// its own connection). A generous command timeout: a timed-out invalidation would fail the
-/// harness, not the cache.
+/// its own connection). Generous command and invalidation deadlines: a timed-out (queued)
+/// invalidation would fail the harness, not the cache (with the default 250 ms invalidation
+/// deadline, a loaded test machine did that now and then).
 fn four_caches(ctx: &Ctx) -> Vec<Cache> {
     (0..4)
         .map(|_| {
             ctx.builder()
                 .command_timeout(Duration::from_secs(5))
+                .invalidation_timeout(Duration::from_secs(5))
                 .build()
                 .expect("valid test configuration")
         })
         .collect()
 }
 
+/// Four instances with L1, each its own tier and its own subscriber. On one `redis-server` and
+/// on memory, each backend is wrapped in a [`checker::NoticeCounter`] (its own connection on
+/// Redis), so that the checker knows when each instance applied each notice; a cluster's nodes
+/// deliver notices in no common order, so there the propagation delay alone is checked.
+fn four_l1_caches(ctx: &Ctx) -> (Vec<Cache>, Vec<Option<checker::NoticeCounter>>) {
+    (0..4)
+        .map(|_| {
+            let b = ctx
+                .builder()
+                .command_timeout(Duration::from_secs(5))
+                .invalidation_timeout(Duration::from_secs(5))
+                .l1(16 * 1024 * 1024);
+            let counter =
+                (ctx.kind != Kind::Cluster).then(|| checker::NoticeCounter::new(ctx.raw_backend()));
+            let b = match &counter {
+                Some(counter) => b.backend(Arc::new(counter.clone())),
+                None => b,
+            };
+            (b.build().expect("valid test configuration"), counter)
+        })
+        .unzip()
+}
+
 async fn check(ctx: Ctx, write_percent: u32) {
+    let (report, summary) = run_checker(&ctx, write_percent, false).await;
+    assert_eq!(report.stale_reads, 0, "stale reads: {summary}");
+}
+
+/// Runs the checker on four instances (with or without L1) and checks the harness.
+async fn run_checker(ctx: &Ctx, write_percent: u32, l1: bool) -> (checker::Report, String) {
     let seed = env_or(
         "CONSISTENCY_SEED",
         std::time::SystemTime::now()
@@ -59,8 +96,18 @@ async fn check(ctx: Ctx, write_percent: u32) {
         write_percent,
         seed,
     };
-    let label = format!("{:?}, {write_percent}% writes, seed {seed}", ctx.kind);
-    let report = checker::run(four_caches(&ctx), cfg).await;
+    let label = format!(
+        "{:?}{}, {write_percent}% writes, seed {seed}",
+        ctx.kind,
+        if l1 { "+L1" } else { "" }
+    );
+    let report = if l1 {
+        let (caches, counters) = four_l1_caches(ctx);
+        checker::until_l1_live(&caches).await;
+        checker::run_counted(caches, counters, cfg).await
+    } else {
+        checker::run(four_caches(ctx), cfg).await
+    };
     let summary = report.summary(&label);
     println!("{summary}");
     assert_eq!(report.ops, cfg.ops as u64, "every operation ran");
@@ -68,7 +115,52 @@ async fn check(ctx: Ctx, write_percent: u32) {
         report.from_the_future, 0,
         "harness: a value above the database's: {summary}"
     );
-    assert_eq!(report.stale_reads, 0, "stale reads: {summary}");
+    (report, summary)
+}
+
+/// With L1 on four instances: no stale read on the instance that made the invalidation (read
+/// your writes), and a stale read on another instance only while the notice travels: it began
+/// before that instance applied the notice (where the notices are counted) and within
+/// [`CROSS_INSTANCE_BOUND`] of the invalidation's return. The tier must have served.
+async fn check_l1(ctx: Ctx, write_percent: u32) {
+    let (report, summary) = run_checker(&ctx, write_percent, true).await;
+    assert_eq!(
+        report.notices_counted,
+        ctx.kind != Kind::Cluster,
+        "harness: notices counted where their order is known"
+    );
+    assert_eq!(
+        report.same_instance_stale, 0,
+        "stale reads on the invalidating instance: {summary}"
+    );
+    assert_eq!(
+        report.after_notice, 0,
+        "stale reads on another instance after it applied the notice: {summary}"
+    );
+    assert_eq!(
+        report.cross_later_than(CROSS_INSTANCE_BOUND),
+        0,
+        "stale reads on another instance more than {CROSS_INSTANCE_BOUND:?} after the \
+         invalidation returned: {summary}"
+    );
+    assert_eq!(
+        report.stale_reads,
+        report.same_instance_stale + report.cross_instance_stale,
+        "harness: every stale read is classified"
+    );
+    assert!(report.l1_hits > 0, "L1 never served a hit: {summary}");
+}
+
+async fn with_l1_no_stale_read_on_the_invalidating_instance_others_only_while_the_notice_travels_read_heavy(
+    ctx: Ctx,
+) {
+    check_l1(ctx, 5).await;
+}
+
+async fn with_l1_no_stale_read_on_the_invalidating_instance_others_only_while_the_notice_travels_write_heavy(
+    ctx: Ctx,
+) {
+    check_l1(ctx, 30).await;
 }
 
 // Regression (issue 11; failed before the fix): stale value handed over by single-flight (a read that starts after
@@ -249,6 +341,8 @@ async fn a_failing_loader_shared_by_try_get_with_runs_once(ctx: Ctx) {
 on_both_backends!(
     randomized_reads_never_see_an_invalidated_version_read_heavy,
     randomized_reads_never_see_an_invalidated_version_write_heavy,
+    with_l1_no_stale_read_on_the_invalidating_instance_others_only_while_the_notice_travels_read_heavy,
+    with_l1_no_stale_read_on_the_invalidating_instance_others_only_while_the_notice_travels_write_heavy,
     a_read_started_after_an_invalidation_never_gets_the_older_in_flight_value,
     a_failing_loader_runs_one_at_a_time_under_concurrency,
     a_failing_loader_shared_by_try_get_with_runs_once,

@@ -1,5 +1,6 @@
 //! The randomized concurrent consistency checker shared by `tests/consistency.rs` (a bounded run
-//! per backend, asserted) and `benches/consistency.rs` (100k operations per variant, a table).
+//! per backend, with and without L1, asserted) and `benches/consistency.rs` (100k operations per
+//! variant, a table).
 //!
 //! The database is the truth: an in-process map `id -> version` behind a lock. A **write** bumps
 //! the version of an id (the commit), invalidates the tag `item:{id}` through one of the caches
@@ -7,11 +8,35 @@
 //! returned records `invalidated_upto[id] = max(.., version written)`. A **read** snapshots
 //! `must_see = invalidated_upto[id]` when it starts, then reads through one of the caches and one
 //! of the read paths ([`Method`]); the value it returns must be `>= must_see`, otherwise it is a
-//! **stale read**: a value the cache was told to forget before the read began.
+//! **stale read**: a value the cache was told to forget before the read began. Half the writes
+//! are followed by a read of the same id on the same instance (the task's next operation): the
+//! "read my own write" case, right after the invalidation returned.
 //!
 //! Loaders read the database without holding the lock across an await, and yield or sleep a
 //! random 0..2 ms before and after reading, to widen race windows. Every entry is tagged
 //! `item:{id}` and lives an hour, so only invalidation removes entries.
+//!
+//! **Who made a read stale.** Every invalidation that returned is logged per id with the
+//! instance it was made on (the index of the cache) and the instant it returned. A stale read
+//! that returned `v` is blamed on the invalidations of a version above `v` that had returned
+//! before the read began. It is a **same-instance** stale read when one of them was made on the
+//! reading instance (read your writes is broken: never allowed, with or without L1); otherwise a
+//! **cross-instance** one, whose *delay* is how long after the earliest of them returned the read
+//! began. Without L1 every stale read is a bug. With L1 (the `l1` variants), another instance may
+//! serve the old value from its L1 until the invalidation's notice reached it: cross-instance
+//! stale reads are allowed within the propagation delay, and their delays are its distribution
+//! as the readers saw it.
+//!
+//! **Stale after the notice was applied.** With [`NoticeCounter`] around each instance's backend
+//! (one storage that delivers the notices of one channel in publication order: one
+//! `redis-server`, or a `MemoryBackend`; not a cluster, whose nodes forward each other's
+//! messages in no common order), the checker also tells whether a cross-instance stale read began
+//! after the reading instance had applied the notice of an invalidation it missed. Every
+//! invalidation call is counted before it starts; when one returns, `published_upto` = that count
+//! bounds its notice's position in the channel (every notice before it was published by a call
+//! that had started). An instance that had applied at least that many notices when the read
+//! began had applied it: a stale read then is not explained by the propagation delay
+//! ([`Report::after_notice`], must be 0).
 #![allow(
     dead_code,
     unreachable_pub,
@@ -24,7 +49,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cache_core::{cached, Cache, CacheKey, Policy};
+use cache_core::backend::{Backend, BackendInfo, Invalidation, NoticeSink, Put, VersionRead};
+use cache_core::{cached, Cache, CacheError, CacheKey, Policy};
 
 pub const HOUR: Duration = Duration::from_secs(3600);
 
@@ -87,10 +113,36 @@ impl Method {
     }
 }
 
+/// One invalidation that returned: up to which version, on which instance, when.
+#[derive(Debug, Clone, Copy)]
+struct Returned {
+    version: u64,
+    instance: usize,
+    at: Instant,
+    /// Invalidation calls started when it returned: its notice is at most this far in the
+    /// channel.
+    published_upto: u64,
+}
+
+/// Why a read was stale (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blame {
+    /// One of the invalidations the read missed was made on the reading instance.
+    pub same_instance: bool,
+    /// How long after the earliest invalidation it missed returned the read began (for a
+    /// same-instance stale read: the earliest of the reading instance's own).
+    pub delay: Duration,
+    /// The reading instance had applied the notice of an invalidation it missed before the read
+    /// began (only known with a [`NoticeCounter`]).
+    pub after_notice: bool,
+}
+
 /// The truth and the counters.
 pub struct World {
     db: Mutex<Vec<u64>>,
     invalidated_upto: Vec<AtomicU64>,
+    /// Per id, every invalidation that returned, in the order they were recorded.
+    returned: Vec<Mutex<Vec<Returned>>>,
     loader_runs: AtomicU64,
 }
 
@@ -99,6 +151,7 @@ impl World {
         World {
             db: Mutex::new(vec![0; ids as usize]),
             invalidated_upto: (0..ids).map(|_| AtomicU64::new(0)).collect(),
+            returned: (0..ids).map(|_| Mutex::new(Vec::new())).collect(),
             loader_runs: AtomicU64::new(0),
         }
     }
@@ -115,9 +168,59 @@ impl World {
         db[id as usize]
     }
 
-    /// Records that every version up to `version` of `id` has been invalidated.
-    pub fn invalidated(&self, id: u32, version: u64) {
+    /// Records that every version up to `version` of `id` has been invalidated, by an
+    /// invalidation made on `instance` that returned at `at` (logged before `must_see` can
+    /// show it, so a read that sees it also finds it in the log).
+    pub fn invalidated(
+        &self,
+        id: u32,
+        version: u64,
+        instance: usize,
+        at: Instant,
+        published_upto: u64,
+    ) {
+        self.returned[id as usize]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Returned {
+                version,
+                instance,
+                at,
+                published_upto,
+            });
         self.invalidated_upto[id as usize].fetch_max(version, Ordering::SeqCst);
+    }
+
+    /// Blames the stale read of `value` of `id` on `reader`, begun at `began` when it had
+    /// applied `applied` notices (if counted): the invalidations of a version above `value` that
+    /// returned before `began`. `None` if there is none (the read was not stale).
+    pub fn blame(
+        &self,
+        id: u32,
+        value: u64,
+        reader: usize,
+        began: Instant,
+        applied: Option<u64>,
+    ) -> Option<Blame> {
+        let log = self.returned[id as usize]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let missed = || {
+            log.iter()
+                .filter(move |r| r.version > value && r.at <= began)
+        };
+        let own = missed()
+            .filter(|r| r.instance == reader)
+            .map(|r| r.at)
+            .min();
+        let earliest = own.or_else(|| missed().map(|r| r.at).min())?;
+        let after_notice =
+            applied.is_some_and(|applied| missed().any(|r| applied >= r.published_upto));
+        Some(Blame {
+            same_instance: own.is_some(),
+            delay: began.saturating_duration_since(earliest),
+            after_notice,
+        })
     }
 
     pub fn must_see(&self, id: u32) -> u64 {
@@ -222,13 +325,157 @@ async fn read_through(cache: &Cache, world: &Arc<World>, id: u32, method: Method
     }
 }
 
+/// Counts the notices an instance's L1 has applied: wraps its backend, and its subscriber's sink
+/// so that each notice is counted once the L1 has applied it (the signal the checker reads when
+/// a read begins). Every other call is forwarded as is.
+#[derive(Debug, Clone)]
+pub struct NoticeCounter {
+    inner: Arc<dyn Backend>,
+    applied: Arc<AtomicU64>,
+}
+
+impl NoticeCounter {
+    pub fn new(inner: Arc<dyn Backend>) -> NoticeCounter {
+        NoticeCounter {
+            inner,
+            applied: Arc::default(),
+        }
+    }
+
+    /// Notices applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+}
+
+struct CountingSink<'a> {
+    sink: &'a dyn NoticeSink,
+    applied: &'a AtomicU64,
+}
+
+impl NoticeSink for CountingSink<'_> {
+    fn subscribed(&self) {
+        self.sink.subscribed();
+    }
+
+    fn notice(&self, payload: &[u8]) {
+        self.sink.notice(payload);
+        self.applied.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for NoticeCounter {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, CacheError> {
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<bytes::Bytes>>, CacheError> {
+        self.inner.get_many(keys).await
+    }
+    async fn versions(&self, reads: &[VersionRead<'_>]) -> Result<Vec<u64>, CacheError> {
+        self.inner.versions(reads).await
+    }
+    async fn versions_or_create(
+        &self,
+        reads: &[VersionRead<'_>],
+        create: &[bool],
+        retention: Duration,
+    ) -> Result<Vec<u64>, CacheError> {
+        self.inner
+            .versions_or_create(reads, create, retention)
+            .await
+    }
+    async fn get_checked(
+        &self,
+        key: &str,
+        ids: &[&str],
+    ) -> Result<(Option<bytes::Bytes>, Vec<u64>), CacheError> {
+        self.inner.get_checked(key, ids).await
+    }
+    async fn may_evict(&self) -> Result<bool, CacheError> {
+        self.inner.may_evict().await
+    }
+    fn eviction_hint(&self) -> Option<bool> {
+        self.inner.eviction_hint()
+    }
+    async fn put(&self, puts: &[Put<'_>]) -> Result<Vec<bool>, CacheError> {
+        self.inner.put(puts).await
+    }
+    async fn invalidate(&self, inv: &Invalidation<'_>) -> Result<u64, CacheError> {
+        self.inner.invalidate(inv).await
+    }
+    async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {
+        self.inner.delete_pattern(pattern, batch).await
+    }
+    async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+        self.inner.try_lock(key, token, ttl).await
+    }
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), CacheError> {
+        self.inner.unlock(key, token).await
+    }
+    async fn ping(&self) -> Result<(), CacheError> {
+        self.inner.ping().await
+    }
+    async fn info(&self) -> Result<BackendInfo, CacheError> {
+        self.inner.info().await
+    }
+    fn notifies(&self) -> bool {
+        self.inner.notifies()
+    }
+    async fn listen(
+        &self,
+        channel: &str,
+        heartbeat: Duration,
+        sink: &dyn NoticeSink,
+    ) -> Result<(), CacheError> {
+        let counting = CountingSink {
+            sink,
+            applied: &self.applied,
+        };
+        self.inner.listen(channel, heartbeat, &counting).await
+    }
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), CacheError> {
+        self.inner.publish(channel, payload).await
+    }
+}
+
+/// Waits until the L1 of every cache is subscribed (it serves and fills only then), polling its
+/// status with a generous deadline.
+pub async fn until_l1_live(caches: &[Cache]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for cache in caches {
+        while !cache.l1_status().expect("L1 configured").live {
+            assert!(Instant::now() < deadline, "L1 never subscribed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// The counts of one run.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
     pub ops: u64,
     pub reads: u64,
     pub writes: u64,
+    /// Stale reads, all instances (see the module docs).
     pub stale_reads: u64,
+    /// Of those, on the instance that made an invalidation the read missed (read your writes).
+    pub same_instance_stale: u64,
+    /// Of those, on another instance than every invalidation the read missed.
+    pub cross_instance_stale: u64,
+    /// The delay of every cross-instance stale read (how long after the invalidation it missed
+    /// returned the read began), sorted.
+    pub cross_delays: Vec<Duration>,
+    /// Hits served by the caches' in-process tier (`Cache::stats().total.l1_hits`).
+    pub l1_hits: u64,
+    /// Cross-instance stale reads that began after the reading instance had applied the notice of
+    /// an invalidation they missed (counted only with [`NoticeCounter`]s; must be 0).
+    pub after_notice: u64,
+    /// Whether `after_notice` was checked (every instance had a [`NoticeCounter`]).
+    pub notices_counted: bool,
     /// Reads that returned a version above the database's (impossible; a harness check).
     pub from_the_future: u64,
     pub loader_runs: u64,
@@ -255,6 +502,37 @@ impl Report {
         }
     }
 
+    /// The `p` quantile (0..=1) of the cross-instance stale reads' delays.
+    pub fn cross_delay(&self, p: f64) -> Option<Duration> {
+        let n = self.cross_delays.len();
+        if n == 0 {
+            return None;
+        }
+        let i = ((n as f64 * p).ceil() as usize).clamp(1, n) - 1;
+        Some(self.cross_delays[i])
+    }
+
+    /// Cross-instance stale reads that began more than `bound` after the invalidation they missed
+    /// returned.
+    pub fn cross_later_than(&self, bound: Duration) -> usize {
+        self.cross_delays.iter().filter(|d| **d > bound).count()
+    }
+
+    /// `count, p50, p99, max` of the cross-instance stale reads' delays, in words.
+    pub fn cross_distribution(&self) -> String {
+        let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        if self.cross_delays.is_empty() {
+            return "none".to_owned();
+        }
+        format!(
+            "{} began p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms after the invalidation returned",
+            self.cross_delays.len(),
+            ms(self.cross_delay(0.5)),
+            ms(self.cross_delay(0.99)),
+            ms(self.cross_delay(1.0)),
+        )
+    }
+
     pub fn summary(&self, label: &str) -> String {
         let per_method = Method::ALL
             .iter()
@@ -263,7 +541,9 @@ impl Report {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "[{label}] ops {} (reads {}, writes {}) in {:.2} s; STALE READS {}; loader runs {}; \
+            "[{label}] ops {} (reads {}, writes {}) in {:.2} s; STALE READS {} (on the \
+             invalidating instance {}, on other instances {}: {}; after the notice was applied: \
+             {}); L1 hits {}; loader runs {}; \
              misses {} (engine), fetch-path misses {}/{}; loader runs per miss {:.2}; \
              stale/reads per path: {per_method}{}",
             self.ops,
@@ -271,6 +551,15 @@ impl Report {
             self.writes,
             self.elapsed.as_secs_f64(),
             self.stale_reads,
+            self.same_instance_stale,
+            self.cross_instance_stale,
+            self.cross_distribution(),
+            if self.notices_counted {
+                self.after_notice.to_string()
+            } else {
+                "not counted".to_owned()
+            },
+            self.l1_hits,
             self.loader_runs,
             self.engine_misses,
             self.status_misses,
@@ -291,6 +580,11 @@ struct Shared {
     reads: AtomicU64,
     writes: AtomicU64,
     stale: AtomicU64,
+    same_instance: AtomicU64,
+    after_notice: AtomicU64,
+    cross_delays: Mutex<Vec<Duration>>,
+    /// Invalidation calls started.
+    invalidations_started: AtomicU64,
     future: AtomicU64,
     status_reads: AtomicU64,
     status_misses: AtomicU64,
@@ -302,7 +596,21 @@ struct Shared {
 /// one storage), then reports. Panics if an invalidation fails (a failed invalidation would make
 /// the oracle wrong, not the cache).
 pub async fn run(caches: Vec<Cache>, cfg: Config) -> Report {
+    let n = caches.len();
+    run_counted(caches, vec![None; n], cfg).await
+}
+
+/// [`run`], with the [`NoticeCounter`] of each cache (all or none) to check that no stale read
+/// began after its instance applied the notice it missed.
+pub async fn run_counted(
+    caches: Vec<Cache>,
+    counters: Vec<Option<NoticeCounter>>,
+    cfg: Config,
+) -> Report {
     assert!(!caches.is_empty());
+    assert_eq!(caches.len(), counters.len());
+    let notices_counted = counters.iter().all(Option::is_some);
+    let counters = Arc::new(counters);
     let world = Arc::new(World::new(cfg.ids));
     let shared = Arc::new(Shared::default());
     let caches = Arc::new(caches);
@@ -310,14 +618,24 @@ pub async fn run(caches: Vec<Cache>, cfg: Config) -> Report {
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..cfg.tasks {
         let (world, shared, caches) = (world.clone(), shared.clone(), caches.clone());
+        let counters = counters.clone();
         let mut rng = fastrand::Rng::with_seed(cfg.seed.wrapping_add(t as u64 * 0x9E37_79B9));
         tasks.spawn(async move {
+            // A read of the id just written, on the same instance, as the task's next operation.
+            let mut follow_up: Option<(u32, usize)> = None;
             while shared.next_op.fetch_add(1, Ordering::SeqCst) < cfg.ops {
-                let id = rng.u32(..cfg.ids);
-                let c = rng.usize(..caches.len());
+                let (id, c, write) = match follow_up.take() {
+                    Some((id, c)) => (id, c, false),
+                    None => (
+                        rng.u32(..cfg.ids),
+                        rng.usize(..caches.len()),
+                        rng.u32(..100) < cfg.write_percent,
+                    ),
+                };
                 let cache = &caches[c];
-                if rng.u32(..100) < cfg.write_percent {
+                if write {
                     let version = world.bump(id);
+                    shared.invalidations_started.fetch_add(1, Ordering::SeqCst);
                     if rng.bool() {
                         cache
                             .invalidate_tags(&[tag(id)])
@@ -331,11 +649,18 @@ pub async fn run(caches: Vec<Cache>, cfg: Config) -> Report {
                             .await
                             .unwrap_or_else(|e| panic!("deferred commit failed: {e:?}"));
                     }
-                    world.invalidated(id, version);
+                    let returned = Instant::now();
+                    let published_upto = shared.invalidations_started.load(Ordering::SeqCst);
+                    world.invalidated(id, version, c, returned, published_upto);
                     shared.writes.fetch_add(1, Ordering::Relaxed);
+                    if rng.bool() {
+                        follow_up = Some((id, c));
+                    }
                 } else {
                     let method = Method::ALL[rng.usize(..Method::ALL.len())];
                     let must_see = world.must_see(id);
+                    let began = Instant::now();
+                    let applied = counters[c].as_ref().map(NoticeCounter::applied);
                     let out = read_through(cache, &world, id, method).await;
                     let now = world.read(id);
                     shared.reads.fetch_add(1, Ordering::Relaxed);
@@ -356,16 +681,42 @@ pub async fn run(caches: Vec<Cache>, cfg: Config) -> Report {
                         shared.per_method[method.index()]
                             .1
                             .fetch_add(1, Ordering::Relaxed);
+                        let blame = world
+                            .blame(id, out.value, c, began, applied)
+                            .expect("harness: a stale read misses a logged invalidation");
+                        if blame.same_instance {
+                            shared.same_instance.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            if blame.after_notice {
+                                shared.after_notice.fetch_add(1, Ordering::Relaxed);
+                            }
+                            shared
+                                .cross_delays
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(blame.delay);
+                        }
                         let mut ex = shared
                             .examples
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner);
-                        if ex.len() < 8 {
+                        // Same-instance ones first: they are the bugs.
+                        let bug = blame.same_instance || blame.after_notice;
+                        if ex.len() < 8 || (bug && ex.len() < 16) {
                             ex.push(format!(
                                 "{} on cache #{c}, id {id}: got v{}, but v{must_see} was \
-                                 invalidated before the read began (db now v{now})",
+                                 invalidated before the read began (db now v{now}); {}, \
+                                 began {:.3} ms after the invalidation returned",
                                 method.label(),
-                                out.value
+                                out.value,
+                                if blame.same_instance {
+                                    "SAME INSTANCE"
+                                } else if blame.after_notice {
+                                    "another instance, AFTER ITS NOTICE WAS APPLIED"
+                                } else {
+                                    "another instance"
+                                },
+                                blame.delay.as_secs_f64() * 1e3
                             ));
                         }
                     }
@@ -386,6 +737,13 @@ pub async fn run(caches: Vec<Cache>, cfg: Config) -> Report {
     }
     let reads = l(&shared.reads);
     let writes = l(&shared.writes);
+    let mut cross_delays = std::mem::take(
+        &mut *shared
+            .cross_delays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    cross_delays.sort_unstable();
     let examples = std::mem::take(
         &mut *shared
             .examples
@@ -397,6 +755,12 @@ pub async fn run(caches: Vec<Cache>, cfg: Config) -> Report {
         reads,
         writes,
         stale_reads: l(&shared.stale),
+        same_instance_stale: l(&shared.same_instance),
+        cross_instance_stale: cross_delays.len() as u64,
+        cross_delays,
+        l1_hits: caches.iter().map(|c| c.stats().total.l1_hits).sum(),
+        after_notice: l(&shared.after_notice),
+        notices_counted,
         from_the_future: l(&shared.future),
         loader_runs: world.loader_runs(),
         status_reads: l(&shared.status_reads),
