@@ -80,6 +80,8 @@ pub mod admin;
 pub mod backend;
 mod breaker;
 mod cache;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod durable;
@@ -105,7 +107,7 @@ pub mod ttl;
 pub mod __private;
 
 pub use crate::breaker::BreakerState;
-pub use crate::cache::{Cache, Entry, Health, HealthStatus};
+pub use crate::cache::{Cache, Entry, EntryInfo, Health, HealthStatus, KeyCensus, ResourceKeys};
 pub use crate::codec::Codec;
 pub use crate::config::CacheBuilder;
 pub use crate::error::{CacheError, ConfigError};

@@ -469,6 +469,14 @@ impl Backend for PausingGet {
     async fn delete_pattern(&self, p: &str, b: usize) -> Result<u64, CacheError> {
         self.inner.delete_pattern(p, b).await
     }
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError> {
+        self.inner.scan(pattern, batch, visit).await
+    }
     async fn try_lock(&self, k: &str, t: &str, ttl: Duration) -> Result<bool, CacheError> {
         self.inner.try_lock(k, t, ttl).await
     }

@@ -158,6 +158,14 @@ impl Backend for Counting {
         self.note();
         self.inner.delete_pattern(p, b).await
     }
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError> {
+        self.inner.scan(pattern, batch, visit).await
+    }
     async fn try_lock(&self, k: &str, t: &str, ttl: Duration) -> Result<bool, CacheError> {
         self.note();
         self.inner.try_lock(k, t, ttl).await
@@ -344,6 +352,14 @@ impl Backend for PausingGet {
     }
     async fn delete_pattern(&self, p: &str, b: usize) -> Result<u64, CacheError> {
         self.inner.delete_pattern(p, b).await
+    }
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError> {
+        self.inner.scan(pattern, batch, visit).await
     }
     async fn try_lock(&self, k: &str, t: &str, ttl: Duration) -> Result<bool, CacheError> {
         self.inner.try_lock(k, t, ttl).await
@@ -720,6 +736,14 @@ impl Backend for Deaf {
     async fn delete_pattern(&self, p: &str, b: usize) -> Result<u64, CacheError> {
         self.0.delete_pattern(p, b).await
     }
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError> {
+        self.0.scan(pattern, batch, visit).await
+    }
     async fn try_lock(&self, k: &str, t: &str, ttl: Duration) -> Result<bool, CacheError> {
         self.0.try_lock(k, t, ttl).await
     }
@@ -955,6 +979,14 @@ async fn a_backend_without_notices_keeps_l1_off(ctx: Ctx) {
         }
         async fn delete_pattern(&self, p: &str, b: usize) -> Result<u64, CacheError> {
             self.0.delete_pattern(p, b).await
+        }
+        async fn scan(
+            &self,
+            pattern: &str,
+            batch: usize,
+            visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+        ) -> Result<u64, CacheError> {
+            self.0.scan(pattern, batch, visit).await
         }
         async fn try_lock(&self, k: &str, t: &str, ttl: Duration) -> Result<bool, CacheError> {
             self.0.try_lock(k, t, ttl).await

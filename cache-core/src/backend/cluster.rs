@@ -175,6 +175,27 @@ impl Router {
         });
     }
 
+    /// A new connection to the node at `host:port`, with the seeds' credentials and TLS settings.
+    async fn connect(&self, host: String, port: u16) -> redis::RedisResult<MultiplexedConnection> {
+        let addr = match self.base.addr() {
+            redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => redis::ConnectionAddr::Tcp(host, port),
+        };
+        let info = self.base.clone().set_addr(addr);
+        let client = match &self.certs {
+            None => redis::Client::open(info),
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+        }?;
+        client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+    }
+
     /// The masters from `CLUSTER SLOTS`, each with a new direct connection; `None` when the slot
     /// map cannot be read or a master cannot be reached.
     async fn learn(&self, conn: &mut ClusterConnection) -> Option<Routes> {
@@ -201,25 +222,7 @@ impl Router {
         }
         let mut nodes = Vec::with_capacity(addrs.len());
         for (host, port) in addrs {
-            let addr = match self.base.addr() {
-                redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
-                    host,
-                    port,
-                    insecure: *insecure,
-                    tls_params: None,
-                },
-                _ => redis::ConnectionAddr::Tcp(host, port),
-            };
-            let info = self.base.clone().set_addr(addr);
-            let client = match &self.certs {
-                None => redis::Client::open(info),
-                Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
-            }
-            .ok()?;
-            let mut node = client
-                .get_multiplexed_async_connection_with_config(&self.config)
-                .await
-                .ok()?;
+            let mut node = self.connect(host, port).await.ok()?;
             // Named, so that an operator can tell these connections in `CLIENT LIST`; a user
             // that may not name its connections keeps them unnamed.
             let _ = redis::cmd("CLIENT")
@@ -291,6 +294,30 @@ impl Drop for ForgetUnlessDone<'_> {
         if let Some(backend) = self.0 {
             backend.router.forget(&backend.conn);
         }
+    }
+}
+
+/// The pattern of the physical keys of the logical keys matching `pattern`: `ns:rest` matches
+/// `ns:{ns.<any bucket>}:rest`.
+fn physical_pattern(pattern: &str) -> String {
+    match pattern.split_once(':') {
+        Some((ns, rest)) => format!("{ns}:{{{ns}.*}}:{rest}"),
+        None => pattern.to_owned(),
+    }
+}
+
+/// The logical key of a physical key (the inverse of [`place`]).
+fn logical(physical: &str) -> String {
+    match physical.split_once(":{") {
+        Some((ns, rest)) => match rest.split_once("}:") {
+            Some((_, key)) if !ns.is_empty() => format!("{ns}:{key}"),
+            Some((_, key)) => key.to_owned(),
+            None => physical.to_owned(),
+        },
+        None => match physical.strip_prefix('{').and_then(|r| r.split_once("}:")) {
+            Some((_, key)) => key.to_owned(),
+            None => physical.to_owned(),
+        },
     }
 }
 
@@ -1027,11 +1054,7 @@ impl Backend for RedisClusterBackend {
     }
 
     async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {
-        // `ns:rest` matches `ns:{ns.<any bucket>}:rest`.
-        let physical = match pattern.split_once(':') {
-            Some((ns, rest)) => format!("{ns}:{{{ns}.*}}:{rest}"),
-            None => pattern.to_owned(),
-        };
+        let physical = physical_pattern(pattern);
         let mut deleted = 0u64;
         for (host, port) in self.masters().await? {
             let mut cursor: u64 = 0;
@@ -1065,6 +1088,28 @@ impl Backend for RedisClusterBackend {
             }
         }
         Ok(deleted)
+    }
+
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError> {
+        let physical = physical_pattern(pattern);
+        let mut seen = 0u64;
+        for (host, port) in self.masters().await? {
+            let mut node = self.router.connect(host, port).await?;
+            let (n, stopped) = super::redis::scan_on(&mut node, &physical, batch, &mut |keys| {
+                Some(visit(keys.iter().map(|k| logical(k)).collect()))
+            })
+            .await?;
+            seen += n;
+            if stopped {
+                break;
+            }
+        }
+        Ok(seen)
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
@@ -1171,6 +1216,9 @@ mod tests {
             version_key(&place("gallery:g", 3)),
             "gallery:{gallery.3}:g:v"
         );
+        for key in ["gallery:v1:content_item:5", "gallery:t:cat:k", "single"] {
+            assert_eq!(logical(&place(key, 7)), key);
+        }
     }
 
     #[test]

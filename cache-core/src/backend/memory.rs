@@ -131,6 +131,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MemoryBackend {
+    /// The keys matching a Redis glob pattern.
+    fn matching(&self, pattern: &str) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(k, _)| glob_match(pattern.as_bytes(), k.as_bytes()))
+            .map(|(k, _)| (*k).clone())
+            .collect()
+    }
+
     /// A store holding at most `max_bytes` of keys and values (least recently used entries are
     /// evicted first).
     pub fn new(max_bytes: u64) -> MemoryBackend {
@@ -308,16 +317,28 @@ impl Backend for MemoryBackend {
     }
 
     async fn delete_pattern(&self, pattern: &str, _batch: usize) -> Result<u64, CacheError> {
-        let matching: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(k, _)| glob_match(pattern.as_bytes(), k.as_bytes()))
-            .map(|(k, _)| (*k).clone())
-            .collect();
+        let matching = self.matching(pattern);
         Ok(matching
             .iter()
             .filter(|k| self.entries.remove(*k).is_some())
             .count() as u64)
+    }
+
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError> {
+        let matching = self.matching(pattern);
+        let mut seen = 0u64;
+        for chunk in matching.chunks(batch.max(1)) {
+            seen += chunk.len() as u64;
+            if !visit(chunk.to_vec()) {
+                break;
+            }
+        }
+        Ok(seen)
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {

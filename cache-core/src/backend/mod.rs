@@ -252,6 +252,17 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// the server (Redis: `SCAN` + `UNLINK`, never `KEYS`). Returns how many were deleted.
     async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError>;
 
+    /// Visits the keys matching a Redis glob pattern, about `batch` at a time, without blocking
+    /// the server (Redis: `SCAN`, never `KEYS`; every master of a cluster), handing each batch
+    /// to `visit`, which returns `false` to stop. The keys are the logical keys the other
+    /// methods take. Returns how many keys were handed over.
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError>;
+
     /// Takes a lease (`SET NX PX`): `true` if acquired.
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError>;
 

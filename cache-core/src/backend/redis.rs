@@ -571,6 +571,53 @@ pub(super) async fn get_checked_on<C: redis::aio::ConnectionLike>(
     ))
 }
 
+/// One `SCAN` step from `cursor`: the next cursor (0 at the end) and the keys.
+async fn scan_step<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    cursor: u64,
+    pattern: &str,
+    batch: usize,
+) -> Result<(u64, Vec<Vec<u8>>), CacheError> {
+    Ok(redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(batch.max(1))
+        .query_async(conn)
+        .await?)
+}
+
+/// `SCAN`s the keys matching `pattern` on one connection, handing each batch to `visit`
+/// (`Some(false)` stops). Returns how many keys were handed over, and whether the scan stopped
+/// early. One loop for a single node and for each master of a cluster.
+pub(super) async fn scan_on<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    pattern: &str,
+    batch: usize,
+    visit: &mut (dyn FnMut(Vec<String>) -> Option<bool> + Send),
+) -> Result<(u64, bool), CacheError> {
+    let mut cursor: u64 = 0;
+    let mut seen = 0u64;
+    loop {
+        let (next, keys) = scan_step(conn, cursor, pattern, batch).await?;
+        if !keys.is_empty() {
+            seen += keys.len() as u64;
+            let keys = keys
+                .into_iter()
+                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                .collect();
+            if visit(keys) == Some(false) {
+                return Ok((seen, true));
+            }
+        }
+        if next == 0 {
+            return Ok((seen, false));
+        }
+        cursor = next;
+    }
+}
+
 /// Replaces the password in a Redis URL with `***`.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -780,14 +827,7 @@ impl Backend for RedisBackend {
         let mut cursor: u64 = 0;
         let mut deleted = 0u64;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(batch.max(1))
-                .query_async(&mut conn)
-                .await?;
+            let (next, keys) = scan_step(&mut conn, cursor, pattern, batch).await?;
             if !keys.is_empty() {
                 let n: u64 = redis::cmd("UNLINK")
                     .arg(&keys)
@@ -800,6 +840,18 @@ impl Backend for RedisBackend {
             }
             cursor = next;
         }
+    }
+
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError> {
+        let mut conn = self.conn()?;
+        scan_on(&mut conn, pattern, batch, &mut |keys| Some(visit(keys)))
+            .await
+            .map(|(seen, _)| seen)
     }
 
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {

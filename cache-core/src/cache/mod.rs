@@ -27,6 +27,7 @@ use crate::stats::Stats;
 use crate::stats::{add, inc};
 
 pub(crate) mod durable;
+mod inspect;
 pub(crate) mod l1;
 mod lease;
 mod many;
@@ -35,6 +36,7 @@ pub(crate) mod read;
 mod store;
 mod verify;
 
+pub use inspect::{EntryInfo, KeyCensus, ResourceKeys};
 pub(crate) use read::Inline;
 #[cfg(feature = "http")]
 pub(crate) use read::{Detached, Failed, Format};

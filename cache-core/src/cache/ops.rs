@@ -14,7 +14,14 @@ use crate::policy::Policy;
 use crate::stats::{add, inc, StatsSnapshot};
 use crate::tags::PendingInvalidation;
 
-fn escape_glob(s: &str) -> String {
+/// What [`Cache::clear`] deletes in `namespace`: every entry (all schema versions) and the tag
+/// indexes.
+pub(super) fn clear_patterns(namespace: &str) -> [String; 2] {
+    let ns = escape_glob(namespace);
+    [format!("{ns}:v*"), format!("{ns}:t:*:k")]
+}
+
+pub(super) fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -185,14 +192,7 @@ impl Cache {
     /// [`CacheError::InvalidArgument`] for patterns with whitespace or control characters, or the
     /// backend failure.
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
-        if !self.is_enabled() {
-            return Err(CacheError::Disabled);
-        }
-        let full = self
-            .inner
-            .keyspace
-            .pattern(pattern)
-            .map_err(CacheError::InvalidArgument)?;
+        let full = self.full_pattern(pattern)?;
         self.bump_generation().await?;
         let backend = &self.inner.backend;
         let n = self
@@ -208,6 +208,17 @@ impl Cache {
         Ok(n)
     }
 
+    /// The backend pattern of an operator's `pattern` (relative to the keyspace prefix).
+    pub(super) fn full_pattern(&self, pattern: &str) -> Result<String, CacheError> {
+        if !self.is_enabled() {
+            return Err(CacheError::Disabled);
+        }
+        self.inner
+            .keyspace
+            .pattern(pattern)
+            .map_err(CacheError::InvalidArgument)
+    }
+
     /// Deletes every entry of this namespace (all schema versions) and its tag indexes. Version
     /// counters are kept, so fills in flight are still refused at their store.
     ///
@@ -218,10 +229,9 @@ impl Cache {
             return Err(CacheError::Disabled);
         }
         self.bump_generation().await?;
-        let ns = escape_glob(self.inner.keyspace.namespace());
         let backend = &self.inner.backend;
         let mut n = 0;
-        for pattern in [format!("{ns}:v*"), format!("{ns}:t:*:k")] {
+        for pattern in clear_patterns(self.inner.keyspace.namespace()) {
             n += self
                 .call(self.inner.settings.admin_timeout, || {
                     backend.delete_pattern(&pattern, 500)

@@ -410,6 +410,14 @@ impl Backend for NoticeCounter {
     async fn delete_pattern(&self, pattern: &str, batch: usize) -> Result<u64, CacheError> {
         self.inner.delete_pattern(pattern, batch).await
     }
+    async fn scan(
+        &self,
+        pattern: &str,
+        batch: usize,
+        visit: &mut (dyn FnMut(Vec<String>) -> bool + Send),
+    ) -> Result<u64, CacheError> {
+        self.inner.scan(pattern, batch, visit).await
+    }
     async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
         self.inner.try_lock(key, token, ttl).await
     }
