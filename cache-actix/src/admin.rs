@@ -91,6 +91,7 @@ struct Admin {
 /// | `DELETE ?pattern=trig:*` | delete entries matching a glob relative to the keyspace prefix | `{ "deleted": n, "pattern": p }`, 400 if invalid |
 /// | `POST /invalidate` | JSON `{ "tags": ["trig:1"] }` | `{ "invalidated": n, "tags": [...] }`, 400 if empty |
 /// | `POST /reset-stats` | zero the counters | `{ "reset": true }` |
+/// | `POST /warm/{name}` | run the warmer `name` now and wait for it | its report (`cache_core::warm::WarmReport`), 404 if unknown, 409 if running |
 /// | `GET /health` | ping the backend | 200, or 503 when down |
 ///
 /// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`; a refused
@@ -112,6 +113,7 @@ pub fn admin_scope(path: &str, cache: Cache, guard: AdminGuard) -> Scope {
         .route("/stats", web::get().to(stats))
         .route("/invalidate", web::post().to(invalidate))
         .route("/reset-stats", web::post().to(reset_stats))
+        .route("/warm/{name}", web::post().to(warm))
         .route("/health", web::get().to(health))
 }
 
@@ -177,6 +179,13 @@ async fn reset_stats(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse 
         return refused;
     }
     reply(admin::reset_stats(&admin.cache).await)
+}
+
+async fn warm(admin: web::Data<Admin>, req: HttpRequest, name: web::Path<String>) -> HttpResponse {
+    if let Some(refused) = admin.guard.refuse(&req) {
+        return refused;
+    }
+    reply(admin::warm(&admin.cache, &name).await)
 }
 
 async fn health(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {

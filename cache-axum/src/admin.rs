@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -74,6 +74,7 @@ impl AdminGuard {
 /// | `DELETE /?pattern=trig:*` | delete entries matching a glob relative to the keyspace prefix | `{ "deleted": n, "pattern": p }`, 400 if invalid |
 /// | `POST /invalidate` | JSON `{ "tags": ["trig:1"] }` | `{ "invalidated": n, "tags": [...] }`, 400 if empty |
 /// | `POST /reset-stats` | zero the counters | `{ "reset": true }` |
+/// | `POST /warm/{name}` | run the warmer `name` now and wait for it | its report (`cache_core::warm::WarmReport`), 404 if unknown, 409 if running |
 /// | `GET /health` | ping the backend | 200, or 503 when down |
 ///
 /// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`. The JSON
@@ -96,6 +97,7 @@ pub fn admin_router(cache: Cache, guard: AdminGuard) -> Router {
         .route("/stats", get(stats))
         .route("/invalidate", post(invalidate))
         .route("/reset-stats", post(reset_stats))
+        .route("/warm/{name}", post(warm))
         .route("/health", get(health))
         .route_layer(middleware::from_fn_with_state(guard, check_guard))
         .with_state(cache)
@@ -176,6 +178,10 @@ async fn invalidate(
 
 async fn reset_stats(State(cache): State<Cache>) -> Response {
     reply(admin::reset_stats(&cache).await)
+}
+
+async fn warm(State(cache): State<Cache>, Path(name): Path<String>) -> Response {
+    reply(admin::warm(&cache, &name).await)
 }
 
 async fn health(State(cache): State<Cache>) -> Response {

@@ -6,11 +6,12 @@
 //!
 //! | function | success | failure |
 //! | --- | --- | --- |
-//! | [`stats`] | 200 `{total_keys, memory_used_bytes, memory_used_human, keyspace_hits, keyspace_misses, hit_rate_percent, connected_clients, backend, counters, resources, health, l1}` | always 200; server fields `null` when the backend does not answer; `l1` is the in-process tier's state ([`crate::L1Status`]), `null` without one |
+//! | [`stats`] | 200 `{total_keys, memory_used_bytes, memory_used_human, keyspace_hits, keyspace_misses, hit_rate_percent, connected_clients, backend, counters, resources, health, l1, warmers}` | always 200; server fields `null` when the backend does not answer; `l1` is the in-process tier's state ([`crate::L1Status`]), `null` without one |
 //! | [`flush_all`] | 200 `{deleted}` | 503 `{error}` |
 //! | [`flush_pattern`] | 200 `{deleted, pattern}` | 400 `{error}` (invalid pattern), 503 `{error}` |
 //! | [`invalidate`] | 200 `{invalidated, tags}` | 400 `{error}` (no tags), 503 `{error}` |
 //! | [`reset_stats`] | 200 `{reset: true}` | - |
+//! | [`warm`] | 200 [`WarmReport`](crate::warm::WarmReport) | 404 `{error}` (no such warmer), 409 `{error}` (a run is in progress) |
 //! | [`health`] | 200 [`Health`](crate::Health) (up, degraded, disabled) | 503 [`Health`](crate::Health) (down) |
 //!
 //! Access control is the adapter's job; [`check_bearer`] compares a bearer token in constant time.
@@ -104,7 +105,18 @@ pub async fn stats(cache: &Cache) -> AdminReply {
     body["resources"] = serde_json::to_value(&snapshot.resources).unwrap_or(Value::Null);
     body["health"] = serde_json::to_value(&health).unwrap_or(Value::Null);
     body["l1"] = serde_json::to_value(cache.l1_status()).unwrap_or(Value::Null);
+    body["warmers"] = serde_json::to_value(cache.warm_status()).unwrap_or(Value::Null);
     AdminReply::ok(body)
+}
+
+/// Runs the warmer `name` now and waits for it: its [`WarmReport`](crate::warm::WarmReport);
+/// 404 when there is no such warmer, 409 when a run is already in progress.
+pub async fn warm(cache: &Cache, name: &str) -> AdminReply {
+    match cache.warm(name).await {
+        Ok(Some(report)) => AdminReply::ok(serde_json::to_value(report).unwrap_or(Value::Null)),
+        Ok(None) => AdminReply::error(409, format!("warmer `{name}` is already running")),
+        Err(e) => AdminReply::error(404, e.to_string()),
+    }
 }
 
 /// Deletes every entry of the cache's namespace: `{ "deleted": n }`.

@@ -11,7 +11,13 @@
 //!   flush --pattern P          delete the entries matching P (relative to `{ns}:v{G}:`)
 //!   flush --namespace NS       delete every entry of the namespace NS
 //!         [--dry-run]          count what would be deleted, delete nothing
+//!   warm NAME --admin-url URL  run a service's warmer NAME now (its admin endpoint
+//!        [--token T]           `POST {URL}/warm/NAME`; token also from CACHE_ADMIN_TOKEN)
 //! ```
+//!
+//! Warmers live in the service's process (see [`crate::warm`]), so `warm` asks the service,
+//! through the admin router / scope it mounts (`cache_axum::admin_router`,
+//! `cache_actix::admin_scope`), and prints the run's report; it needs no Redis settings.
 //!
 //! Redis is configured like the library ([`CacheBuilder::from_env`]): `REDIS_URL`,
 //! `REDIS_CLUSTER_URLS`, the `REDIS_TLS_*` files, `REDIS_USERNAME` / `REDIS_PASSWORD`, and
@@ -78,6 +84,17 @@ enum Command {
     },
     /// Delete entries matching a pattern, or a whole namespace.
     Flush(Flush),
+    /// Run a service's warmer now, through its admin endpoint, and print the run's report.
+    Warm {
+        /// The warmer's name.
+        name: String,
+        /// The service's admin base URL, e.g. `http://127.0.0.1:3000/admin/cache`.
+        #[arg(long)]
+        admin_url: String,
+        /// The admin bearer token (default: `CACHE_ADMIN_TOKEN`).
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +160,15 @@ where
             return code;
         }
     };
+    if let Command::Warm {
+        name,
+        admin_url,
+        token,
+    } = &cli.command
+    {
+        let token = token.clone().or_else(|| env("CACHE_ADMIN_TOKEN"));
+        return finish(&cli, warm(name, admin_url, token).await, out, err);
+    }
     let cache = match connect(&cli, &env) {
         Ok(cache) => cache,
         Err(message) => {
@@ -151,7 +177,17 @@ where
         }
     };
     let progress = progress && !cli.json;
-    match execute(&cli, &cache, progress).await {
+    finish(&cli, execute(&cli, &cache, progress).await, out, err)
+}
+
+/// Prints a command's outcome; its exit status.
+fn finish(
+    cli: &Cli,
+    outcome: Result<(Value, String), CacheError>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    match outcome {
         Ok((value, text)) => {
             let _ = if cli.json {
                 writeln!(out, "{value}")
@@ -224,7 +260,61 @@ async fn execute(cli: &Cli, cache: &Cache, progress: bool) -> Result<(Value, Str
             ))
         }
         Command::Flush(flush) => flush_cmd(cache, flush).await,
+        Command::Warm { .. } => unreachable!("run by `run` without a cache"),
     }
+}
+
+/// `POST {admin_url}/warm/{name}`: the warmer's report.
+async fn warm(
+    name: &str,
+    admin_url: &str,
+    token: Option<String>,
+) -> Result<(Value, String), CacheError> {
+    let url = format!(
+        "{}/warm/{}",
+        admin_url.trim_end_matches('/'),
+        name.replace('%', "%25")
+            .replace('/', "%2F")
+            .replace(' ', "%20")
+    );
+    let fail = |m: String| CacheError::InvalidArgument(m);
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let mut req = ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build();
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let mut resp = req.send_empty().map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{url}: {e}"))?;
+        Ok::<_, String>((status, body))
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(fail)?;
+    let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    if status != 200 {
+        let message = value["error"]
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        return Err(fail(format!("the service answered {status}: {message}")));
+    }
+    let text = format!(
+        "warmer {}: {} keys, {} loaded, {} already cached, {} failed, in {} ms\n",
+        value["name"].as_str().unwrap_or(name),
+        value["keys"],
+        value["loaded"],
+        value["present"],
+        value["failed"],
+        value["duration_ms"],
+    );
+    Ok((value, text))
 }
 
 async fn stats(cache: &Cache) -> Result<(Value, String), CacheError> {

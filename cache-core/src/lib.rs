@@ -101,6 +101,7 @@ mod policy;
 mod stats;
 pub mod tags;
 pub mod ttl;
+pub mod warm;
 
 #[doc(hidden)]
 #[path = "private.rs"]

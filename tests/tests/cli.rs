@@ -372,3 +372,65 @@ async fn key_census_counts_the_memory_backend_like_redis() {
     assert_eq!(memory.delete_pattern("trig:*").await.unwrap(), 3);
     assert_eq!(memory.count_pattern("trig:*").await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_warm_runs_a_services_warmer_through_its_admin_endpoint() {
+    let server = RedisServer::start_owned();
+    let ns = unique_namespace("cli_warm");
+    let cache = Cache::builder()
+        .namespace(ns.clone())
+        .redis_url(server.url())
+        .build()
+        .unwrap();
+    cache.register_warmer(
+        "trigs",
+        cache_core::warm::WarmSchedule::new().at_start(false),
+        |warm| async move {
+            for id in 1..=4u32 {
+                let key = warm.cache().key("trig").id(id).build();
+                warm.load(key, Duration::from_secs(60), move || async move {
+                    format!("trig {id}")
+                })
+                .await;
+            }
+        },
+    );
+    let app = axum::Router::new().nest(
+        "/admin",
+        cache_axum::admin_router(cache.clone(), cache_axum::AdminGuard::bearer("s3cret")),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}/admin", listener.local_addr().unwrap());
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The token from the environment.
+    let e = vec![("CACHE_ADMIN_TOKEN", "s3cret".to_owned())];
+    let v = cli_json(&e, &["warm", "trigs", "--admin-url", &admin], 0).await;
+    assert_eq!(
+        (v["keys"].as_u64(), v["loaded"].as_u64()),
+        (Some(4), Some(4))
+    );
+    for id in 1..=4u32 {
+        let key = cache.key("trig").id(id).build();
+        assert_eq!(cache.get::<String>(&key).await, Some(format!("trig {id}")));
+    }
+    // Again: every key present now.
+    let (code, out, _) = cli(&e, &["warm", "trigs", "--admin-url", &admin]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("4 keys, 0 loaded, 4 already cached, 0 failed"),
+        "{out}"
+    );
+    // Unknown warmer, wrong token: status 1 with the service's answer.
+    let (code, _, err) = cli(&e, &["warm", "nope", "--admin-url", &admin]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+    let (code, _, err) = cli(
+        &[],
+        &["warm", "trigs", "--admin-url", &admin, "--token", "wrong"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("403"), "{err}");
+    serving.abort();
+}

@@ -106,6 +106,18 @@ struct Inner {
     channel: String,
     /// The in-process tier, when configured and the backend publishes notices.
     l1: Option<l1::L1Handle>,
+    /// Registered warmers (see `crate::warm`).
+    warmers: std::sync::Mutex<Vec<Arc<crate::warm::Warmer>>>,
+}
+
+/// A weak handle to a cache ([`Cache::downgrade`]).
+pub(crate) struct WeakCache(std::sync::Weak<Inner>);
+
+impl WeakCache {
+    /// The cache, unless its last handle was dropped.
+    pub(crate) fn upgrade(&self) -> Option<Cache> {
+        self.0.upgrade().map(|inner| Cache { inner })
+    }
 }
 
 /// Overall health, as reported by [`Cache::health`].
@@ -225,6 +237,7 @@ impl Cache {
                 verify_checked_ms: AtomicU64::new(0),
                 channel,
                 l1,
+                warmers: std::sync::Mutex::new(Vec::new()),
             }),
         };
         // Replay the outbox at start (when built inside a runtime; otherwise at the first call).
@@ -236,6 +249,16 @@ impl Cache {
     /// Starts a key for `resource` in this cache's keyspace.
     pub fn key(&self, resource: &str) -> KeyBuilder<'_> {
         self.inner.keyspace.key(resource)
+    }
+
+    /// The registered warmers.
+    pub(crate) fn warmers(&self) -> &std::sync::Mutex<Vec<Arc<crate::warm::Warmer>>> {
+        &self.inner.warmers
+    }
+
+    /// A weak handle (for background tasks that must end with the cache).
+    pub(crate) fn downgrade(&self) -> WeakCache {
+        WeakCache(Arc::downgrade(&self.inner))
     }
 
     /// The keyspace (namespace, versions, key length cap).

@@ -205,6 +205,7 @@ impl Cache {
         self.bump_generation().await?;
         add(&self.inner.stats.total().deletes, n);
         info!(name: "cache_delete_pattern", pattern = %full, deleted = n, "cache pattern deleted");
+        self.after_flush();
         Ok(n)
     }
 
@@ -242,6 +243,7 @@ impl Cache {
         self.bump_generation().await?;
         add(&self.inner.stats.total().deletes, n);
         info!(name: "cache_delete_pattern", namespace = %self.inner.keyspace.namespace(), deleted = n, "cache namespace cleared");
+        self.after_flush();
         Ok(n)
     }
 
