@@ -77,6 +77,7 @@
 
 #[cfg(feature = "http")]
 pub mod admin;
+pub mod advisor;
 pub mod backend;
 mod breaker;
 mod cache;
