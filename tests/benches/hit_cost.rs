@@ -6,7 +6,15 @@
 //!
 //! * `get_or_load`: a typed hit (10 rows of JSON with 20 `f64`s) on the in-memory backend;
 //! * `layer`: an Axum `ResponseCacheLayer` hit, in-process (`oneshot`), on the in-memory backend;
+//! * `layer_l1`: the same hit served by the in-process tier (L1) in front of that backend;
 //! * `setup`: everything but the measured loop.
+//!
+//! Measured on 2026-11-30 (whole program / 10 000): `layer` 28.7k and `layer_l1` 27.4k
+//! instructions per request, of which the cache layer (`cache_axum::layer::handle`) 17.9k on
+//! an L1 hit: planning the request and building its key 4.9k (the key's id segments 1.4k,
+//! header lookups by `&str` name, each name parsed, 0.9k), the engine's read 5.0k (the L1
+//! `get` 1.5k, re-parsing the stored headers 0.85k), and the response 4.0k (building its
+//! `HeaderMap` 2.4k). Allocation and copies are about a third of the program.
 //!
 //! And on a real Redis (a `redis-server` the bench starts; valgrind counts the client's
 //! instructions only), with the 1 KiB page of the peer bench: `redis_raw` (redis-rs `GET` +
@@ -63,7 +71,7 @@ fn main() {
         Ok(variant) => run(&variant),
         Err(_) => {
             println!("# instructions per hit: see the header of benches/hit_cost.rs (callgrind)");
-            for variant in ["get_or_load", "layer"] {
+            for variant in ["get_or_load", "layer", "layer_l1"] {
                 let started = std::time::Instant::now();
                 run(variant);
                 let per_hit = started.elapsed().as_secs_f64() * 1e6 / N as f64;
@@ -87,7 +95,16 @@ fn run(variant: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let cache = Cache::memory();
+        // `*_l1`: the same on a cache with the in-process tier in front of the backend.
+        let cache = if variant.ends_with("_l1") {
+            let cache = Cache::builder().l1(16 * 1024 * 1024).build().unwrap();
+            while !cache.l1_status().is_some_and(|s| s.live) {
+                tokio::task::yield_now().await;
+            }
+            cache
+        } else {
+            Cache::memory()
+        };
         let key = cache.key("trig").id(1).build();
         let ttl = Duration::from_secs(3600);
         let _: Vec<Row> = cache.get_or_load(&key, ttl, || async { rows() }).await;
@@ -126,7 +143,7 @@ fn run(variant: &str) {
                     std::hint::black_box(v);
                 }
             }
-            "layer" => {
+            "layer" | "layer_l1" => {
                 for _ in 0..N {
                     let resp = app.clone().oneshot(req()).await.unwrap();
                     assert_eq!(resp.headers()["x-cache-status"], "HIT");
