@@ -75,6 +75,7 @@ impl AdminGuard {
 /// | `POST /invalidate` | JSON `{ "tags": ["trig:1"] }` | `{ "invalidated": n, "tags": [...] }`, 400 if empty |
 /// | `POST /reset-stats` | zero the counters | `{ "reset": true }` |
 /// | `GET /health` | ping the backend | 200, or 503 when down |
+/// | `GET /analytics?window=5m\|1h\|1d` | route analytics (feature `analytics`) | 200 JSON, 400 for another window |
 ///
 /// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`. The JSON
 /// shapes are those of [`cache_core::admin`].
@@ -91,12 +92,15 @@ impl AdminGuard {
 /// let app: Router = Router::new().nest("/admin/cache", admin_router(cache, AdminGuard::bearer("s3cret")));
 /// ```
 pub fn admin_router(cache: Cache, guard: AdminGuard) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", axum::routing::delete(flush))
         .route("/stats", get(stats))
         .route("/invalidate", post(invalidate))
         .route("/reset-stats", post(reset_stats))
-        .route("/health", get(health))
+        .route("/health", get(health));
+    #[cfg(feature = "analytics")]
+    let router = router.route("/analytics", get(analytics));
+    router
         .route_layer(middleware::from_fn_with_state(guard, check_guard))
         .with_state(cache)
 }
@@ -176,6 +180,23 @@ async fn invalidate(
 
 async fn reset_stats(State(cache): State<Cache>) -> Response {
     reply(admin::reset_stats(&cache).await)
+}
+
+#[cfg(feature = "analytics")]
+#[derive(Deserialize)]
+struct AnalyticsQuery {
+    window: Option<String>,
+}
+
+#[cfg(feature = "analytics")]
+async fn analytics(
+    State(cache): State<Cache>,
+    query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => reply(admin::analytics(&cache, q.window.as_deref()).await),
+        Err(e) => bad_request(&e.body_text()),
+    }
 }
 
 async fn health(State(cache): State<Cache>) -> Response {

@@ -104,6 +104,9 @@ struct Inner {
     channel: String,
     /// The in-process tier, when configured and the backend publishes notices.
     l1: Option<l1::L1Handle>,
+    /// Route analytics, set by the builder (in memory when built otherwise).
+    #[cfg(feature = "analytics")]
+    analytics: std::sync::OnceLock<crate::analytics::Analytics>,
 }
 
 /// Overall health, as reported by [`Cache::health`].
@@ -223,6 +226,8 @@ impl Cache {
                 verify_checked_ms: AtomicU64::new(0),
                 channel,
                 l1,
+                #[cfg(feature = "analytics")]
+                analytics: std::sync::OnceLock::new(),
             }),
         };
         // Replay the outbox at start (when built inside a runtime; otherwise at the first call).
@@ -234,6 +239,20 @@ impl Cache {
     /// Starts a key for `resource` in this cache's keyspace.
     pub fn key(&self, resource: &str) -> KeyBuilder<'_> {
         self.inner.keyspace.key(resource)
+    }
+
+    /// The route analytics of this cache (feature `analytics`): stored on the cache's Redis
+    /// (single node or cluster), else in memory. See [`crate::analytics`].
+    #[cfg(feature = "analytics")]
+    pub fn analytics(&self) -> &crate::analytics::Analytics {
+        self.inner.analytics.get_or_init(|| {
+            crate::analytics::Analytics::memory(&crate::analytics::AnalyticsSettings::default())
+        })
+    }
+
+    #[cfg(feature = "analytics")]
+    pub(crate) fn set_analytics(&self, analytics: crate::analytics::Analytics) {
+        let _ = self.inner.analytics.set(analytics);
     }
 
     /// The keyspace (namespace, versions, key length cap).
