@@ -817,6 +817,14 @@ impl CacheBuilder {
         self
     }
 
+    /// Raw analytics events written per second at most (feature `analytics`; default 200); the
+    /// aggregates count every event. `0`: no raw events.
+    #[cfg(feature = "analytics")]
+    pub fn analytics_stream_rate(mut self, per_second: u64) -> Self {
+        self.analytics.stream_rate = per_second;
+        self
+    }
+
     /// Capacity of the channel between the request path and the analytics writer (feature
     /// `analytics`; default 8192 events). Beyond it events are dropped and counted.
     #[cfg(feature = "analytics")]

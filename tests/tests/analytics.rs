@@ -185,6 +185,7 @@ async fn retention_bounds_memory(ctx: Ctx) {
         .builder()
         .analytics_retention(Duration::from_secs(RETENTION_MIN * 60))
         .analytics_stream_len(STREAM as usize)
+        .analytics_stream_rate(1_000_000)
         .build()
         .unwrap();
     let a = cache.analytics();
