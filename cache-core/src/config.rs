@@ -1271,4 +1271,28 @@ mod tests {
             "REDIS_CLUSTER_URLS takes precedence over REDIS_URL"
         );
     }
+
+    #[cfg(feature = "analytics")]
+    #[test]
+    fn analytics_variables_are_read_and_bad_values_named() {
+        let b = CacheBuilder::from_env_with(env(&[
+            ("CACHE_ANALYTICS_RETENTION", "2h"),
+            ("CACHE_ANALYTICS_STREAM_LEN", "500"),
+            ("CACHE_ANALYTICS_KEY", "deployment-key"),
+        ]))
+        .unwrap();
+        assert_eq!(b.analytics.retention, Duration::from_secs(7200));
+        assert_eq!(b.analytics.stream_len, 500);
+        assert_eq!(b.analytics.key.as_deref(), Some(&b"deployment-key"[..]));
+        assert!(!format!("{b:?}").contains("deployment-key"));
+        for (var, bad) in [
+            ("CACHE_ANALYTICS_RETENTION", "soon"),
+            ("CACHE_ANALYTICS_RETENTION", "0s"),
+            ("CACHE_ANALYTICS_STREAM_LEN", "many"),
+            ("CACHE_ANALYTICS_KEY", ""),
+        ] {
+            let err = CacheBuilder::from_env_with(env(&[(var, bad)])).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
 }

@@ -431,3 +431,37 @@ mod two_instances {
         route_minute_memory_usage_on_redis(Ctx::new(Kind::Redis)).await
     }
 }
+
+/// Redis gone: recording still never fails or waits, the lost batches are counted, and the
+/// queries report the error (the admin endpoint answers 503) instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_recording_fails_open_and_counts_write_errors() {
+    cache_tests::init_tracing();
+    let mut server = cache_tests::RedisServer::start_owned();
+    let cache = Cache::builder()
+        .namespace(cache_tests::unique_namespace("an"))
+        .redis_url(server.url())
+        .command_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let a = cache.analytics();
+    a.record(event(a, "/up", Outcome::Miss, 10, "u"));
+    a.flush().await;
+    assert_eq!(a.stats().write_errors, 0);
+    server.kill();
+    for _ in 0..50 {
+        a.record(event(a, "/down", Outcome::Miss, 10, "u"));
+    }
+    tokio::time::timeout(Duration::from_secs(30), a.flush())
+        .await
+        .expect("flush returns once the writer gave the batch up");
+    let stats = a.stats();
+    assert_eq!((stats.accepted, stats.written, stats.dropped), (51, 51, 0));
+    assert!(stats.write_errors >= 1, "{stats:?}");
+    let routes = tokio::time::timeout(Duration::from_secs(30), a.routes(Window::Hour))
+        .await
+        .expect("the query answers");
+    assert!(routes.is_err());
+    let reply = cache_core::admin::analytics(&cache, Some("1h")).await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+}
