@@ -499,6 +499,8 @@ impl Shared {
 struct Inner {
     tx: mpsc::Sender<Msg>,
     rx: Mutex<Option<mpsc::Receiver<Msg>>>,
+    /// The writer was spawned (`rx` taken).
+    started: AtomicBool,
     shared: Arc<Shared>,
     mac: Hmac<Sha256>,
 }
@@ -546,6 +548,7 @@ impl Analytics {
             inner: Arc::new(Inner {
                 tx,
                 rx: Mutex::new(Some(rx)),
+                started: AtomicBool::new(false),
                 shared: Arc::new(Shared {
                     store,
                     retention_min: settings.retention_minutes(),
@@ -641,6 +644,10 @@ impl Analytics {
 
     /// Starts the writer, once, when called inside a Tokio runtime.
     fn start(&self) {
+        // The request path's cost once the writer runs: one relaxed load.
+        if self.inner.started.load(Ordering::Relaxed) {
+            return;
+        }
         let mut slot = self.inner.rx.lock().unwrap_or_else(PoisonError::into_inner);
         if slot.is_none() {
             return;
@@ -649,6 +656,7 @@ impl Analytics {
             return;
         };
         let Some(rx) = slot.take() else { return };
+        self.inner.started.store(true, Ordering::Relaxed);
         drop(slot);
         handle.spawn(writer(rx, self.inner.shared.clone()));
     }
