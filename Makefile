@@ -15,7 +15,7 @@ FUZZ_CASES ?= 20000
 .DEFAULT_GOAL := help
 
 .PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc features bench bench-cluster \
-	bench-peers bench-codecs \
+	bench-peers bench-codecs bench-analytics \
 	redis-up redis-down cache-stats cache-flush demo load clean
 
 help:
@@ -41,6 +41,8 @@ help:
 	@echo "               redis-server: hit latency and throughput, miss+store, stampede, Redis killed,"
 	@echo "               and the same Axum app over HTTP (every body checked); not run by \`make test\`"
 	@echo "  bench-codecs the compact codec candidates (bitcode, postcard, MessagePack): time and size"
+	@echo "  bench-analytics  recording overhead: req/s of a static Axum route without and with the"
+	@echo "               analytics layer (memory and Redis stores), interleaved rounds, ratios printed"
 	@echo "  redis-up     start a dev redis-server on port \$$REDIS_PORT (default 6379), prints REDIS_URL"
 	@echo "  redis-down   stop that dev redis-server"
 	@echo "  cache-stats  hit/miss, memory and key counts of \$$REDIS_URL (+ NAMESPACE=ns key count)"
@@ -126,6 +128,12 @@ bench-peers:
 
 bench-codecs:
 	$(CARGO) bench -p cache-tests --bench codecs
+
+# Not part of `make test`: starts its own redis-server.
+bench-analytics:
+	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \
+	if [ -n "$$bin" ]; then REDIS_SERVER_BIN=$$bin; export REDIS_SERVER_BIN; fi; \
+	$(CARGO) bench -p cache-tests --bench analytics
 
 redis-up:
 	@REDIS_PORT="$(REDIS_PORT)" sh scripts/dev-redis.sh up

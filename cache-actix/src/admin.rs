@@ -93,6 +93,7 @@ struct Admin {
 /// | `POST /reset-stats` | zero the counters | `{ "reset": true }` |
 /// | `POST /warm/{name}` | run the warmer `name` now and wait for it | its report (`cache_core::warm::WarmReport`), 404 if unknown, 409 if running |
 /// | `GET /health` | ping the backend | 200, or 503 when down |
+/// | `GET /analytics?window=5m\|1h\|1d` | route analytics (feature `analytics`) | 200 JSON, 400 for another window |
 ///
 /// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`; a refused
 /// request never reads its body. The JSON shapes are those of [`cache_core::admin`].
@@ -106,7 +107,7 @@ struct Admin {
 /// let app = App::new().service(admin_scope("/admin/cache", cache, AdminGuard::bearer("s3cret")));
 /// ```
 pub fn admin_scope(path: &str, cache: Cache, guard: AdminGuard) -> Scope {
-    web::scope(path)
+    let scope = web::scope(path)
         .app_data(web::Data::new(Admin { cache, guard }))
         .route("", web::delete().to(flush))
         .route("/", web::delete().to(flush))
@@ -114,7 +115,10 @@ pub fn admin_scope(path: &str, cache: Cache, guard: AdminGuard) -> Scope {
         .route("/invalidate", web::post().to(invalidate))
         .route("/reset-stats", web::post().to(reset_stats))
         .route("/warm/{name}", web::post().to(warm))
-        .route("/health", web::get().to(health))
+        .route("/health", web::get().to(health));
+    #[cfg(feature = "analytics")]
+    let scope = scope.route("/analytics", web::get().to(analytics));
+    scope
 }
 
 fn reply(r: AdminReply) -> HttpResponse {
@@ -186,6 +190,23 @@ async fn warm(admin: web::Data<Admin>, req: HttpRequest, name: web::Path<String>
         return refused;
     }
     reply(admin::warm(&admin.cache, &name).await)
+}
+
+#[cfg(feature = "analytics")]
+#[derive(Deserialize)]
+struct AnalyticsQuery {
+    window: Option<String>,
+}
+
+#[cfg(feature = "analytics")]
+async fn analytics(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = admin.guard.refuse(&req) {
+        return refused;
+    }
+    match web::Query::<AnalyticsQuery>::from_query(req.query_string()) {
+        Ok(q) => reply(admin::analytics(&admin.cache, q.window.as_deref()).await),
+        Err(e) => bad_request(&e.to_string()),
+    }
 }
 
 async fn health(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {

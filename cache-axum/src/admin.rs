@@ -76,6 +76,7 @@ impl AdminGuard {
 /// | `POST /reset-stats` | zero the counters | `{ "reset": true }` |
 /// | `POST /warm/{name}` | run the warmer `name` now and wait for it | its report (`cache_core::warm::WarmReport`), 404 if unknown, 409 if running |
 /// | `GET /health` | ping the backend | 200, or 503 when down |
+/// | `GET /analytics?window=5m\|1h\|1d` | route analytics (feature `analytics`) | 200 JSON, 400 for another window |
 ///
 /// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`. The JSON
 /// shapes are those of [`cache_core::admin`].
@@ -92,13 +93,16 @@ impl AdminGuard {
 /// let app: Router = Router::new().nest("/admin/cache", admin_router(cache, AdminGuard::bearer("s3cret")));
 /// ```
 pub fn admin_router(cache: Cache, guard: AdminGuard) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", axum::routing::delete(flush))
         .route("/stats", get(stats))
         .route("/invalidate", post(invalidate))
         .route("/reset-stats", post(reset_stats))
         .route("/warm/{name}", post(warm))
-        .route("/health", get(health))
+        .route("/health", get(health));
+    #[cfg(feature = "analytics")]
+    let router = router.route("/analytics", get(analytics));
+    router
         .route_layer(middleware::from_fn_with_state(guard, check_guard))
         .with_state(cache)
 }
@@ -182,6 +186,23 @@ async fn reset_stats(State(cache): State<Cache>) -> Response {
 
 async fn warm(State(cache): State<Cache>, Path(name): Path<String>) -> Response {
     reply(admin::warm(&cache, &name).await)
+}
+
+#[cfg(feature = "analytics")]
+#[derive(Deserialize)]
+struct AnalyticsQuery {
+    window: Option<String>,
+}
+
+#[cfg(feature = "analytics")]
+async fn analytics(
+    State(cache): State<Cache>,
+    query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => reply(admin::analytics(&cache, q.window.as_deref()).await),
+        Err(e) => bad_request(&e.body_text()),
+    }
 }
 
 async fn health(State(cache): State<Cache>) -> Response {

@@ -129,12 +129,16 @@
 #[path = "private.rs"]
 pub mod __private;
 mod admin;
+#[cfg(feature = "analytics")]
+pub mod analytics;
 mod context;
 mod glue;
 mod layer;
 mod metrics;
 
 pub use crate::admin::{admin_router, AdminGuard};
+#[cfg(feature = "analytics")]
+pub use crate::analytics::{AnalyticsLayer, AnalyticsService};
 pub use crate::context::{CacheContext, CacheContextBuilder, CacheContextLayer};
 pub use crate::layer::{ResponseCache, ResponseCacheBuilder, ResponseCacheLayer};
 pub use crate::metrics::metrics_route;

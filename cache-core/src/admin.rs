@@ -13,6 +13,7 @@
 //! | [`reset_stats`] | 200 `{reset: true}` | - |
 //! | [`warm`] | 200 [`WarmReport`](crate::warm::WarmReport) | 404 `{error}` (no such warmer), 409 `{error}` (a run is in progress) |
 //! | [`health`] | 200 [`Health`](crate::Health) (up, degraded, disabled) | 503 [`Health`](crate::Health) (down) |
+//! | `analytics` (feature `analytics`) | 200 `{window, routes, invalidations, recorder}` | 400 `{error}` (window not `5m`, `1h` or `1d`), 503 `{error}` |
 //!
 //! Access control is the adapter's job; [`check_bearer`] compares a bearer token in constant time.
 //!
@@ -164,6 +165,33 @@ pub async fn invalidate(cache: &Cache, tags: Vec<String>) -> AdminReply {
 pub async fn reset_stats(cache: &Cache) -> AdminReply {
     cache.reset_stats();
     AdminReply::ok(json!({ "reset": true }))
+}
+
+/// Route analytics over a window (`5m`, `1h` or `1d`; `None`: `5m`): `routes` are
+/// [`RouteStats`](crate::analytics::RouteStats), most requested first, `invalidations` are
+/// [`InvalidationStats`](crate::analytics::InvalidationStats), `recorder` is
+/// [`AnalyticsStats`](crate::analytics::AnalyticsStats) (events accepted, written, dropped).
+#[cfg(feature = "analytics")]
+pub async fn analytics(cache: &Cache, window: Option<&str>) -> AdminReply {
+    use crate::analytics::Window;
+    let Some(window) = Window::parse(window.unwrap_or("5m")) else {
+        return AdminReply::error(400, "window must be 5m, 1h or 1d");
+    };
+    let a = cache.analytics();
+    let routes = match a.routes(window).await {
+        Ok(r) => r,
+        Err(e) => return AdminReply::error(503, e.to_string()),
+    };
+    let invalidations = match a.invalidations(window).await {
+        Ok(r) => r,
+        Err(e) => return AdminReply::error(503, e.to_string()),
+    };
+    AdminReply::ok(json!({
+        "window": window.as_str(),
+        "routes": routes,
+        "invalidations": invalidations,
+        "recorder": a.stats(),
+    }))
 }
 
 /// The health report; 503 when the backend is down, 200 otherwise.

@@ -17,6 +17,9 @@
 //! | `CACHE_MAX_ENTRY_BYTES` | larger encoded values are not stored | positive integer | `1048576` |
 //! | `CACHE_INVALIDATION_TIMEOUT_MS` | how long a write's invalidation waits for the backend before it is queued ([`crate::durable`]) | positive integer (ms) | `250` |
 //! | `CACHE_INVALIDATION_QUEUE` | undelivered invalidations kept; past that, the namespace is retired when the backend answers | integer | `10000` |
+//! | `CACHE_ANALYTICS_RETENTION` | how long route analytics keep per-minute aggregates (feature `analytics`; [`CacheBuilder::analytics_retention`]) | duration | `24h` |
+//! | `CACHE_ANALYTICS_STREAM_LEN` | raw analytics events kept (feature `analytics`; [`CacheBuilder::analytics_stream_len`]) | integer | `10000` |
+//! | `CACHE_ANALYTICS_KEY` | per-deployment key of the users' pseudonyms (feature `analytics`; [`CacheBuilder::analytics_key`]) | secret | random per process |
 //! | `CACHE_L1_MAX_BYTES` | bound of the in-process tier in front of Redis, kept coherent by invalidation notices ([`CacheBuilder::l1`]); `0` or unset: no L1 | integer (bytes) | unset |
 //!
 //! ```
@@ -256,6 +259,8 @@ pub struct CacheBuilder {
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     settings: Settings,
+    #[cfg(feature = "analytics")]
+    analytics: crate::analytics::AnalyticsSettings,
 }
 
 impl Default for CacheBuilder {
@@ -290,6 +295,8 @@ impl Default for CacheBuilder {
                 outbox_poll: Duration::from_secs(1),
                 l1_max_bytes: None,
             },
+            #[cfg(feature = "analytics")]
+            analytics: crate::analytics::AnalyticsSettings::default(),
         }
     }
 }
@@ -422,6 +429,33 @@ impl CacheBuilder {
                 ));
             }
             b = b.namespace(v.trim());
+        }
+        #[cfg(feature = "analytics")]
+        {
+            if let Some(v) = lookup("CACHE_ANALYTICS_RETENTION") {
+                match parse_duration(&v) {
+                    Ok(d) if !d.is_zero() => b = b.analytics_retention(d),
+                    _ => return Err(invalid("CACHE_ANALYTICS_RETENTION", &v, TTL_FORM)),
+                }
+            }
+            if let Some(v) = lookup("CACHE_ANALYTICS_STREAM_LEN") {
+                match v.trim().parse::<usize>() {
+                    Ok(n) => b = b.analytics_stream_len(n),
+                    _ => {
+                        return Err(invalid(
+                            "CACHE_ANALYTICS_STREAM_LEN",
+                            &v,
+                            "a whole number of events, like 10000",
+                        ))
+                    }
+                }
+            }
+            if let Some(v) = lookup("CACHE_ANALYTICS_KEY") {
+                if v.is_empty() {
+                    return Err(invalid("CACHE_ANALYTICS_KEY", &v, "a non-empty secret"));
+                }
+                b = b.analytics_key(v.as_bytes());
+            }
         }
         if let Some(v) = lookup("CACHE_DEFAULT_TTL") {
             match parse_duration(&v) {
@@ -767,6 +801,47 @@ impl CacheBuilder {
         self
     }
 
+    /// How long route analytics keep their per-minute aggregates (feature `analytics`; default
+    /// 1 day, rounded up to whole minutes). See [`crate::analytics`] for the memory cost.
+    #[cfg(feature = "analytics")]
+    pub fn analytics_retention(mut self, retention: Duration) -> Self {
+        self.analytics.retention = retention;
+        self
+    }
+
+    /// How many raw events route analytics keep (feature `analytics`; default 10 000; on Redis
+    /// a stream capped with `MAXLEN ~`, so about that many).
+    #[cfg(feature = "analytics")]
+    pub fn analytics_stream_len(mut self, events: usize) -> Self {
+        self.analytics.stream_len = events;
+        self
+    }
+
+    /// Raw analytics events written per second at most (feature `analytics`; default 200); the
+    /// aggregates count every event. `0`: no raw events.
+    #[cfg(feature = "analytics")]
+    pub fn analytics_stream_rate(mut self, per_second: u64) -> Self {
+        self.analytics.stream_rate = per_second;
+        self
+    }
+
+    /// Capacity of the channel between the request path and the analytics writer (feature
+    /// `analytics`; default 8192 events). Beyond it events are dropped and counted.
+    #[cfg(feature = "analytics")]
+    pub fn analytics_queue(mut self, events: usize) -> Self {
+        self.analytics.queue = events.max(1);
+        self
+    }
+
+    /// The per-deployment key of the users' pseudonyms in route analytics (feature
+    /// `analytics`): set the same key on every instance to count a user once across them.
+    /// Default: a random key per process.
+    #[cfg(feature = "analytics")]
+    pub fn analytics_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.analytics.key = Some(std::sync::Arc::from(key.as_ref()));
+        self
+    }
+
     /// Use a custom backend.
     pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
         self.backend = BackendChoice::Custom(backend);
@@ -911,12 +986,14 @@ impl CacheBuilder {
                 ));
             }
         }
+        #[cfg(feature = "analytics")]
+        let mut analytics_source: Option<crate::analytics::Source> = None;
         let backend: Arc<dyn Backend> = match &self.backend {
             BackendChoice::Memory { max_bytes } => Arc::new(MemoryBackend::new(*max_bytes)),
             BackendChoice::Custom(b) => b.clone(),
             BackendChoice::Redis { url } => {
                 let options = self.resolved_redis_options(url)?;
-                Arc::new(RedisBackend::new(url, &options).map_err(|e| {
+                let backend = Arc::new(RedisBackend::new(url, &options).map_err(|e| {
                     option(
                         "redis_url",
                         format!(
@@ -924,7 +1001,12 @@ impl CacheBuilder {
                             crate::backend::redact_url(url)
                         ),
                     )
-                })?)
+                })?);
+                #[cfg(feature = "analytics")]
+                {
+                    analytics_source = Some(crate::analytics::Source::Single(backend.clone()));
+                }
+                backend
             }
             BackendChoice::RedisCluster { seeds, buckets } => {
                 if !(1..=1024).contains(buckets) {
@@ -950,19 +1032,44 @@ impl CacheBuilder {
                     }
                 }
                 let options = self.resolved_redis_options(first)?;
-                Arc::new(
+                let backend = Arc::new(
                     RedisClusterBackend::new(seeds, &options, *buckets)
                         .map_err(|e| option("redis_cluster", format!("seed nodes: {e}")))?,
-                )
+                );
+                #[cfg(feature = "analytics")]
+                {
+                    analytics_source = Some(crate::analytics::Source::Cluster(backend.clone()));
+                }
+                backend
             }
         };
-        Ok(Cache::from_parts(
+        #[cfg(feature = "analytics")]
+        let deadline = settings.admin_timeout.max(Duration::from_secs(1));
+        let cache = Cache::from_parts(
             keyspace,
             backend,
             settings,
             self.breaker_threshold,
             self.breaker_cooldown,
-        ))
+        );
+        #[cfg(feature = "analytics")]
+        {
+            let a = &self.analytics;
+            cache.set_analytics(match analytics_source {
+                Some(source) => crate::analytics::Analytics::new(
+                    a,
+                    Arc::new(crate::analytics::RedisStore::new(
+                        source,
+                        cache.keyspace().namespace(),
+                        a.stream_len,
+                        a.retention_minutes(),
+                        deadline,
+                    )),
+                ),
+                None => crate::analytics::Analytics::memory(a),
+            });
+        }
+        Ok(cache)
     }
 }
 
@@ -1163,5 +1270,29 @@ mod tests {
             matches!(&b.backend, BackendChoice::RedisCluster { seeds, .. } if seeds.len() == 2),
             "REDIS_CLUSTER_URLS takes precedence over REDIS_URL"
         );
+    }
+
+    #[cfg(feature = "analytics")]
+    #[test]
+    fn analytics_variables_are_read_and_bad_values_named() {
+        let b = CacheBuilder::from_env_with(env(&[
+            ("CACHE_ANALYTICS_RETENTION", "2h"),
+            ("CACHE_ANALYTICS_STREAM_LEN", "500"),
+            ("CACHE_ANALYTICS_KEY", "deployment-key"),
+        ]))
+        .unwrap();
+        assert_eq!(b.analytics.retention, Duration::from_secs(7200));
+        assert_eq!(b.analytics.stream_len, 500);
+        assert_eq!(b.analytics.key.as_deref(), Some(&b"deployment-key"[..]));
+        assert!(!format!("{b:?}").contains("deployment-key"));
+        for (var, bad) in [
+            ("CACHE_ANALYTICS_RETENTION", "soon"),
+            ("CACHE_ANALYTICS_RETENTION", "0s"),
+            ("CACHE_ANALYTICS_STREAM_LEN", "many"),
+            ("CACHE_ANALYTICS_KEY", ""),
+        ] {
+            let err = CacheBuilder::from_env_with(env(&[(var, bad)])).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
     }
 }

@@ -51,6 +51,7 @@
 //! | `compression` | no | LZ4 above [`CacheBuilder::compress_above`] |
 //! | `http` | no | framework-agnostic HTTP caching rules and the whole-response cache steps for the adapters (`http`, `admin` modules) |
 //! | `metrics` | no | Prometheus metrics shared by the adapters (`metrics` module) |
+//! | `analytics` | no | route analytics: per-request events, bounded per-route aggregates, queries (`analytics` module) |
 //!
 //! # Deploying
 //! * **TLS**: a `rediss://` URL connects with rustls, verifying the server's certificate
@@ -78,6 +79,8 @@
 #[cfg(feature = "http")]
 pub mod admin;
 pub mod advisor;
+#[cfg(feature = "analytics")]
+pub mod analytics;
 pub mod backend;
 mod breaker;
 mod cache;

@@ -93,6 +93,14 @@ const COUNTERS: &[(&str, &str, Field)] = &[
     ),
 ];
 
+/// Requests per route template, recorded by the analytics layers (cached routes or not).
+const ROUTE_REQUESTS: &str = "http_route_requests_total";
+/// Latency per route template, recorded by the analytics layers.
+const ROUTE_DURATION: &str = "http_route_duration_seconds";
+/// Analytics events dropped because the recorder's channel was full.
+#[cfg(feature = "analytics")]
+const ANALYTICS_DROPPED: &str = "cache_analytics_dropped_total";
+
 /// Tag invalidations are only counted in total: exported without labels.
 const INVALIDATIONS: &str = "cache_invalidations_total";
 
@@ -160,6 +168,20 @@ impl CacheMetrics {
                 describe_counter!(*name, *help);
             }
             describe_counter!(INVALIDATIONS, "Entries removed through tag invalidations.");
+            describe_counter!(
+                ROUTE_REQUESTS,
+                "Requests per route template (cached or not), recorded by the analytics layers."
+            );
+            describe_histogram!(
+                ROUTE_DURATION,
+                Unit::Seconds,
+                "Duration of requests per route template (cached or not), recorded by the analytics layers."
+            );
+            #[cfg(feature = "analytics")]
+            describe_counter!(
+                ANALYTICS_DROPPED,
+                "Analytics events dropped because the recorder's channel was full."
+            );
             describe_histogram!(
                 DURATION,
                 Unit::Seconds,
@@ -179,6 +201,19 @@ impl CacheMetrics {
     pub fn record_request(&self, resource: &str, status: &str, elapsed: Duration) {
         ::metrics::with_local_recorder(&self.inner.recorder, || {
             histogram!(DURATION, "resource" => resource.to_owned(), "status" => status.to_owned())
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Records one request of a route template, cached or not (the analytics layers call this):
+    /// `http_route_requests_total{method, route, status}` and
+    /// `http_route_duration_seconds{method, route}`. `route` must be a template (bounded), never
+    /// a raw path.
+    pub fn record_route(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        ::metrics::with_local_recorder(&self.inner.recorder, || {
+            counter!(ROUTE_REQUESTS, "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string())
+                .increment(1);
+            histogram!(ROUTE_DURATION, "method" => method.to_owned(), "route" => route.to_owned())
                 .record(elapsed.as_secs_f64());
         });
     }
@@ -222,6 +257,13 @@ impl CacheMetrics {
                 bump(name, Some(OTHER), other, false);
             }
             bump(INVALIDATIONS, None, snapshot.total.invalidations, true);
+            #[cfg(feature = "analytics")]
+            bump(
+                ANALYTICS_DROPPED,
+                None,
+                self.inner.cache.analytics().stats().dropped,
+                true,
+            );
         });
         drop(last);
         self.inner.recorder.handle().render()

@@ -523,7 +523,7 @@ impl RedisClusterBackend {
             .clone()
     }
 
-    async fn conn(&self) -> Result<ClusterConnection, CacheError> {
+    pub(crate) async fn conn(&self) -> Result<ClusterConnection, CacheError> {
         if let Some(c) = self.current() {
             return Ok(c);
         }

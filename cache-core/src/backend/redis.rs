@@ -401,7 +401,7 @@ impl RedisBackend {
         &self.url_redacted
     }
 
-    fn conn(&self) -> Result<ConnectionManager, CacheError> {
+    pub(crate) fn conn(&self) -> Result<ConnectionManager, CacheError> {
         if let Some(conn) = self.conn.get() {
             return Ok(conn.clone());
         }

@@ -188,6 +188,8 @@ impl Cache {
         tags: &[String],
         keys: &[CacheKey],
     ) -> Result<u64, CacheError> {
+        #[cfg(feature = "analytics")]
+        self.analytics().record_invalidation(tags, keys);
         // Invalidations commute (version bumps and deletes), so this one need not wait for the
         // queue: the replayer delivers that in the background.
         if self.inner.durable.pending.load(Ordering::Acquire) {

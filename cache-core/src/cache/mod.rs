@@ -108,6 +108,9 @@ struct Inner {
     l1: Option<l1::L1Handle>,
     /// Registered warmers (see `crate::warm`).
     warmers: std::sync::Mutex<Vec<Arc<crate::warm::Warmer>>>,
+    /// Route analytics, set by the builder (in memory when built otherwise).
+    #[cfg(feature = "analytics")]
+    analytics: std::sync::OnceLock<crate::analytics::Analytics>,
 }
 
 /// A weak handle to a cache ([`Cache::downgrade`]).
@@ -238,6 +241,8 @@ impl Cache {
                 channel,
                 l1,
                 warmers: std::sync::Mutex::new(Vec::new()),
+                #[cfg(feature = "analytics")]
+                analytics: std::sync::OnceLock::new(),
             }),
         };
         // Replay the outbox at start (when built inside a runtime; otherwise at the first call).
@@ -259,6 +264,20 @@ impl Cache {
     /// A weak handle (for background tasks that must end with the cache).
     pub(crate) fn downgrade(&self) -> WeakCache {
         WeakCache(Arc::downgrade(&self.inner))
+    }
+
+    /// The route analytics of this cache (feature `analytics`): stored on the cache's Redis
+    /// (single node or cluster), else in memory. See [`crate::analytics`].
+    #[cfg(feature = "analytics")]
+    pub fn analytics(&self) -> &crate::analytics::Analytics {
+        self.inner.analytics.get_or_init(|| {
+            crate::analytics::Analytics::memory(&crate::analytics::AnalyticsSettings::default())
+        })
+    }
+
+    #[cfg(feature = "analytics")]
+    pub(crate) fn set_analytics(&self, analytics: crate::analytics::Analytics) {
+        let _ = self.inner.analytics.set(analytics);
     }
 
     /// The keyspace (namespace, versions, key length cap).

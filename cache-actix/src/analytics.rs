@@ -1,0 +1,213 @@
+//! Route analytics for actix-web (feature `analytics`): [`AnalyticsLayer`] records every
+//! request, cached or not, into [`cache_core::analytics`].
+//!
+//! Wrap the `App` with it **last** (outermost), so that it sees the `X-Cache-Status` the cache
+//! layers set:
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_web::{web, App};
+//! use cache_actix::{AnalyticsLayer, ResponseCacheLayer, RoutePolicy};
+//! use cache_core::Cache;
+//!
+//! let cache = Cache::memory();
+//! let app = App::new()
+//!     .route("/trigs/{id}", web::get().to(|| async { "trig" }))
+//!     .route("/health", web::get().to(|| async { "ok" }))
+//!     .wrap(
+//!         ResponseCacheLayer::builder(cache.clone())
+//!             .route("/trigs/{id}", RoutePolicy::ttl(Duration::from_secs(60)))
+//!             .build(),
+//!     )
+//!     .wrap(AnalyticsLayer::new(&cache).user(|req| {
+//!         req.headers().get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned)
+//!     }));
+//! ```
+//!
+//! Each event carries the route pattern (`req.match_pattern()` once routed;
+//! [`UNMATCHED_ROUTE`] when no route matched, never the raw path), the method, the
+//! pseudonymous user (the extractor's value keyed-hashed, see [`Analytics::pseudonym`]), the
+//! start time, the status, the time until the response head, the cache outcome read from
+//! `X-Cache-Status` ([`Outcome::None`] without one), the body's size, and whether the response
+//! is `Cache-Control: private`. Recording is one `try_send`: it never waits and never fails the
+//! request.
+
+use std::fmt;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{self, HeaderName};
+use actix_web::Error;
+use cache_core::analytics::{Analytics, Event, Outcome, UNMATCHED_ROUTE};
+use cache_core::metrics::CacheMetrics;
+use cache_core::Cache;
+
+type UserFn = Arc<dyn Fn(&ServiceRequest) -> Option<String> + Send + Sync>;
+
+#[derive(Clone)]
+struct Config {
+    analytics: Analytics,
+    user: Option<UserFn>,
+    metrics: Option<CacheMetrics>,
+    status_header: HeaderName,
+}
+
+/// Records every request into the cache's [`Analytics`]. See the [module docs](self).
+#[derive(Clone)]
+#[must_use]
+pub struct AnalyticsLayer {
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for AnalyticsLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnalyticsLayer")
+            .field("status_header", &self.config.status_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnalyticsLayer {
+    /// Records into `cache`'s analytics; no user, no metrics, outcome from `X-Cache-Status`.
+    pub fn new(cache: &Cache) -> AnalyticsLayer {
+        cache.analytics().activate();
+        AnalyticsLayer {
+            config: Arc::new(Config {
+                analytics: cache.analytics().clone(),
+                user: None,
+                metrics: None,
+                status_header: HeaderName::from_static(crate::HEADER_STATUS),
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// How the user is identified (the same extractor as the cache layers'). Its value is
+    /// recorded only as a keyed hash.
+    pub fn user(
+        self,
+        user: impl Fn(&ServiceRequest) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.edit(|c| c.user = Some(Arc::new(user)))
+    }
+
+    /// Also records `http_route_requests_total` and `http_route_duration_seconds` per route
+    /// pattern (see [`CacheMetrics::record_route`]).
+    pub fn metrics(self, metrics: CacheMetrics) -> Self {
+        self.edit(|c| c.metrics = Some(metrics))
+    }
+
+    /// The header the cache outcome is read from, when renamed with
+    /// [`CacheHeaderNames`](crate::CacheHeaderNames) (default `x-cache-status`).
+    pub fn status_header(self, name: HeaderName) -> Self {
+        self.edit(|c| c.status_header = name)
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for AnalyticsLayer
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Transform = AnalyticsService<S>;
+    type InitError = ();
+    type Future = Ready<Result<AnalyticsService<S>, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(AnalyticsService {
+            service: Rc::new(service),
+            config: self.config.clone(),
+        }))
+    }
+}
+
+/// The service produced by [`AnalyticsLayer`].
+pub struct AnalyticsService<S> {
+    service: Rc<S>,
+    config: Arc<Config>,
+}
+
+impl<S> fmt::Debug for AnalyticsService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnalyticsService").finish_non_exhaustive()
+    }
+}
+
+impl<S> AnalyticsService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.service
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for AnalyticsService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let start = Instant::now();
+        let config = self.config.clone();
+        let start_ms = config.analytics.now_ms();
+        let method = req.method().as_str().to_owned();
+        let user = config.user.as_ref().and_then(|f| f(&req));
+        let fut = self.service.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            let latency = start.elapsed();
+            // Routed by now: the pattern of the resource that answered.
+            let route = res
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+            let mut event = Event::new(method, route, start_ms);
+            event.status = res.status().as_u16();
+            event.latency = latency;
+            event.outcome = res
+                .headers()
+                .get(&config.status_header)
+                .map_or(Outcome::None, |v| Outcome::from_header(v.as_bytes()));
+            event.bytes = match res.response().body().size() {
+                BodySize::Sized(n) => n,
+                BodySize::None | BodySize::Stream => 0,
+            };
+            event.private = res
+                .headers()
+                .get_all(header::CACHE_CONTROL)
+                .any(|v| contains_private(v.as_bytes()));
+            event.user = user.map(|u| config.analytics.pseudonym(&u));
+            if let Some(m) = &config.metrics {
+                m.record_route(&event.method, &event.route, event.status, latency);
+            }
+            config.analytics.record(event);
+            Ok(res)
+        })
+    }
+}
+
+/// Whether a `Cache-Control` value has the `private` directive.
+fn contains_private(v: &[u8]) -> bool {
+    std::str::from_utf8(v).is_ok_and(|s| {
+        s.split(',').any(|d| {
+            let d = d.trim().as_bytes();
+            d.len() >= 7 && d[..7].eq_ignore_ascii_case(b"private")
+        })
+    })
+}

@@ -1,0 +1,320 @@
+//! The storage trait of the analytics, the shapes both implementations keep, and the in-memory
+//! implementation.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+
+use super::hist::Histogram;
+use super::{Event, Outcome, StorageUsage};
+use crate::error::CacheError;
+
+/// A route as recorded: method and template.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct RouteKey {
+    pub(crate) method: String,
+    pub(crate) route: String,
+}
+
+impl RouteKey {
+    /// The route's id in Redis keys: 16 hex digits of xxh3-64 of `METHOD template`.
+    pub(crate) fn id(&self) -> String {
+        let joined = format!("{} {}", self.method, self.route);
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(joined.as_bytes()))
+    }
+
+    /// `METHOD template`, the member of the route index.
+    pub(crate) fn member(&self) -> String {
+        format!("{} {}", self.method, self.route)
+    }
+
+    pub(crate) fn from_member(member: &str) -> Option<RouteKey> {
+        let (method, route) = member.split_once(' ')?;
+        Some(RouteKey {
+            method: method.to_owned(),
+            route: route.to_owned(),
+        })
+    }
+}
+
+/// One route's counts over one minute (or, merged, over a window). On Redis, a hash whose
+/// fields are [`MinuteAgg::fields`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MinuteAgg {
+    pub(crate) requests: u64,
+    pub(crate) bytes: u64,
+    pub(crate) errors: u64,
+    pub(crate) private: u64,
+    pub(crate) outcomes: [u64; Outcome::COUNT],
+    pub(crate) latency_sum_us: [u64; Outcome::COUNT],
+    pub(crate) hist: [Histogram; Outcome::COUNT],
+}
+
+impl MinuteAgg {
+    pub(crate) fn add(&mut self, e: &Event) {
+        let o = e.outcome.index();
+        let us = u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX);
+        self.requests += 1;
+        self.bytes += e.bytes;
+        self.errors += u64::from(e.status >= 500);
+        self.private += u64::from(e.private);
+        self.outcomes[o] += 1;
+        self.latency_sum_us[o] = self.latency_sum_us[o].saturating_add(us);
+        self.hist[o].add(us);
+    }
+
+    pub(crate) fn merge(&mut self, other: &MinuteAgg) {
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        self.private += other.private;
+        for o in 0..Outcome::COUNT {
+            self.outcomes[o] += other.outcomes[o];
+            self.latency_sum_us[o] = self.latency_sum_us[o].saturating_add(other.latency_sum_us[o]);
+            self.hist[o].merge(&other.hist[o]);
+        }
+    }
+
+    /// The non-zero counters as hash fields: `n` requests, `b` bytes, `e` 5xx responses,
+    /// `p` private responses, `o:<outcome>` requests, `s:<outcome>` latency sum (µs),
+    /// `h:<outcome>:<bucket>` latency histogram counts.
+    pub(crate) fn fields(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for (name, v) in [
+            ("n", self.requests),
+            ("b", self.bytes),
+            ("e", self.errors),
+            ("p", self.private),
+        ] {
+            if v > 0 {
+                out.push((name.to_owned(), v));
+            }
+        }
+        for outcome in Outcome::ALL {
+            let o = outcome.index();
+            if self.outcomes[o] == 0 {
+                continue;
+            }
+            let code = outcome.code();
+            out.push((format!("o:{code}"), self.outcomes[o]));
+            out.push((format!("s:{code}"), self.latency_sum_us[o]));
+            for (b, n) in &self.hist[o].counts {
+                out.push((format!("h:{code}:{b}"), *n));
+            }
+        }
+        out
+    }
+
+    /// Adds fields read back from a hash (unknown fields are ignored).
+    pub(crate) fn add_field(&mut self, name: &str, v: u64) {
+        match name {
+            "n" => self.requests += v,
+            "b" => self.bytes += v,
+            "e" => self.errors += v,
+            "p" => self.private += v,
+            _ => {
+                let mut parts = name.splitn(3, ':');
+                let (Some(kind), Some(code)) = (parts.next(), parts.next()) else {
+                    return;
+                };
+                let Some(o) = Outcome::from_code(code).map(Outcome::index) else {
+                    return;
+                };
+                match (kind, parts.next()) {
+                    ("o", None) => self.outcomes[o] += v,
+                    ("s", None) => {
+                        self.latency_sum_us[o] = self.latency_sum_us[o].saturating_add(v)
+                    }
+                    ("h", Some(b)) => {
+                        if let Ok(b) = b.parse() {
+                            self.hist[o].add_count(b, v);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// What the writer hands a store: the raw events, and the same events grouped per route and
+/// minute, plus invalidation counts per minute.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) events: Vec<Event>,
+    pub(crate) routes: BTreeMap<(RouteKey, u64), (MinuteAgg, BTreeSet<String>)>,
+    /// Per minute: `t:<tag>` / `r:<resource>` -> invalidations.
+    pub(crate) invalidations: BTreeMap<u64, BTreeMap<String, u64>>,
+}
+
+/// A route's counts merged over a window, with its distinct users.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteWindow {
+    pub(crate) key: RouteKey,
+    pub(crate) agg: MinuteAgg,
+    pub(crate) users: u64,
+}
+
+/// The storage of the analytics. Both implementations keep the same shapes (see the module docs
+/// of [`crate::analytics`]) and are run by the same tests.
+#[async_trait]
+pub(crate) trait Store: Send + Sync + fmt::Debug {
+    /// Stores a batch. `now_min` is the current minute; minutes older than `now_min -
+    /// retention` are already filtered out by the writer.
+    async fn write(&self, batch: &Batch, now_min: u64, offset_ms: i64) -> Result<(), CacheError>;
+    /// Every route with traffic in the minutes `from..=to`, merged.
+    async fn routes(&self, from: u64, to: u64) -> Result<Vec<RouteWindow>, CacheError>;
+    /// Invalidation counts (`t:<tag>` / `r:<resource>`) per minute in `from..=to`.
+    async fn invalidations(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<String, Vec<(u64, u64)>>, CacheError>;
+    /// The most recent raw events, newest first.
+    async fn recent(&self, limit: usize) -> Result<Vec<Event>, CacheError>;
+    /// What is stored now.
+    async fn usage(&self, now_min: u64) -> Result<StorageUsage, CacheError>;
+}
+
+/// Distinct users kept per route and minute by the memory store (beyond that, new users of that
+/// minute are not counted).
+pub(crate) const MEMORY_USERS_PER_MINUTE: usize = 10_000;
+
+#[derive(Debug, Default)]
+struct MemState {
+    events: VecDeque<Event>,
+    routes: HashMap<RouteKey, BTreeMap<u64, (MinuteAgg, HashSet<String>)>>,
+    invalidations: BTreeMap<u64, HashMap<String, u64>>,
+}
+
+/// The in-memory store: a ring of raw events, per-route minute maps, per-minute invalidation
+/// maps, pruned to the retention on every write.
+pub(crate) struct MemoryStore {
+    state: Mutex<MemState>,
+    stream_len: usize,
+    retention_min: u64,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("stream_len", &self.stream_len)
+            .field("retention_min", &self.retention_min)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    pub(crate) fn new(stream_len: usize, retention_min: u64) -> MemoryStore {
+        MemoryStore {
+            state: Mutex::new(MemState::default()),
+            stream_len,
+            retention_min,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn prune(&self, s: &mut MemState, now_min: u64) {
+        let oldest = now_min.saturating_sub(self.retention_min);
+        s.routes.retain(|_, minutes| {
+            minutes.retain(|m, _| *m >= oldest);
+            !minutes.is_empty()
+        });
+        s.invalidations.retain(|m, _| *m >= oldest);
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn write(&self, batch: &Batch, now_min: u64, _offset_ms: i64) -> Result<(), CacheError> {
+        let mut s = self.lock();
+        for e in &batch.events {
+            if s.events.len() >= self.stream_len {
+                s.events.pop_front();
+            }
+            if self.stream_len > 0 {
+                s.events.push_back(e.clone());
+            }
+        }
+        for ((route, minute), (agg, users)) in &batch.routes {
+            let slot = s
+                .routes
+                .entry(route.clone())
+                .or_default()
+                .entry(*minute)
+                .or_default();
+            slot.0.merge(agg);
+            for u in users {
+                if slot.1.len() < MEMORY_USERS_PER_MINUTE {
+                    slot.1.insert(u.clone());
+                }
+            }
+        }
+        for (minute, fields) in &batch.invalidations {
+            let slot = s.invalidations.entry(*minute).or_default();
+            for (f, n) in fields {
+                *slot.entry(f.clone()).or_default() += n;
+            }
+        }
+        self.prune(&mut s, now_min);
+        Ok(())
+    }
+
+    async fn routes(&self, from: u64, to: u64) -> Result<Vec<RouteWindow>, CacheError> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        for (key, minutes) in &s.routes {
+            let mut agg = MinuteAgg::default();
+            let mut users: HashSet<&String> = HashSet::new();
+            for (_, (a, u)) in minutes.range(from..=to) {
+                agg.merge(a);
+                users.extend(u.iter());
+            }
+            if agg.requests > 0 {
+                out.push(RouteWindow {
+                    key: key.clone(),
+                    agg,
+                    users: users.len() as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn invalidations(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<String, Vec<(u64, u64)>>, CacheError> {
+        let s = self.lock();
+        let mut out: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+        for (minute, fields) in s.invalidations.range(from..=to) {
+            for (f, n) in fields {
+                out.entry(f.clone()).or_default().push((*minute, *n));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<Event>, CacheError> {
+        let s = self.lock();
+        Ok(s.events.iter().rev().take(limit).cloned().collect())
+    }
+
+    async fn usage(&self, now_min: u64) -> Result<StorageUsage, CacheError> {
+        let mut s = self.lock();
+        self.prune(&mut s, now_min);
+        let buckets: usize = s.routes.values().map(BTreeMap::len).sum();
+        Ok(StorageUsage {
+            raw_events: s.events.len() as u64,
+            routes: s.routes.len() as u64,
+            route_minutes: buckets as u64,
+            invalidation_minutes: s.invalidations.len() as u64,
+        })
+    }
+}
