@@ -77,6 +77,7 @@ impl AdminGuard {
 /// | `POST /warm/{name}` | run the warmer `name` now and wait for it | its report (`cache_core::warm::WarmReport`), 404 if unknown, 409 if running |
 /// | `GET /health` | ping the backend | 200, or 503 when down |
 /// | `GET /analytics?window=5m\|1h\|1d` | route analytics (feature `analytics`) | 200 JSON, 400 for another window |
+/// | `GET /advisor?window=5m\|1h\|1d` | the advisor's ranking (feature `analytics`) | 200 JSON `{window, suggestions, observations}`, 400 for another window |
 ///
 /// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`. The JSON
 /// shapes are those of [`cache_core::admin`].
@@ -101,7 +102,9 @@ pub fn admin_router(cache: Cache, guard: AdminGuard) -> Router {
         .route("/warm/{name}", post(warm))
         .route("/health", get(health));
     #[cfg(feature = "analytics")]
-    let router = router.route("/analytics", get(analytics));
+    let router = router
+        .route("/analytics", get(analytics))
+        .route("/advisor", get(advisor));
     router
         .route_layer(middleware::from_fn_with_state(guard, check_guard))
         .with_state(cache)
@@ -201,6 +204,17 @@ async fn analytics(
 ) -> Response {
     match query {
         Ok(Query(q)) => reply(admin::analytics(&cache, q.window.as_deref()).await),
+        Err(e) => bad_request(&e.body_text()),
+    }
+}
+
+#[cfg(feature = "analytics")]
+async fn advisor(
+    State(cache): State<Cache>,
+    query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => reply(admin::advisor(&cache, q.window.as_deref()).await),
         Err(e) => bad_request(&e.body_text()),
     }
 }
