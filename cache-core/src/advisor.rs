@@ -38,7 +38,10 @@
 //!   is `H / (1 + H)`;
 //! * the time saved per second `λ x hit ratio x (miss latency - hit latency)`, and the score:
 //!   that saving per KiB of cache the route would hold (`K x` its mean response size, capped at
-//!   the keys a TTL's worth of requests can fill): GDSF's `frequency x cost / size`.
+//!   the keys a TTL's worth of requests can fill): GDSF's `frequency x cost / size`. For a
+//!   route the cache serves already, the saving counts only the hit ratio above the one
+//!   observed (`λ x (expected - observed) x gain`): what the suggestion would add, so routes
+//!   cached well already rank last.
 //!
 //! Routes are ranked by score; each [`Suggestion`] says its TTL, its scope (per-user when the
 //! responses differ per user, else shared) and why, in one line.
@@ -130,7 +133,8 @@ pub struct Suggestion {
     pub scope: Scope,
     /// Expected hit ratio with that TTL under the observed writes.
     pub expected_hit_ratio: f64,
-    /// Expected time saved, in milliseconds per second of traffic.
+    /// Expected time saved, in milliseconds per second of traffic (beyond the hits observed,
+    /// for a route cached already).
     pub saved_ms_per_s: f64,
     /// Expected cache size, in bytes.
     pub cache_bytes: f64,
@@ -222,7 +226,9 @@ pub fn advise(routes: &[RouteObservation], settings: &AdvisorSettings) -> Vec<Su
             let ttl = suggested_ttl(mu, settings);
             let h = hits_per_fill(rate / keys, mu, ttl.as_secs_f64());
             let hit_ratio = h / (1.0 + h);
-            let saved = rate * hit_ratio * gain_ms;
+            // A route served by the cache already saves only what its hit ratio can still gain.
+            let more = (hit_ratio - r.observed_hit_rate.unwrap_or(0.0)).max(0.0);
+            let saved = rate * more * gain_ms;
             // Entries alive at once: every key, or as many as a TTL's worth of misses can fill.
             let live = keys.min((rate * ttl.as_secs_f64()).max(1.0));
             let bytes = live * r.mean_bytes.max(1.0);
@@ -338,6 +344,29 @@ mod tests {
         // 0.1 req/s per key, invalidated every 40 s, TTL 40 s: H = 0.1 (1 - e^-1) / (1/40).
         let h = 0.1 * (1.0 - (-1.0f64).exp()) * 40.0;
         assert!((b.expected_hit_ratio - h / (1.0 + h)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn already_cached_routes_rank_by_what_more_caching_would_save() {
+        let uncached = obs("GET /uncached", 3_000, 50.0, 100, 500.0);
+        let mut cached_well = obs("GET /cached-well", 3_000, 50.0, 100, 500.0);
+        cached_well.observed_hit_rate = Some(1.0);
+        let mut cached_poorly = obs("GET /cached-poorly", 3_000, 50.0, 100, 500.0);
+        cached_poorly.observed_hit_rate = Some(0.5);
+        let s = advise(
+            &[cached_well, cached_poorly, uncached],
+            &AdvisorSettings::default(),
+        );
+        let order: Vec<&str> = s.iter().map(|s| s.route.as_str()).collect();
+        assert_eq!(
+            order,
+            ["GET /uncached", "GET /cached-poorly", "GET /cached-well"]
+        );
+        let full = s[0].saved_ms_per_s;
+        let ratio = s[0].expected_hit_ratio;
+        assert!((s[1].saved_ms_per_s - full * (ratio - 0.5) / ratio).abs() < 1e-6);
+        assert_eq!(s[2].saved_ms_per_s, 0.0);
+        assert!(s[2].why.contains("(now 100%)"), "{}", s[2].why);
     }
 
     #[test]

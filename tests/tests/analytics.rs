@@ -383,9 +383,10 @@ async fn distinct_keys_resources_and_top_targets_per_route(ctx: Ctx) {
     }
 }
 
-/// A tag invalidation counts the entries it empties per resource, learnt from the tags entries
-/// were stored with; an entry counts once, even when several of its tags are invalidated.
-async fn tag_invalidations_count_the_entries_they_empty_per_resource(ctx: Ctx) {
+/// A tag invalidation counts the keys it reaches per resource, learnt from the tags entries
+/// were stored with, whether they are cached at that moment or not; a key counts once per
+/// invalidation, even when several of its tags are invalidated together.
+async fn tag_invalidations_count_the_keys_they_reach_per_resource(ctx: Ctx) {
     let cache = ctx.cache();
     let a = cache.analytics();
     a.activate();
@@ -421,14 +422,14 @@ async fn tag_invalidations_count_the_entries_they_empty_per_resource(ctx: Ctx) {
         .collect();
     assert_eq!(
         entries,
-        [("trig".to_owned(), 5), ("user".to_owned(), 1)].into()
+        [("trig".to_owned(), 11), ("user".to_owned(), 1)].into()
     );
 }
 
 on_both_backends!(
     recorded_events_keep_every_field,
     distinct_keys_resources_and_top_targets_per_route,
-    tag_invalidations_count_the_entries_they_empty_per_resource,
+    tag_invalidations_count_the_keys_they_reach_per_resource,
     aggregates_split_latency_by_outcome,
     full_channel_drops_and_counts_instead_of_blocking,
     invalidations_counted_per_tag_and_resource,

@@ -477,7 +477,10 @@ async fn cli_top_and_advisor_read_the_analytics_the_services_recorded() {
     assert_eq!(order(&v), ["/busy", "/slow/{id}"]);
     assert_eq!(v["routes"][0]["requests"], 40);
     let v = cli_json(&env, &["top", "--by", "p95", "--window", "1h"], 0).await;
-    assert_eq!((v["window"].as_str(), v["by"].as_str()), (Some("1h"), Some("p95")));
+    assert_eq!(
+        (v["window"].as_str(), v["by"].as_str()),
+        (Some("1h"), Some("p95"))
+    );
     assert_eq!(order(&v), ["/slow/{id}", "/busy"]);
     let v = cli_json(&env, &["top", "--by", "time", "--limit", "1"], 0).await;
     assert_eq!(order(&v), ["/slow/{id}"]);

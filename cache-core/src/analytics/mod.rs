@@ -390,8 +390,10 @@ pub enum InvalidationTarget {
     Tag,
     /// The resource of a deleted key.
     Resource,
-    /// Entries of a resource removed by tag invalidations (counted from the tags this
-    /// instance stored entries with; see the module docs).
+    /// Keys of a resource reached by tag invalidations: each invalidation counts the keys known
+    /// to carry the tag (learnt from the tags this instance stored entries with), cached at that
+    /// moment or not. Over a window, that count over the resource's keys is how often one of
+    /// its keys is invalidated.
     Entries,
 }
 
@@ -884,7 +886,7 @@ impl Analytics {
     /// whether its responses are per user.
     ///
     /// A route's invalidation rate comes from its cache resource (the most requested of
-    /// [`RouteStats::resources`]): the entries of that resource emptied by invalidations in the
+    /// [`RouteStats::resources`]): the keys of that resource reached by invalidations in the
     /// window ([`InvalidationTarget::Entries`] and [`InvalidationTarget::Resource`]), over its
     /// distinct keys and the time. A route the cache does not serve yet has no resource, and
     /// its rate is unknown (`None`).
@@ -1117,10 +1119,11 @@ impl Sampler {
 /// Tag-index capacity: keys remembered (beyond it the index starts again).
 const TAG_INDEX_MAX: usize = 100_000;
 
-/// Which resources' entries carry a tag, learnt from this instance's stores (tag -> resource ->
+/// Which keys carry a tag, per resource, learnt from this instance's stores (tag -> resource ->
 /// hashes of the keys stored with it, and key -> its tags), so that an invalidation of the tag
-/// can be counted as the entries of each resource it empties. An invalidated entry is forgotten
-/// under all its tags (it is gone); everything is forgotten when the index is full.
+/// counts the keys of each resource it reaches: whether they were cached at that moment or not
+/// (a key whose entry is rarely present is still invalidated as often). A key stored again
+/// with other tags moves; everything is forgotten when the index is full.
 #[derive(Default)]
 struct TagIndex {
     tags: HashMap<String, HashMap<String, HashSet<u64>>>,
@@ -1165,22 +1168,20 @@ impl TagIndex {
         }
     }
 
-    /// The entries per resource an invalidation of `tags` empties (each key once).
-    fn invalidated(&mut self, tags: &[String]) -> BTreeMap<String, u64> {
-        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    /// The keys per resource an invalidation of `tags` reaches (each key once).
+    fn invalidated(&self, tags: &[String]) -> BTreeMap<String, u64> {
+        let mut reached: HashMap<&str, HashSet<u64>> = HashMap::new();
         for t in tags {
-            let Some(resources) = self.tags.get(t) else {
-                continue;
-            };
-            let gone: Vec<u64> = resources.values().flatten().copied().collect();
-            for k in gone {
-                if let Some((resource, _)) = self.keys.get(&k) {
-                    *out.entry(resource.clone()).or_default() += 1;
+            if let Some(resources) = self.tags.get(t) {
+                for (r, keys) in resources {
+                    reached.entry(r.as_str()).or_default().extend(keys);
                 }
-                self.forget(k);
             }
         }
-        out
+        reached
+            .into_iter()
+            .map(|(r, keys)| (r.to_owned(), keys.len() as u64))
+            .collect()
     }
 }
 

@@ -65,7 +65,15 @@ impl MinuteAgg {
         self.outcomes[o] += 1;
         self.latency_sum_us[o] = self.latency_sum_us[o].saturating_add(us);
         self.hist[o].add(us);
-        if let Some(r) = e.cache_key.as_deref().and_then(crate::key::resource_of) {
+        // The resource of a response the cache served (a route whose cache is off still
+        // names its key, with `SKIP`).
+        let served = matches!(e.outcome, Outcome::Hit | Outcome::Miss | Outcome::Stale);
+        if let Some(r) = e
+            .cache_key
+            .as_deref()
+            .filter(|_| served)
+            .and_then(crate::key::resource_of)
+        {
             if let Some(n) = self.resources.get_mut(r) {
                 *n += 1;
             } else if self.resources.len() < RESOURCES_PER_ROUTE {

@@ -208,6 +208,8 @@ impl Cache {
                         if ok {
                             self.analytics().record_store(&keys[*i], ids.tags());
                         }
+                        #[cfg(not(feature = "analytics"))]
+                        let _ = ids;
                         let len = bytes.len() as u64;
                         self.inner.stats.record(keys[*i].resource(), |c| {
                             if ok {

@@ -5,6 +5,8 @@
 //! item), or where the key must be canonicalized first (`GET /content`). The cached value is the
 //! data; authorization stays per request.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::{cached, Cache, CacheStatus, Fragment, PendingInvalidation, Policy};
@@ -25,7 +27,24 @@ pub struct App {
     pub cache: Cache,
     /// The database.
     pub db: Db,
+    /// Resources whose caching is turned off (`GALLERY_UNCACHED`; see [`App::cache_for`]).
+    uncached: Arc<BTreeSet<String>>,
+    /// A disabled cache, for those resources.
+    off: Cache,
 }
+
+/// The cached resources of the service, as `GALLERY_UNCACHED` names them: one per cached read
+/// of the table in the crate docs (`user_gallery` is the merged view, both its fragments).
+pub const RESOURCES: [&str; 8] = [
+    "generation_types",
+    "tags",
+    "gallery",
+    "content_list",
+    "content_item",
+    "user_content_items",
+    "user_content_items_auto",
+    "user_gallery",
+];
 
 /// One generation type of the merged view: the user's own items, then the community's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +81,64 @@ pub struct FragmentReport {
 }
 
 impl App {
+    /// The state of a service on `cache` and `db`, every resource cached.
+    pub fn new(cache: Cache, db: Db) -> App {
+        App {
+            cache,
+            db,
+            uncached: Arc::default(),
+            off: Cache::builder()
+                .enabled(false)
+                .build()
+                .unwrap_or_else(|_| Cache::memory()),
+        }
+    }
+
+    /// Turns caching off for `resources` (names of [`RESOURCES`]): their reads go to the
+    /// database every time, as on a service that does not cache them. The advisor experiment
+    /// of `gallery-load --advisor` uses it; everything else is unchanged (writes still
+    /// invalidate).
+    ///
+    /// # Errors
+    /// The first name that is not one of [`RESOURCES`].
+    pub fn with_uncached<I, S>(mut self, resources: I) -> Result<App, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut set = BTreeSet::new();
+        for r in resources {
+            let r = r.as_ref().trim();
+            if r.is_empty() {
+                continue;
+            }
+            if !RESOURCES.contains(&r) {
+                return Err(format!(
+                    "GALLERY_UNCACHED: {r:?} is not one of {}",
+                    RESOURCES.join(", ")
+                ));
+            }
+            set.insert(r.to_owned());
+        }
+        self.uncached = Arc::new(set);
+        Ok(self)
+    }
+
+    /// Whether `resource` is cached (not turned off with [`App::with_uncached`], and the cache
+    /// is enabled).
+    pub fn caches(&self, resource: &str) -> bool {
+        self.cache_for(resource).is_enabled()
+    }
+
+    /// The cache of `resource`: the service's, or a disabled one when it is turned off.
+    pub fn cache_for(&self, resource: &str) -> &Cache {
+        if self.uncached.contains(resource) {
+            &self.off
+        } else {
+            &self.cache
+        }
+    }
+
     // -------------------------------------------------------------------------- cached reads
 
     /// The canonical `GET /content` query (the seed's `get_unified_content_paginated`).
@@ -77,7 +154,7 @@ impl App {
         ttl = "5m",
         key = [filter],
         tags = ["{scope}"],
-        cache = &self.cache
+        cache = self.cache_for("content_list")
     )]
     pub async fn content_page(
         &self,
@@ -102,7 +179,7 @@ impl App {
         ttl = "1h",
         key = "{id}",
         tags = ["content:{id}"],
-        cache = &self.cache
+        cache = self.cache_for("content_item")
     )]
     pub async fn content_item(&self, id: i64) -> Result<ContentItem, ApiError> {
         self.db
@@ -142,7 +219,7 @@ impl App {
         let mut out = Vec::with_capacity(types.len() * 2);
         for t in types {
             out.push(Fragment::new(
-                self.cache
+                self.cache_for("user_gallery")
                     .key("user_gallery")
                     .id("type")
                     .id(*t)
@@ -151,7 +228,11 @@ impl App {
                 Policy::ttl(Duration::from_secs(600)).tag(format!("user:{user}:items")),
             ));
             out.push(Fragment::new(
-                self.cache.key("community").id("type").id(*t).build(),
+                self.cache_for("user_gallery")
+                    .key("community")
+                    .id("type")
+                    .id(*t)
+                    .build(),
                 Policy::ttl(Duration::from_secs(300)).tag(format!("gallery:type:{t}")),
             ));
         }
@@ -197,7 +278,7 @@ impl App {
         } else {
             let mut loaded = 0;
             let fetched = self
-                .cache
+                .cache_for("user_gallery")
                 .fetch_many(&fragments, |missing| {
                     loaded = missing.len();
                     self.load_fragments(user, plan(&missing))

@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use cache_axum::{
-    admin_router, metrics_route, AdminGuard, CacheContextLayer, CacheMetrics, ResponseCacheLayer,
-    RoutePolicy,
+    admin_router, metrics_route, AdminGuard, AnalyticsLayer, CacheContextLayer, CacheMetrics,
+    ResponseCacheLayer, RoutePolicy,
 };
 use cache_core::cached;
 use cache_core::http::HttpRules;
@@ -103,7 +103,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Owner {
     resource = "generation_types",
     ttl = "24h",
     tags = ["types:list"],
-    cache = &app.cache
+    cache = app.cache_for("generation_types")
 )]
 pub async fn generation_types(
     State(app): State<App>,
@@ -200,7 +200,7 @@ pub async fn content_item(
     user = owner.0,
     skip = [owner],
     tags = ["user:{owner.0}:items"],
-    cache = &app.cache
+    cache = app.cache_for("user_content_items")
 )]
 pub async fn user_content_items(
     State(app): State<App>,
@@ -224,7 +224,7 @@ pub async fn user_content_items(
     user = owner.0,
     skip = [owner],
     tags = ["user:{owner.0}:items"],
-    cache = &app.cache
+    cache = app.cache_for("user_content_items_auto")
 )]
 pub async fn user_content_items_auto(
     State(app): State<App>,
@@ -268,7 +268,7 @@ pub async fn user_gallery(
     // The same bypass rules as the layers: `?cache_bypass=1` or `Cache-Control: no-cache`.
     let bypass = HttpRules::default().wants_bypass(uri.query(), &headers);
     let (body, report) = app.user_gallery(owner.0, &types, bypass).await?;
-    let status = if !app.cache.is_enabled() || report.skipped {
+    let status = if !app.caches("user_gallery") || report.skipped {
         "SKIP"
     } else if report.bypassed {
         "BYPASS"
@@ -371,25 +371,28 @@ pub async fn index(State(app): State<App>) -> Result<Json<serde_json::Value>, Ap
 pub fn router(app: App, admin_token: &str) -> Router {
     let cache = app.cache.clone();
     let metrics = CacheMetrics::new(cache.clone());
-    let response_cache = ResponseCacheLayer::builder(cache.clone())
+    let mut response_cache = ResponseCacheLayer::builder(cache.clone());
+    if app.caches("gallery") {
         // The community front page: the most-hit route. 5 minutes; `gallery` is invalidated by
         // writes to engaged items (the only ones it ranks). The key includes the sorted query
         // (`page`, `limit`, `type`), without `cache_bypass`.
-        .route(
+        response_cache = response_cache.route(
             "/gallery",
             RoutePolicy::ttl(Duration::from_secs(300))
                 .resource("gallery")
                 .tag("gallery"),
-        )
+        );
+    }
+    if app.caches("tags") {
         // Tag counts: every write invalidates `tags:list`; 10 minutes otherwise.
-        .route(
+        response_cache = response_cache.route(
             "/tags",
             RoutePolicy::ttl(Duration::from_secs(600))
                 .resource("tags")
                 .tag("tags:list"),
-        )
-        .metrics(metrics.clone())
-        .build();
+        );
+    }
+    let response_cache = response_cache.metrics(metrics.clone()).build();
     let context = CacheContextLayer::builder()
         // Per-user responses get `Cache-Control: private` on hits.
         .user(|parts| header_user(parts).map(|u| u.to_string()))
@@ -415,6 +418,9 @@ pub fn router(app: App, admin_token: &str) -> Router {
         .with_state(app)
         .layer(response_cache)
         .layer(context)
+        // Route analytics of the application's routes (not of the admin API or the metrics),
+        // cached or not: `GET /admin/cache/analytics`, `timeline` and the `dashboard` page.
+        .layer(AnalyticsLayer::new(&cache).user(|parts| header_user(parts).map(|u| u.to_string())))
         .nest(
             "/admin/cache",
             admin_router(cache, AdminGuard::bearer(admin_token)),

@@ -1,9 +1,11 @@
 //! Configuration from the environment, and starting the service.
 
+use cache_core::warm::WarmSchedule;
 use cache_core::{Cache, CacheBuilder};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::app::App;
@@ -31,6 +33,12 @@ pub struct Config {
     /// Reader connections (`GALLERY_DB_READERS`, default: the number of CPUs). SQLite queries
     /// are CPU-bound, so more readers than cores only make cache misses steal CPU from hits.
     pub readers: usize,
+    /// Resources whose caching is turned off (`GALLERY_UNCACHED`, comma-separated names of
+    /// [`crate::app::RESOURCES`]; default none): the advisor experiment.
+    pub uncached: Vec<String>,
+    /// Warming from analytics (`GALLERY_WARM`, default on; `0` turns it off): see
+    /// [`register_warmer`].
+    pub warm: bool,
 }
 
 /// The default database path: `$TMPDIR/annocache-gallery.sqlite3`.
@@ -78,6 +86,13 @@ impl Config {
                 std::thread::available_parallelism().map_or(2, usize::from),
             )?
             .clamp(1, 64),
+            uncached: std::env::var("GALLERY_UNCACHED")
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            warm: std::env::var("GALLERY_WARM").map_or(true, |v| v.trim() != "0"),
         })
     }
 }
@@ -95,6 +110,35 @@ pub fn cache_builder_from_env() -> Result<CacheBuilder, String> {
         builder = builder.namespace("gallery");
     }
     Ok(builder.ttl_jitter(0.1))
+}
+
+/// Targets replayed per cached route by the warmer.
+pub const WARM_PER_ROUTE: usize = 200;
+
+/// Registers the warmer `from-analytics`: at start and then every minute, it replays the
+/// [`WARM_PER_ROUTE`] most requested targets of each cached route of the last hour through
+/// `router` ([`cache_axum::warm_from_analytics`]), 4 at a time. On Redis the route analytics
+/// outlive a restart, so a restarted service starts with its hot entries cached; on the
+/// in-memory cache the first run finds no traffic yet. After a flush it runs again.
+pub fn register_warmer(cache: &Cache, router: axum::Router) {
+    cache.register_warmer(
+        "from-analytics",
+        WarmSchedule::new()
+            .every(Duration::from_secs(60))
+            .concurrency(4),
+        move |warm| {
+            let router = router.clone();
+            async move {
+                let _ = cache_axum::warm_from_analytics(
+                    &warm,
+                    router,
+                    cache_core::analytics::Window::Hour,
+                    WARM_PER_ROUTE,
+                )
+                .await;
+            }
+        },
+    );
 }
 
 /// A started service.
@@ -127,11 +171,11 @@ pub async fn start(
     let cache = cache
         .outbox(Arc::new(SqliteOutbox::new(db.clone())?))
         .build()?;
-    let app = App {
-        cache: cache.clone(),
-        db,
-    };
+    let app = App::new(cache.clone(), db).with_uncached(&config.uncached)?;
     let router = routes::router(app, &config.admin_token);
+    if config.warm {
+        register_warmer(&cache, router.clone());
+    }
     let listener = TcpListener::bind(&config.addr).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {

@@ -87,7 +87,7 @@ impl Gallery {
             ))
             .build()
             .expect("cache");
-        let app = App { cache, db };
+        let app = App::new(cache, db);
         let router = gallery::routes::router(app.clone(), "chaos-admin-token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

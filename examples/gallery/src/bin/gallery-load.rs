@@ -153,6 +153,7 @@ async fn run() -> Result<bool, String> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("usage: gallery-load [--duration S] [--warmup S] [--concurrency N] [--writes PCT] [--cached-url URL --uncached-url URL]");
+        println!("       gallery-load --advisor [--uncached RESOURCES] [--duration S] ...");
         return Ok(true);
     }
     let opts = LoadOptions {
@@ -177,6 +178,15 @@ async fn run() -> Result<bool, String> {
             "http://",
             1,
         ))?;
+    }
+
+    if args.iter().any(|a| a == "--advisor") {
+        let bin = std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name(format!("gallery{}", std::env::consts::EXE_SUFFIX));
+        let off = arg_or_env(&args, "--uncached", "LOAD_UNCACHED")
+            .unwrap_or_else(|| "content_item,content_list".into());
+        return advisor_experiment(&bin, redis_url, &token, &opts, &off).await;
     }
 
     let given = (
@@ -319,4 +329,176 @@ async fn run() -> Result<bool, String> {
         );
     }
     Ok(p95_ok && ratio_ok)
+}
+
+/// The resource `GALLERY_UNCACHED` names for a route the advisor ranks.
+fn resource_of_route(route: &str) -> Option<&'static str> {
+    Some(match route {
+        "GET /generation-types" => "generation_types",
+        "GET /tags" => "tags",
+        "GET /gallery" => "gallery",
+        "GET /content" => "content_list",
+        "GET /content/{id}" => "content_item",
+        "GET /users/{id}/content_items" => "user_content_items",
+        "GET /users/{id}/content_items_auto" => "user_content_items_auto",
+        "GET /users/{id}/gallery" => "user_gallery",
+        _ => return None,
+    })
+}
+
+/// One phase of the experiment: a cached gallery (namespace `ns`, `off` not cached) under the
+/// mix; the report, the service's route analytics and the advisor's answer.
+async fn phase(
+    bin: &PathBuf,
+    redis_url: &Option<String>,
+    token: &str,
+    opts: &LoadOptions,
+    ns: &str,
+    off: &[&str],
+) -> Result<(load::SideReport, Value, Value), String> {
+    let mut env = vec![
+        ("ADMIN_TOKEN", token.to_owned()),
+        ("CACHE_NAMESPACE", ns.to_owned()),
+        ("GALLERY_UNCACHED", off.join(",")),
+        ("GALLERY_WARM", "0".to_owned()),
+    ];
+    if let Some(url) = redis_url {
+        env.push(("REDIS_URL", url.clone()));
+    }
+    let inst = spawn(bin, &env, &["CACHE_ENABLED"])?;
+    println!(
+        "  gallery on {} (namespace {ns}), not cached: {}",
+        inst.base,
+        if off.is_empty() {
+            "-".to_owned()
+        } else {
+            off.join(", ")
+        }
+    );
+    let report = load::run_side(&inst.base, opts).await?;
+    let get = |path: &'static str| admin(&inst.base, token, reqwest::Method::GET, path);
+    let analytics = get("/admin/cache/analytics?window=5m")
+        .await
+        .ok_or("no analytics from the service")?;
+    let advisor = get("/admin/cache/advisor?window=5m")
+        .await
+        .ok_or("no advisor answer from the service")?;
+    Ok((report, analytics, advisor))
+}
+
+/// The route's mean latency (ms) and requests per second in an analytics answer.
+fn route_figures(analytics: &Value, route: &str) -> Option<(f64, f64)> {
+    analytics["routes"].as_array()?.iter().find_map(|r| {
+        let name = format!("{} {}", r["method"].as_str()?, r["route"].as_str()?);
+        (name == route).then(|| {
+            (
+                r["latency"]["mean_ms"].as_f64().unwrap_or(0.0),
+                r["per_second"].as_f64().unwrap_or(0.0),
+            )
+        })
+    })
+}
+
+/// `--advisor`: the advisor validated on the load mix. Phase A runs the mix with caching off
+/// for `off` (comma-separated resources) and asks the service's advisor for its ranking;
+/// phase B caches the first suggestion's resource too and runs the same mix: the time that
+/// route saved (its mean handler latency before minus after, times its request rate) is
+/// printed next to what the advisor predicted.
+async fn advisor_experiment(
+    bin: &PathBuf,
+    redis_url: Option<String>,
+    token: &str,
+    opts: &LoadOptions,
+    off: &str,
+) -> Result<bool, String> {
+    let off: Vec<&str> = off
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    println!(
+        "advisor experiment: ~{}% reads / {}% writes, {} connections, {:?} warm-up + {:?} measured per phase",
+        100 - opts.write_percent,
+        opts.write_percent,
+        opts.concurrency,
+        opts.warmup,
+        opts.duration
+    );
+    let run = std::process::id();
+    println!("phase A: caching off for {}", off.join(", "));
+    let (a, analytics_a, advisor_a) = phase(
+        bin,
+        &redis_url,
+        token,
+        opts,
+        &format!("advisor-a-{run}"),
+        &off,
+    )
+    .await?;
+    let suggestions = advisor_a["suggestions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!("\nthe advisor's ranking after phase A:");
+    for (i, s) in suggestions.iter().enumerate() {
+        println!(
+            "{:>3}. score {:>10.3}  {}",
+            i + 1,
+            s["score"].as_f64().unwrap_or(0.0),
+            s["why"].as_str().unwrap_or("")
+        );
+    }
+    let ranked: Vec<&str> = suggestions
+        .iter()
+        .filter_map(|s| s["route"].as_str().and_then(resource_of_route))
+        .collect();
+    let top_are_off =
+        ranked.len() >= off.len() && ranked[..off.len()].iter().all(|r| off.contains(r));
+    println!(
+        "\nthe routes whose caching was off rank at the top: {}",
+        if top_are_off { "yes" } else { "no" }
+    );
+    let Some(first) = suggestions.first() else {
+        return Err("the advisor suggested nothing".into());
+    };
+    let route = first["route"].as_str().unwrap_or("").to_owned();
+    let predicted = first["saved_ms_per_s"].as_f64().unwrap_or(0.0);
+    let Some(resource) = resource_of_route(&route) else {
+        return Err(format!("{route}: no resource to turn on"));
+    };
+    let rest: Vec<&str> = off.iter().copied().filter(|r| *r != resource).collect();
+    println!("\nphase B: the first suggestion applied: {route} ({resource}) cached");
+    let (b, analytics_b, _) = phase(
+        bin,
+        &redis_url,
+        token,
+        opts,
+        &format!("advisor-b-{run}"),
+        &rest,
+    )
+    .await?;
+    println!();
+    print!(
+        "{}",
+        load::format_table(&a, &b)
+            .replace("uncached ", "phase A  ")
+            .replace("cached   ", "phase B  ")
+    );
+    let before = route_figures(&analytics_a, &route);
+    let after = route_figures(&analytics_b, &route);
+    if let (Some((mean_a, _)), Some((mean_b, rate_b))) = (before, after) {
+        let measured = (mean_a - mean_b) * rate_b;
+        println!(
+            "\n{route}: mean handler latency {mean_a:.2} ms -> {mean_b:.2} ms at {rate_b:.1} req/s: \
+             saved {measured:.0} ms/s measured, {predicted:.0} ms/s predicted (ratio {:.2})",
+            measured / predicted.max(1e-9)
+        );
+        let all_a = &a.groups["all"];
+        let all_b = &b.groups["all"];
+        println!(
+            "all routes: p95 {:.2} -> {:.2} ms, throughput {:.0} -> {:.0} req/s",
+            all_a.p95_ms, all_b.p95_ms, all_a.rps, all_b.rps
+        );
+    }
+    Ok(top_are_off)
 }
