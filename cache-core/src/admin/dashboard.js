@@ -50,10 +50,17 @@
     while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
     return num(v, i === 0 ? 0 : 1) + ' ' + units[i];
   }
+  // Local HH:MM, with the weekday for the day window (its ends are 24 hours apart).
   function clock(msSinceEpoch) {
     var d = new Date(msSinceEpoch);
     var two = function (n) { return (n < 10 ? '0' : '') + n; };
-    return two(d.getHours()) + ':' + two(d.getMinutes());
+    var day = win === '1d' ? ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'][d.getDay()] + ' ' : '';
+    return day + two(d.getHours()) + ':' + two(d.getMinutes());
+  }
+  // A rate: two significant digits below 0.1, so a quiet route over a day is not "0".
+  function rate(v) {
+    if (typeof v !== 'number') { return '–'; }
+    return v > 0 && v < 0.1 ? String(Number(v.toPrecision(2))) : num(v, 2);
   }
   function setStatus(text) { $('status').textContent = text; }
   function showError(text) {
@@ -130,7 +137,7 @@
       var tr = node('tr', 'route');
       var lat = r.latency || {};
       tr.appendChild(routeCell(r.method, r.route));
-      [num(r.requests), num(r.per_second, 2), pct(r.hit_rate), ms(lat.p50_ms), ms(lat.p95_ms),
+      [num(r.requests), rate(r.per_second), pct(r.hit_rate), ms(lat.p50_ms), ms(lat.p95_ms),
         ms(lat.p99_ms), bytes(r.bytes_total), pct(r.error_rate)].forEach(function (v) {
         tr.appendChild(node('td', null, v));
       });
@@ -142,6 +149,14 @@
   var W = 400;
   var H = 70;
   function y(v, max) { return H - 2 - (v / max) * (H - 6); }
+  // The centre of bucket i of n: bars, lines and marks line up.
+  function cx(i, n) { return ((i + 0.5) * W) / n; }
+  function tip(e, text) {
+    var t = svg('title');
+    t.textContent = text;
+    e.appendChild(t);
+    return e;
+  }
   function linePath(points, key, max) {
     var n = points.length;
     var d = '';
@@ -149,8 +164,7 @@
     points.forEach(function (p, i) {
       var v = p[key];
       if (typeof v !== 'number') { pen = false; return; }
-      var x = n > 1 ? (i * W) / (n - 1) : W / 2;
-      d += (pen ? 'L' : 'M') + x.toFixed(1) + ' ' + y(v, max).toFixed(1);
+      d += (pen ? 'L' : 'M') + cx(i, n).toFixed(1) + ' ' + y(v, max).toFixed(1);
       pen = true;
     });
     return d;
@@ -166,19 +180,24 @@
     f.appendChild(s);
     return { fig: f, svg: s };
   }
-  function lines(s, points, series, max) {
+  // One line per series; a point without a neighbour (a line needs two) is a short dash.
+  function lines(s, points, series, max, fmt) {
+    var n = points.length;
+    var half = Math.max(W / n * 0.3, 2);
     series.forEach(function (k) {
+      var cls = k.replace('_ms', '').replace('_rate', '');
       var d = linePath(points, k, max);
-      if (d) { s.appendChild(svg('path', { d: d, class: 'line s-' + k.replace('_ms', '').replace('_rate', '') })); }
-      // Single points (a line needs two): a dot each.
+      if (d) { s.appendChild(svg('path', { d: d, class: 'line s-' + cls })); }
       points.forEach(function (p, i) {
         var v = p[k];
+        if (typeof v !== 'number') { return; }
         var prev = i > 0 ? points[i - 1][k] : null;
-        var next = i < points.length - 1 ? points[i + 1][k] : null;
-        if (typeof v === 'number' && typeof prev !== 'number' && typeof next !== 'number') {
-          var x = points.length > 1 ? (i * W) / (points.length - 1) : W / 2;
-          s.appendChild(svg('circle', { cx: x.toFixed(1), cy: y(v, max).toFixed(1), r: 2.5, class: 'dot-' + k.replace('_ms', '').replace('_rate', '') }));
-        }
+        var next = i < n - 1 ? points[i + 1][k] : null;
+        var x = cx(i, n);
+        var yy = y(v, max).toFixed(1);
+        var mark = svg('path', { d: 'M' + (x - half).toFixed(1) + ' ' + yy + 'H' + (x + half).toFixed(1), class: 'mark s-' + cls });
+        if (typeof prev === 'number' || typeof next === 'number') { mark.setAttribute('class', 'hover s-' + cls); }
+        s.appendChild(tip(mark, clock(p.start_ms) + '  ' + cls + ' ' + fmt(v)));
       });
     });
   }
@@ -197,12 +216,13 @@
     pts.forEach(function (p, i) {
       if (!p.requests) { return; }
       var top = y(p.requests, maxReq);
-      req.svg.appendChild(svg('rect', { x: (i * bw + 0.5).toFixed(1), y: top.toFixed(1), width: Math.max(bw - 1, 0.5).toFixed(1), height: (H - 2 - top).toFixed(1), class: 'bar' }));
+      var bar = svg('rect', { x: (i * bw + 0.5).toFixed(1), y: top.toFixed(1), width: Math.max(bw - 1, 0.5).toFixed(1), height: (H - 2 - top).toFixed(1), class: 'bar' });
+      req.svg.appendChild(tip(bar, clock(p.start_ms) + '  ' + num(p.requests) + ' requests'));
     });
     card.appendChild(req.fig);
 
     var hit = figure('hit rate', node('span', null, '0–100 %'));
-    lines(hit.svg, pts, ['hit_rate'], 1);
+    lines(hit.svg, pts, ['hit_rate'], 1, pct);
     card.appendChild(hit.fig);
 
     var maxLat = Math.max.apply(null, pts.map(function (p) { return typeof p.p99_ms === 'number' ? p.p99_ms : 0; }).concat([0.001]));
@@ -212,7 +232,7 @@
     legend.appendChild(node('span', 'k-p99', 'p99'));
     legend.appendChild(node('span', null, 'max ' + ms(maxLat) + ' ms'));
     var lat = figure('latency', legend);
-    lines(lat.svg, pts, ['p50_ms', 'p95_ms', 'p99_ms'], maxLat);
+    lines(lat.svg, pts, ['p50_ms', 'p95_ms', 'p99_ms'], maxLat, function (v) { return ms(v) + ' ms'; });
     card.appendChild(lat.fig);
 
     if (n) {
@@ -331,6 +351,10 @@
 
   // ---------------------------------------------------------------- wiring
   (function init() {
+    // `#...&window=1h` picks the window (links, the headless check); else the tab's last choice.
+    var w = /(?:^#|&)window=(5m|1h|1d)(?:&|$)/.exec(location.hash);
+    var saved = w ? w[1] : load(WINDOW_KEY);
+    selectWindow(saved === '1h' || saved === '1d' ? saved : '5m');
     // The token from the URL fragment (never sent to the server), then out of the address bar.
     var m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
     if (m) {
@@ -340,8 +364,6 @@
     } else {
       token = load(TOKEN_KEY) || '';
     }
-    var saved = load(WINDOW_KEY);
-    selectWindow(saved === '1h' || saved === '1d' ? saved : '5m');
 
     $('auth').addEventListener('submit', function (ev) {
       ev.preventDefault();

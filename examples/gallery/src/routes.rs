@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use cache_axum::{
-    admin_router, metrics_route, AdminGuard, CacheContextLayer, CacheMetrics, ResponseCacheLayer,
-    RoutePolicy,
+    admin_router, metrics_route, AdminGuard, AnalyticsLayer, CacheContextLayer, CacheMetrics,
+    ResponseCacheLayer, RoutePolicy,
 };
 use cache_core::cached;
 use cache_core::http::HttpRules;
@@ -415,6 +415,9 @@ pub fn router(app: App, admin_token: &str) -> Router {
         .with_state(app)
         .layer(response_cache)
         .layer(context)
+        // Route analytics of the application's routes (not of the admin API or the metrics),
+        // cached or not: `GET /admin/cache/analytics`, `timeline` and the `dashboard` page.
+        .layer(AnalyticsLayer::new(&cache).user(|parts| header_user(parts).map(|u| u.to_string())))
         .nest(
             "/admin/cache",
             admin_router(cache, AdminGuard::bearer(admin_token)),
