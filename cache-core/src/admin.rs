@@ -258,7 +258,7 @@ pub fn dashboard() -> &'static Page {
             .replacen("/*SCRIPT*/", DASHBOARD_JS, 1);
         let csp = format!(
             "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; \
-             connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+             connect-src 'self'; base-uri 'none'; form-action 'none'; \
              frame-ancestors 'none'",
             sha256_base64(DASHBOARD_JS),
             sha256_base64(DASHBOARD_CSS)

@@ -13,6 +13,7 @@
   var win = '5m';
   var rendered = false;
   var timer = null;
+  var lastRefresh = 0;
 
   function $(id) { return document.getElementById(id); }
   function store(key, value) {
@@ -293,6 +294,7 @@
 
   // ---------------------------------------------------------------- refresh
   function refresh() {
+    lastRefresh = Date.now();
     setStatus('loading…');
     if (!token) {
       showError('Enter the admin token (the page sends it as a bearer token to the admin API).');
@@ -399,7 +401,11 @@
         return refresh();
       }).catch(function (e) { fail('flush failed: ' + e); });
     });
-    timer = setInterval(function () { if (!document.hidden && token) { refresh(); } }, 15000);
+    // Auto-refresh, less often for longer windows (a day reads every route-minute of the day).
+    var every = { '5m': 15000, '1h': 60000, '1d': 300000 };
+    timer = setInterval(function () {
+      if (!document.hidden && token && Date.now() - lastRefresh >= every[win]) { refresh(); }
+    }, 5000);
     refresh();
   })();
   void timer;
