@@ -94,6 +94,7 @@ struct Admin {
 /// | `POST /warm/{name}` | run the warmer `name` now and wait for it | its report (`cache_core::warm::WarmReport`), 404 if unknown, 409 if running |
 /// | `GET /health` | ping the backend | 200, or 503 when down |
 /// | `GET /analytics?window=5m\|1h\|1d` | route analytics (feature `analytics`) | 200 JSON, 400 for another window |
+/// | `GET /advisor?window=5m\|1h\|1d` | the advisor's ranking (feature `analytics`) | 200 JSON `{window, suggestions, observations}`, 400 for another window |
 /// | `GET /timeline?window=5m\|1h\|1d[&route=GET%20/x/{id}]` | per-route time series for charts (feature `analytics`) | 200 JSON, 400 for another window |
 /// | `GET /dashboard` | the dashboard page (HTML, no data; **not behind the guard**) | 200 HTML |
 ///
@@ -124,7 +125,9 @@ pub fn admin_scope(path: &str, cache: Cache, guard: AdminGuard) -> Scope {
         .route("/warm/{name}", web::post().to(warm))
         .route("/health", web::get().to(health));
     #[cfg(feature = "analytics")]
-    let scope = scope.route("/analytics", web::get().to(analytics));
+    let scope = scope
+        .route("/analytics", web::get().to(analytics))
+        .route("/advisor", web::get().to(advisor));
     #[cfg(feature = "analytics")]
     let scope = scope.route("/timeline", web::get().to(timeline));
     // No guard: the page holds no data (see above).
@@ -224,6 +227,17 @@ async fn analytics(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
     }
     match web::Query::<AnalyticsQuery>::from_query(req.query_string()) {
         Ok(q) => reply(admin::analytics(&admin.cache, q.window.as_deref()).await),
+        Err(e) => bad_request(&e.to_string()),
+    }
+}
+
+#[cfg(feature = "analytics")]
+async fn advisor(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = admin.guard.refuse(&req) {
+        return refused;
+    }
+    match web::Query::<AnalyticsQuery>::from_query(req.query_string()) {
+        Ok(q) => reply(admin::advisor(&admin.cache, q.window.as_deref()).await),
         Err(e) => bad_request(&e.to_string()),
     }
 }

@@ -42,10 +42,12 @@ use std::time::Instant;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{self, HeaderName};
-use actix_web::Error;
+use actix_web::{Error, HttpMessage};
+use cache_core::analytics::Window;
 use cache_core::analytics::{Analytics, Event, Outcome, UNMATCHED_ROUTE};
 use cache_core::metrics::CacheMetrics;
-use cache_core::Cache;
+use cache_core::warm::{WarmReport, WarmRequest};
+use cache_core::{Cache, CacheError};
 
 type UserFn = Arc<dyn Fn(&ServiceRequest) -> Option<String> + Send + Sync>;
 
@@ -55,6 +57,7 @@ struct Config {
     user: Option<UserFn>,
     metrics: Option<CacheMetrics>,
     status_header: HeaderName,
+    key_header: HeaderName,
 }
 
 /// Records every request into the cache's [`Analytics`]. See the [module docs](self).
@@ -82,6 +85,7 @@ impl AnalyticsLayer {
                 user: None,
                 metrics: None,
                 status_header: HeaderName::from_static(crate::HEADER_STATUS),
+                key_header: HeaderName::from_static(crate::HEADER_KEY),
             }),
         }
     }
@@ -110,6 +114,12 @@ impl AnalyticsLayer {
     /// [`CacheHeaderNames`](crate::CacheHeaderNames) (default `x-cache-status`).
     pub fn status_header(self, name: HeaderName) -> Self {
         self.edit(|c| c.status_header = name)
+    }
+
+    /// The header the cache key is read from (its resource name feeds the advisor), when
+    /// renamed with [`CacheHeaderNames`](crate::CacheHeaderNames) (default `x-cache-key`).
+    pub fn key_header(self, name: HeaderName) -> Self {
+        self.edit(|c| c.key_header = name)
     }
 }
 
@@ -163,10 +173,15 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        if req.extensions().get::<WarmRequest>().is_some() {
+            // A warmer's replay is not traffic.
+            return Box::pin(self.service.call(req));
+        }
         let start = Instant::now();
         let config = self.config.clone();
         let start_ms = config.analytics.now_ms();
         let method = req.method().as_str().to_owned();
+        let target = req.uri().path_and_query().map(|pq| pq.as_str().to_owned());
         let user = config.user.as_ref().and_then(|f| f(&req));
         let fut = self.service.call(req);
         Box::pin(async move {
@@ -193,6 +208,12 @@ where
                 .get_all(header::CACHE_CONTROL)
                 .any(|v| contains_private(v.as_bytes()));
             event.user = user.map(|u| config.analytics.pseudonym(&u));
+            event.target = target;
+            event.cache_key = res
+                .headers()
+                .get(&config.key_header)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             if let Some(m) = &config.metrics {
                 m.record_route(&event.method, &event.route, event.status, latency);
             }
@@ -200,6 +221,58 @@ where
             Ok(res)
         })
     }
+}
+
+/// Warms the response caches of an actix-web service from the analytics: replays, in process,
+/// the `per_route` most requested shared targets of every `GET` route the cache served in
+/// `window` ([`Analytics::warm_targets`]), each as a plain `GET` through `service`, one after
+/// another, and reports what it did. `service` is the application initialised in process with
+/// [`actix_web::test::init_service`] (the same `App` the server builds: its cache middleware,
+/// extractors and handlers, exactly as a client's request). A target already cached is a hit
+/// (counted `present`), a missing one is filled (`loaded`); anything else (an error status, a
+/// response the cache skipped) counts as `failed`. The requests carry [`WarmRequest`], so the
+/// analytics middleware does not count them as traffic.
+///
+/// actix-web services stay on their thread, so this is not a registered warmer
+/// ([`cache_core::warm`] runs those on any thread): call it where the app is built, for example
+/// at start in `actix_web::rt::spawn`, and on an interval with `actix_web::rt::time::interval`.
+///
+/// # Errors
+/// The analytics store's error (Redis unreachable): nothing is replayed.
+pub async fn warm_from_analytics<S, B>(
+    cache: &Cache,
+    service: &S,
+    window: Window,
+    per_route: usize,
+) -> Result<WarmReport, CacheError>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = Error>,
+{
+    let started = Instant::now();
+    let targets = cache.analytics().warm_targets(window, per_route).await?;
+    let mut report = WarmReport::default();
+    report.name = "analytics".to_owned();
+    for target in targets {
+        let req = actix_web::test::TestRequest::get()
+            .uri(&target)
+            .to_request();
+        req.extensions_mut().insert(WarmRequest);
+        let outcome = match service.call(req).await {
+            Ok(res) if res.status().is_success() => res
+                .headers()
+                .get(crate::HEADER_STATUS)
+                .map_or(Outcome::None, |v| Outcome::from_header(v.as_bytes())),
+            _ => Outcome::None,
+        };
+        report.keys += 1;
+        match outcome {
+            Outcome::Hit | Outcome::Stale => report.present += 1,
+            Outcome::Miss => report.loaded += 1,
+            _ => report.failed += 1,
+        }
+    }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
 }
 
 /// Whether a `Cache-Control` value has the `private` directive.

@@ -65,7 +65,7 @@ mod metrics;
 
 pub use crate::admin::{admin_scope, AdminGuard};
 #[cfg(feature = "analytics")]
-pub use crate::analytics::{AnalyticsLayer, AnalyticsService};
+pub use crate::analytics::{warm_from_analytics, AnalyticsLayer, AnalyticsService};
 pub use crate::context::{CacheContext, CacheContextBuilder, CacheContextLayer};
 pub use crate::layer::{ResponseCache, ResponseCacheBuilder, ResponseCacheLayer};
 pub use crate::metrics::metrics_route;

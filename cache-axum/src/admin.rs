@@ -77,6 +77,7 @@ impl AdminGuard {
 /// | `POST /warm/{name}` | run the warmer `name` now and wait for it | its report (`cache_core::warm::WarmReport`), 404 if unknown, 409 if running |
 /// | `GET /health` | ping the backend | 200, or 503 when down |
 /// | `GET /analytics?window=5m\|1h\|1d` | route analytics (feature `analytics`) | 200 JSON, 400 for another window |
+/// | `GET /advisor?window=5m\|1h\|1d` | the advisor's ranking (feature `analytics`) | 200 JSON `{window, suggestions, observations}`, 400 for another window |
 /// | `GET /timeline?window=5m\|1h\|1d[&route=GET%20/x/{id}]` | per-route time series for charts (feature `analytics`) | 200 JSON, 400 for another window |
 /// | `GET /dashboard` | the dashboard page (HTML, no data; **not behind the guard**) | 200 HTML |
 ///
@@ -107,7 +108,9 @@ pub fn admin_router(cache: Cache, guard: AdminGuard) -> Router {
         .route("/warm/{name}", post(warm))
         .route("/health", get(health));
     #[cfg(feature = "analytics")]
-    let router = router.route("/analytics", get(analytics));
+    let router = router
+        .route("/analytics", get(analytics))
+        .route("/advisor", get(advisor));
     #[cfg(feature = "analytics")]
     let router = router.route("/timeline", get(timeline));
     router
@@ -224,6 +227,17 @@ async fn analytics(
 ) -> Response {
     match query {
         Ok(Query(q)) => reply(admin::analytics(&cache, q.window.as_deref()).await),
+        Err(e) => bad_request(&e.body_text()),
+    }
+}
+
+#[cfg(feature = "analytics")]
+async fn advisor(
+    State(cache): State<Cache>,
+    query: Result<Query<AnalyticsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => reply(admin::advisor(&cache, q.window.as_deref()).await),
         Err(e) => bad_request(&e.body_text()),
     }
 }

@@ -40,9 +40,11 @@ use std::time::Instant;
 
 use axum::body::HttpBody;
 use axum::extract::MatchedPath;
+use cache_core::analytics::Window;
 use cache_core::analytics::{Analytics, Event, Outcome, UNMATCHED_ROUTE};
 use cache_core::metrics::CacheMetrics;
-use cache_core::Cache;
+use cache_core::warm::{Warm, WarmRequest, WarmResult};
+use cache_core::{Cache, CacheError};
 use http::request::Parts;
 use http::{header, HeaderName, Request, Response};
 use tower::{Layer, Service};
@@ -55,6 +57,7 @@ struct Config {
     user: Option<UserFn>,
     metrics: Option<CacheMetrics>,
     status_header: HeaderName,
+    key_header: HeaderName,
 }
 
 /// Records every request into the cache's [`Analytics`]. See the [module docs](self).
@@ -82,6 +85,7 @@ impl AnalyticsLayer {
                 user: None,
                 metrics: None,
                 status_header: HeaderName::from_static(crate::HEADER_STATUS),
+                key_header: HeaderName::from_static(crate::HEADER_KEY),
             }),
         }
     }
@@ -107,6 +111,12 @@ impl AnalyticsLayer {
     /// [`CacheHeaderNames`](crate::CacheHeaderNames) (default `x-cache-status`).
     pub fn status_header(self, name: HeaderName) -> Self {
         self.edit(|c| c.status_header = name)
+    }
+
+    /// The header the cache key is read from (its resource name feeds the advisor), when
+    /// renamed with [`CacheHeaderNames`](crate::CacheHeaderNames) (default `x-cache-key`).
+    pub fn key_header(self, name: HeaderName) -> Self {
+        self.edit(|c| c.key_header = name)
     }
 }
 
@@ -159,6 +169,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        if req.extensions().get::<WarmRequest>().is_some() {
+            // A warmer's replay is not traffic.
+            return Box::pin(self.inner.call(req));
+        }
         let start = Instant::now();
         let config = self.config.clone();
         let start_ms = config.analytics.now_ms();
@@ -168,6 +182,7 @@ where
             .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
             .to_owned();
         let method = req.method().as_str().to_owned();
+        let target = req.uri().path_and_query().map(|pq| pq.as_str().to_owned());
         let (req, user) = match &config.user {
             Some(f) => {
                 let (parts, body) = req.into_parts();
@@ -195,12 +210,111 @@ where
                 .iter()
                 .any(|v| contains_private(v.as_bytes()));
             event.user = user.map(|u| config.analytics.pseudonym(&u));
+            event.target = target;
+            event.cache_key = res
+                .headers()
+                .get(&config.key_header)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             if let Some(m) = &config.metrics {
                 m.record_route(&event.method, &event.route, event.status, latency);
             }
             config.analytics.record(event);
             Ok(res)
         })
+    }
+}
+
+/// Warms the response caches of `router` from the analytics: replays, in process, the
+/// `per_route` most requested shared targets of every `GET` route the cache served in `window`
+/// ([`Analytics::warm_targets`]), each as a plain `GET` through the whole router (its cache
+/// layers, extractors and handlers, exactly as a client's request), at most the warmer's
+/// [`concurrency`](cache_core::warm::WarmSchedule::concurrency) at once. A target already
+/// cached is a hit (counted `present`), a missing one is filled (`loaded`); anything else
+/// (an error status, a response the cache skipped) counts as `failed`. The requests carry
+/// [`WarmRequest`], so the analytics layer does not count them as traffic. Returns the number
+/// of targets replayed.
+///
+/// Call it from a warmer; on Redis the analytics outlive a restart, so a warmer run at start
+/// brings back the cache of the traffic before it:
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use cache_axum::{warm_from_analytics, AnalyticsLayer};
+/// use cache_core::analytics::Window;
+/// use cache_core::warm::WarmSchedule;
+/// use cache_core::Cache;
+///
+/// let cache = Cache::memory();
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(AnalyticsLayer::new(&cache));
+/// let replay = app.clone();
+/// cache.register_warmer(
+///     "from-analytics",
+///     WarmSchedule::new().every(Duration::from_secs(600)).concurrency(4),
+///     move |warm| {
+///         let app = replay.clone();
+///         async move {
+///             let _ = warm_from_analytics(&warm, app, Window::Hour, 50).await;
+///         }
+///     },
+/// );
+/// ```
+///
+/// # Errors
+/// The analytics store's error (Redis unreachable): nothing is replayed.
+pub async fn warm_from_analytics(
+    warm: &Warm,
+    router: axum::Router,
+    window: Window,
+    per_route: usize,
+) -> Result<usize, CacheError> {
+    let targets = warm
+        .cache()
+        .analytics()
+        .warm_targets(window, per_route)
+        .await?;
+    let n = targets.len();
+    for target in targets {
+        let mut svc = router.clone();
+        warm.spawn(async move {
+            let Ok(req) = Request::get(target.as_str())
+                .extension(WarmRequest)
+                .body(axum::body::Body::empty())
+            else {
+                return WarmResult::Failed;
+            };
+            if std::future::poll_fn(|cx| {
+                Service::<Request<axum::body::Body>>::poll_ready(&mut svc, cx)
+            })
+            .await
+            .is_err()
+            {
+                return WarmResult::Failed;
+            }
+            match svc.call(req).await {
+                Ok(res) => replay_result(
+                    res.status().is_success(),
+                    res.headers()
+                        .get(crate::HEADER_STATUS)
+                        .map(|v| v.as_bytes()),
+                ),
+                Err(_) => WarmResult::Failed,
+            }
+        })
+        .await;
+    }
+    Ok(n)
+}
+
+/// What a replayed request did, from its status and `X-Cache-Status`.
+fn replay_result(success: bool, status: Option<&[u8]>) -> WarmResult {
+    match status.map(Outcome::from_header) {
+        Some(Outcome::Hit | Outcome::Stale) if success => WarmResult::Present,
+        Some(Outcome::Miss) if success => WarmResult::Loaded,
+        _ => WarmResult::Failed,
     }
 }
 

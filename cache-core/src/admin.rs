@@ -14,6 +14,7 @@
 //! | [`warm`] | 200 [`WarmReport`](crate::warm::WarmReport) | 404 `{error}` (no such warmer), 409 `{error}` (a run is in progress) |
 //! | [`health`] | 200 [`Health`](crate::Health) (up, degraded, disabled) | 503 [`Health`](crate::Health) (down) |
 //! | `analytics` (feature `analytics`) | 200 `{window, routes, invalidations, recorder}` | 400 `{error}` (window not `5m`, `1h` or `1d`), 503 `{error}` |
+//! | `advisor` (feature `analytics`) | 200 `{window, suggestions, observations}` | 400 `{error}` (window not `5m`, `1h` or `1d`), 503 `{error}` |
 //! | `timeline` (feature `analytics`) | 200 [`Timeline`](crate::analytics::Timeline) `{window, bucket_secs, from_ms, to_ms, routes: [{method, route, requests, points: [{start_ms, minutes, requests, per_second, hits, misses, hit_rate, errors, bytes, p50_ms, p95_ms, p99_ms}]}]}` | 400 `{error}` (window not `5m`, `1h` or `1d`), 503 `{error}` |
 //! | [`dashboard`] | the dashboard page: HTML, no data (see below) | - |
 //!
@@ -212,6 +213,28 @@ pub async fn analytics(cache: &Cache, window: Option<&str>) -> AdminReply {
         "routes": routes,
         "invalidations": invalidations,
         "recorder": a.stats(),
+    }))
+}
+
+/// The advisor's ranking over a window (`5m`, `1h` or `1d`; `None`: `5m`): `suggestions` are
+/// [`Suggestion`](crate::advisor::Suggestion)s, best first (TTL in seconds), `observations`
+/// the [`RouteObservation`](crate::advisor::RouteObservation)s they were computed from.
+#[cfg(feature = "analytics")]
+pub async fn advisor(cache: &Cache, window: Option<&str>) -> AdminReply {
+    use crate::analytics::Window;
+    let Some(window) = Window::parse(window.unwrap_or("5m")) else {
+        return AdminReply::error(400, "window must be 5m, 1h or 1d");
+    };
+    let observations = match cache.analytics().observations(window).await {
+        Ok(r) => r,
+        Err(e) => return AdminReply::error(503, e.to_string()),
+    };
+    let suggestions =
+        crate::advisor::advise(&observations, &crate::advisor::AdvisorSettings::default());
+    AdminReply::ok(json!({
+        "window": window.as_str(),
+        "suggestions": suggestions,
+        "observations": observations,
     }))
 }
 

@@ -25,10 +25,13 @@
 //!
 //! * request rate `λ` (requests/s) and the keys it spreads over `K` (distinct path+query, or
 //!   distinct users for per-user routes), so each key is asked at `λ/K`;
-//! * invalidation rate `μ` of the route's tags (1 / mean interval between invalidations);
-//! * the suggested TTL `T`: the median interval between invalidations (entries rarely outlive it
-//!   anyway, and it bounds the staleness of writes that bypass invalidation), clamped to
-//!   [30 s, 24 h]; 1 h when no write was seen;
+//! * the rate `μ` at which one of its entries is invalidated (the entries its tags' invalidations
+//!   emptied, over its keys and the time; see
+//!   [`Analytics::observations`](crate::analytics::Analytics::observations));
+//! * the suggested TTL `T`: the mean interval between invalidations of an entry, `1/μ` (entries
+//!   rarely outlive it anyway, and it bounds the staleness of writes that bypass invalidation),
+//!   clamped to [30 s, 24 h]; 1 h when no invalidation was seen or the route's writes are
+//!   unknown (a route not cached yet: its tags are learnt once the cache serves it);
 //! * the expected hit ratio: with requests and invalidations as Poisson processes, an entry is
 //!   filled by a miss and lives `min(T, invalidation)`, so a key sees on average
 //!   `H = (λ/K) (1 - e^{-μT}) / μ` hits per fill (`(λ/K) T` without writes), and the hit ratio
@@ -61,8 +64,9 @@
 //!     hit_latency_ms: None,
 //!     distinct_keys: 200,
 //!     mean_bytes: 1_200.0,
-//!     invalidation_intervals: vec![Duration::from_secs(1_200); 4],
+//!     key_invalidations_per_s: Some(1.0 / 1_200.0),
 //!     differs_per_user: false,
+//!     observed_hit_rate: None,
 //! };
 //! let s = &advise(&[obs], &AdvisorSettings::default())[0];
 //! assert_eq!(s.scope, Scope::Shared);
@@ -93,10 +97,13 @@ pub struct RouteObservation {
     pub distinct_keys: u64,
     /// Mean response size in bytes.
     pub mean_bytes: f64,
-    /// Intervals between the invalidations of the route's tags in the window.
-    pub invalidation_intervals: Vec<Duration>,
-    /// Whether the same request got different responses for different users.
+    /// How often one entry of the route is invalidated, per second: `Some(0.0)` when none was
+    /// seen, `None` when unknown (the route's tags are not known: it is not cached yet).
+    pub key_invalidations_per_s: Option<f64>,
+    /// Whether the responses are per user (marked private or cached per user).
     pub differs_per_user: bool,
+    /// The hit rate observed, when the route is cached already.
+    pub observed_hit_rate: Option<f64>,
 }
 
 /// Shared or per-user entries.
@@ -127,6 +134,8 @@ pub struct Suggestion {
     pub saved_ms_per_s: f64,
     /// Expected cache size, in bytes.
     pub cache_bytes: f64,
+    /// The hit rate observed, when the route is cached already.
+    pub observed_hit_rate: Option<f64>,
     /// The suggestion in one line.
     pub why: String,
 }
@@ -163,15 +172,13 @@ impl Default for AdvisorSettings {
     }
 }
 
-/// The suggested TTL: the median interval between invalidations, clamped; the default
-/// without any.
-fn suggested_ttl(intervals: &[Duration], s: &AdvisorSettings) -> Duration {
-    if intervals.is_empty() {
+/// The suggested TTL: the mean interval between invalidations of an entry (`1/mu`), clamped;
+/// the default without any.
+fn suggested_ttl(mu: f64, s: &AdvisorSettings) -> Duration {
+    if mu <= f64::EPSILON {
         return s.default_ttl;
     }
-    let mut sorted = intervals.to_vec();
-    sorted.sort_unstable();
-    sorted[sorted.len() / 2].clamp(s.min_ttl, s.max_ttl)
+    Duration::from_secs_f64((1.0 / mu).min(s.max_ttl.as_secs_f64())).clamp(s.min_ttl, s.max_ttl)
 }
 
 /// Expected hits per fill of one key asked at `rate` (1/s), invalidated at `mu` (1/s), with
@@ -188,7 +195,9 @@ fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
         s => format!("{s}s"),
     }
 }
@@ -209,17 +218,8 @@ pub fn advise(routes: &[RouteObservation], settings: &AdvisorSettings) -> Vec<Su
             if gain_ms <= 0.0 {
                 return None;
             }
-            let ttl = suggested_ttl(&r.invalidation_intervals, settings);
-            let mu = if r.invalidation_intervals.is_empty() {
-                0.0
-            } else {
-                let total: f64 = r
-                    .invalidation_intervals
-                    .iter()
-                    .map(Duration::as_secs_f64)
-                    .sum();
-                r.invalidation_intervals.len() as f64 / total.max(f64::EPSILON)
-            };
+            let mu = r.key_invalidations_per_s.unwrap_or(0.0).max(0.0);
+            let ttl = suggested_ttl(mu, settings);
             let h = hits_per_fill(rate / keys, mu, ttl.as_secs_f64());
             let hit_ratio = h / (1.0 + h);
             let saved = rate * hit_ratio * gain_ms;
@@ -232,14 +232,21 @@ pub fn advise(routes: &[RouteObservation], settings: &AdvisorSettings) -> Vec<Su
             } else {
                 Scope::Shared
             };
-            let writes = if mu > 0.0 {
-                format!("its tags change every ~{}", human(Duration::from_secs_f64(1.0 / mu)))
-            } else {
-                "no invalidation seen".to_owned()
+            let writes = match r.key_invalidations_per_s {
+                Some(_) if mu > 0.0 => format!(
+                    "an entry is invalidated every ~{}",
+                    human(Duration::from_secs_f64((1.0 / mu).min(1e9).round()))
+                ),
+                Some(_) => "no invalidation seen".to_owned(),
+                None => "writes unknown until cached".to_owned(),
+            };
+            let now = match r.observed_hit_rate {
+                Some(h) => format!(" (now {:.0}%)", h * 100.0),
+                None => String::new(),
             };
             let why = format!(
                 "{}: {:.1} req/s over {} keys, handler {:.0} ms vs hit {:.1} ms, {writes}: cache {} \
-                 for {:.0}m, expect {:.0}% hits, saving {:.0} ms/s for {:.0} KiB",
+                 for {}, expect {:.0}% hits{now}, saving {:.0} ms/s for {:.0} KiB",
                 r.route,
                 rate,
                 r.distinct_keys.max(1),
@@ -249,7 +256,7 @@ pub fn advise(routes: &[RouteObservation], settings: &AdvisorSettings) -> Vec<Su
                     Scope::Shared => "shared",
                     Scope::PerUser => "per user",
                 },
-                ttl.as_secs_f64() / 60.0,
+                human(ttl),
                 hit_ratio * 100.0,
                 saved,
                 bytes / 1024.0,
@@ -262,6 +269,7 @@ pub fn advise(routes: &[RouteObservation], settings: &AdvisorSettings) -> Vec<Su
                 expected_hit_ratio: hit_ratio,
                 saved_ms_per_s: saved,
                 cache_bytes: bytes,
+                observed_hit_rate: r.observed_hit_rate,
                 why,
             })
         })
@@ -283,8 +291,9 @@ mod tests {
             hit_latency_ms: None,
             distinct_keys: keys,
             mean_bytes: bytes,
-            invalidation_intervals: Vec::new(),
+            key_invalidations_per_s: Some(0.0),
             differs_per_user: false,
+            observed_hit_rate: None,
         }
     }
 
@@ -318,14 +327,14 @@ mod tests {
         let quiet = obs("GET /a", 3_000, 50.0, 100, 500.0);
         let mut busy = quiet.clone();
         busy.route = "GET /b".into();
-        busy.invalidation_intervals = vec![Duration::from_secs(40); 7];
+        busy.key_invalidations_per_s = Some(1.0 / 40.0);
         let s = advise(&[quiet, busy], &AdvisorSettings::default());
         let (a, b) = (&s[0], &s[1]);
         assert_eq!((a.route.as_str(), b.route.as_str()), ("GET /a", "GET /b"));
         assert!(a.expected_hit_ratio > b.expected_hit_ratio);
         assert_eq!(a.ttl, Duration::from_secs(3600));
         assert_eq!(b.ttl, Duration::from_secs(40));
-        assert!(b.why.contains("change every ~40s"), "{}", b.why);
+        assert!(b.why.contains("invalidated every ~40s"), "{}", b.why);
         // 0.1 req/s per key, invalidated every 40 s, TTL 40 s: H = 0.1 (1 - e^-1) / (1/40).
         let h = 0.1 * (1.0 - (-1.0f64).exp()) * 40.0;
         assert!((b.expected_hit_ratio - h / (1.0 + h)).abs() < 1e-9);

@@ -13,7 +13,16 @@
 //!         [--dry-run]          count what would be deleted, delete nothing
 //!   warm NAME --admin-url URL  run a service's warmer NAME now (its admin endpoint
 //!        [--token T]           `POST {URL}/warm/NAME`; token also from CACHE_ADMIN_TOKEN)
+//!   top [--window 5m|1h|1d]    routes by traffic and latency, from the route analytics
+//!       [--by requests|p95|time] [--limit N]
+//!   advisor [--window W]       the advisor's ranking: what to cache, with which TTL and scope
+//!       [--limit N]
 //! ```
+//!
+//! `top` and `advisor` read the route analytics the services record on the same Redis (see
+//! [`crate::analytics`]; `--window` is one of `5m`, `1h`, `1d`, default `5m`). `top --by time`
+//! orders routes by the time they took in total (requests x mean latency): where the service
+//! spends its time.
 //!
 //! Warmers live in the service's process (see [`crate::warm`]), so `warm` asks the service,
 //! through the admin router / scope it mounts (`cache_axum::admin_router`,
@@ -95,6 +104,31 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Routes by traffic and latency, from the route analytics.
+    Top {
+        /// The window: 5m, 1h or 1d.
+        #[arg(long, default_value = "5m", value_parser = parse_window)]
+        window: crate::analytics::Window,
+        /// Order: requests, p95 (latency), or time (requests x mean latency).
+        #[arg(long, default_value = "requests", value_parser = ["requests", "p95", "time"])]
+        by: String,
+        /// Routes shown at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The advisor's ranking: which routes to cache, with which TTL and scope, and why.
+    Advisor {
+        /// The window: 5m, 1h or 1d.
+        #[arg(long, default_value = "5m", value_parser = parse_window)]
+        window: crate::analytics::Window,
+        /// Suggestions shown at most.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+}
+
+fn parse_window(s: &str) -> Result<crate::analytics::Window, String> {
+    crate::analytics::Window::parse(s).ok_or_else(|| "the window is one of 5m, 1h, 1d".to_owned())
 }
 
 #[derive(Debug, Args)]
@@ -261,7 +295,84 @@ async fn execute(cli: &Cli, cache: &Cache, progress: bool) -> Result<(Value, Str
         }
         Command::Flush(flush) => flush_cmd(cache, flush).await,
         Command::Warm { .. } => unreachable!("run by `run` without a cache"),
+        Command::Top { window, by, limit } => top(cache, *window, by, *limit).await,
+        Command::Advisor { window, limit } => advisor(cache, *window, *limit).await,
     }
+}
+
+/// `top`: the routes of the window, ordered.
+async fn top(
+    cache: &Cache,
+    window: crate::analytics::Window,
+    by: &str,
+    limit: usize,
+) -> Result<(Value, String), CacheError> {
+    let mut routes = cache.analytics().routes(window).await?;
+    let time = |r: &crate::analytics::RouteStats| r.requests as f64 * r.latency.mean_ms;
+    match by {
+        "p95" => routes.sort_by(|a, b| b.latency.p95_ms.total_cmp(&a.latency.p95_ms)),
+        "time" => routes.sort_by(|a, b| time(b).total_cmp(&time(a))),
+        _ => {}
+    }
+    routes.truncate(limit);
+    let mut text = format!(
+        "routes over {} by {by}\n\n{:<40} {:>8} {:>8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
+        window.as_str(),
+        "route",
+        "requests",
+        "req/s",
+        "hit%",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "bytes",
+        "err%"
+    );
+    for r in &routes {
+        text.push_str(&format!(
+            "{:<40} {:>8} {:>8.1} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.0} {:>6.1}\n",
+            format!("{} {}", r.method, r.route),
+            r.requests,
+            r.per_second,
+            r.hit_rate
+                .map_or("-".to_owned(), |h| format!("{:.0}", h * 100.0)),
+            r.latency.p50_ms,
+            r.latency.p95_ms,
+            r.latency.p99_ms,
+            r.bytes_mean,
+            r.error_rate * 100.0,
+        ));
+    }
+    if routes.is_empty() {
+        text.push_str("(no traffic recorded in the window)\n");
+    }
+    let value = json!({ "window": window.as_str(), "by": by, "routes": routes });
+    Ok((value, text))
+}
+
+/// `advisor`: the ranking of the window.
+async fn advisor(
+    cache: &Cache,
+    window: crate::analytics::Window,
+    limit: usize,
+) -> Result<(Value, String), CacheError> {
+    let mut suggestions = cache
+        .analytics()
+        .advise(window, &crate::advisor::AdvisorSettings::default())
+        .await?;
+    suggestions.truncate(limit);
+    let mut text = format!(
+        "what to cache, from the traffic of the last {}\n\n",
+        window.as_str()
+    );
+    for (i, s) in suggestions.iter().enumerate() {
+        text.push_str(&format!("{:>2}. {}\n", i + 1, s.why));
+    }
+    if suggestions.is_empty() {
+        text.push_str("(no GET route with enough traffic, or none slower than a hit)\n");
+    }
+    let value = json!({ "window": window.as_str(), "suggestions": suggestions });
+    Ok((value, text))
 }
 
 /// `POST {admin_url}/warm/{name}`: the warmer's report.

@@ -735,6 +735,33 @@ impl From<CacheKey> for String {
     }
 }
 
+/// The resource name of a rendered key (`{ns}:v{G}:{resource}[#v{R}]...`, see *Key format*),
+/// for example the value of an `X-Cache-Key` header; `None` when `key` is not in that format.
+///
+/// ```
+/// use cache_core::key::resource_of;
+///
+/// assert_eq!(resource_of("shop:v3:products#v2:42:q=d1b8"), Some("products"));
+/// assert_eq!(resource_of("gallery:v1:tags:GET:/tags"), Some("tags"));
+/// assert_eq!(resource_of("not a key"), None);
+/// ```
+pub fn resource_of(key: &str) -> Option<&str> {
+    let mut parts = key.splitn(4, ':');
+    let (_ns, version, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    if version.len() < 2
+        || !version.starts_with('v')
+        || !version[1..].bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let resource = rest.split('#').next().unwrap_or(rest);
+    let valid = (1..=64).contains(&resource.len())
+        && resource
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    valid.then_some(resource)
+}
+
 /// Percent-encodes the characters that are not allowed in a key segment: control characters,
 /// whitespace and `` % : = # * ? [ ] \ { } " `` become `%XX` (uppercase hex, one escape per UTF-8
 /// byte); everything else is kept. Injective; borrows when nothing needs encoding.

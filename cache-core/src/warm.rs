@@ -225,28 +225,69 @@ impl Warm {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
+        let (cache, policy) = (self.cache.clone(), policy.into());
+        self.spawn(async move {
+            match cache.fetch(&key, policy, loader).await {
+                Ok(f) if f.status == CacheStatus::Hit || f.status == CacheStatus::Stale => {
+                    WarmResult::Present
+                }
+                Ok(_) => WarmResult::Loaded,
+                Err(_) => WarmResult::Failed,
+            }
+        })
+        .await;
+    }
+}
+
+/// What warming one key did, for [`Warm::spawn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WarmResult {
+    /// It was cached already.
+    Present,
+    /// It was loaded and stored.
+    Loaded,
+    /// Its load failed (nothing stored).
+    Failed,
+}
+
+/// The marker of a request sent by a warmer (a request extension): the analytics layers do not
+/// record it, so warming does not count as traffic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WarmRequest;
+
+impl Warm {
+    /// Runs one unit of warming that is not a [`load`](Self::load) (for example a request
+    /// replayed through a service's cache layer), in a load slot, counted by what it returns.
+    /// Waits for a free slot, then returns while it runs; the run waits for it.
+    pub async fn spawn<Fut>(&self, unit: Fut)
+    where
+        Fut: Future<Output = WarmResult> + Send + 'static,
+    {
+        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+            return;
+        };
+        let this = self.clone();
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let _permit = permit;
+            this.count(unit.await);
+        });
+    }
+
+    /// Counts one key warmed.
+    fn count(&self, result: WarmResult) {
         let n = self.counts.keys.fetch_add(1, Ordering::Relaxed) + 1;
         if n % PROGRESS_EVERY == 0 {
             info!(name: "cache_warm_progress", warmer = %self.name, keys = n, "cache warming in progress");
         }
-        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
-            return;
+        let slot = match result {
+            WarmResult::Present => &self.counts.present,
+            WarmResult::Loaded => &self.counts.loaded,
+            WarmResult::Failed => &self.counts.failed,
         };
-        let (cache, counts, policy) = (self.cache.clone(), Arc::clone(&self.counts), policy.into());
-        let task = async move {
-            let _permit = permit;
-            match cache.fetch(&key, policy, loader).await {
-                Ok(f) if f.status == CacheStatus::Hit || f.status == CacheStatus::Stale => {
-                    counts.present.fetch_add(1, Ordering::Relaxed)
-                }
-                Ok(_) => counts.loaded.fetch_add(1, Ordering::Relaxed),
-                Err(_) => counts.failed.fetch_add(1, Ordering::Relaxed),
-            };
-        };
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        // Finished loads are reaped as the run goes, so a long run keeps only those in flight.
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(task);
+        slot.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -228,8 +228,139 @@ async fn admin_analytics_json_behind_the_guard(ctx: Ctx) {
     assert_eq!(body["invalidations"][0]["name"], "item:1");
 }
 
+/// The advisor behind the admin scope ranks the slow uncached route first, from the recorded
+/// traffic (as `axum_analytics.rs`).
+async fn advisor_ranks_the_slow_uncached_route_first_from_recorded_traffic(ctx: Ctx) {
+    let cache = ctx.cache();
+    let app = test::init_service(
+        App::new()
+            .route(
+                "/slow/{id}",
+                web::get().to(|id: web::Path<u32>| async move {
+                    // The handler's own cost (a slow query), not a synchronisation.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    format!("slow {id}")
+                }),
+            )
+            .route(
+                "/fast/{id}",
+                web::get().to(|id: web::Path<u32>| async move { format!("fast {id}") }),
+            )
+            .service(admin_scope(
+                "/admin/cache",
+                cache.clone(),
+                AdminGuard::bearer("s3cret"),
+            ))
+            .wrap(AnalyticsLayer::new(&cache)),
+    )
+    .await;
+    for i in 0..30u32 {
+        let id = i % 4;
+        let (status, body) = call(&app, &format!("/slow/{id}"), &[]).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, format!("slow {id}").into_bytes())
+        );
+        let (status, body) = call(&app, &format!("/fast/{id}"), &[]).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, format!("fast {id}").into_bytes())
+        );
+    }
+    cache.analytics().flush().await;
+    let auth = [("authorization", "Bearer s3cret")];
+    assert_eq!(
+        call(&app, "/admin/cache/advisor", &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = call(&app, "/admin/cache/advisor?window=1h", &auth).await;
+    assert_eq!(status, StatusCode::OK);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let suggestions = body["suggestions"].as_array().unwrap();
+    assert_eq!(suggestions.len(), 1, "{body}");
+    assert_eq!(suggestions[0]["route"], "GET /slow/{id}");
+    assert!(
+        suggestions[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("over 4 keys"),
+        "{body}"
+    );
+}
+
+/// Warming from analytics replays the top targets through the service: after a flush they are
+/// hits with the handler's bodies, the others are not warmed, and replays are not traffic.
+async fn warm_from_analytics_refills_the_top_targets_with_the_origins_bodies(ctx: Ctx) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let cache = ctx.cache();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(counter))
+            .route(
+                "/items/{id}",
+                web::get().to(
+                    |id: web::Path<u32>, runs: web::Data<Arc<AtomicUsize>>| async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        format!("item {id}")
+                    },
+                ),
+            )
+            .wrap(
+                ResponseCacheLayer::builder(cache.clone())
+                    .route("/items/{id}", RoutePolicy::ttl(Duration::from_secs(3600)))
+                    .build(),
+            )
+            .wrap(AnalyticsLayer::new(&cache)),
+    )
+    .await;
+    for id in [1, 1, 1, 2, 2, 3] {
+        let (status, body) = call(&app, &format!("/items/{id}"), &[]).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, format!("item {id}").into_bytes())
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    cache.analytics().flush().await;
+    cache.clear().await.unwrap();
+    let report = cache_actix::warm_from_analytics(&cache, &app, Window::FiveMinutes, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.keys, report.loaded, report.present, report.failed),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+    for (id, status) in [(1, "HIT"), (2, "HIT"), (3, "MISS")] {
+        let resp = test::call_service(
+            &app,
+            TestRequest::get().uri(&format!("/items/{id}")).to_request(),
+        )
+        .await;
+        assert_eq!(
+            resp.headers().get("x-cache-status").unwrap(),
+            status,
+            "/items/{id}"
+        );
+        assert_eq!(test::read_body(resp).await, format!("item {id}").as_bytes());
+    }
+    let again = cache_actix::warm_from_analytics(&cache, &app, Window::FiveMinutes, 2)
+        .await
+        .unwrap();
+    assert_eq!((again.keys, again.present), (2, 2));
+    cache.analytics().flush().await;
+    let routes = cache.analytics().routes(Window::FiveMinutes).await.unwrap();
+    assert_eq!(routes[0].requests, 9, "the replays are not traffic");
+}
+
 on_both_backends_actix!(
     events_recorded_for_cached_and_uncached_routes,
+    advisor_ranks_the_slow_uncached_route_first_from_recorded_traffic,
+    warm_from_analytics_refills_the_top_targets_with_the_origins_bodies,
     unmatched_and_odd_paths_never_create_per_path_keys,
     route_metrics_cover_uncached_routes,
     admin_analytics_json_behind_the_guard,

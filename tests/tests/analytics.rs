@@ -302,8 +302,133 @@ async fn unmatched_label_is_one_route(ctx: Ctx) {
     assert_eq!(routes[0].error_rate, 0.0);
 }
 
+/// The advisor's inputs: distinct keys per route (keyed hashes of the target, with the user for
+/// private responses), the cache resources of its responses, and the most requested targets of
+/// the responses the cache shared (never a private or uncached one), kept by name only there.
+async fn distinct_keys_resources_and_top_targets_per_route(ctx: Ctx) {
+    let cache = ctx.cache();
+    let a = cache.analytics();
+    let ns = &ctx.namespace;
+    let shared = [
+        ("/trigs/1", Outcome::Miss),
+        ("/trigs/1", Outcome::Hit),
+        ("/trigs/1", Outcome::Hit),
+        ("/trigs/2", Outcome::Miss),
+        ("/trigs/2", Outcome::Hit),
+        ("/trigs/1?x=1", Outcome::Miss),
+        ("/trigs/3", Outcome::Stale),
+    ];
+    for (target, outcome) in shared {
+        let mut e = event(a, "/trigs/{id}", outcome, 1_000, "alice");
+        e.target = Some(target.to_owned());
+        e.cache_key = Some(format!("{ns}:v1:trig:{}", target.len()));
+        a.record(e);
+    }
+    // Private: one key per user; uncached (skip) and errors: counted, never kept by name.
+    for user in ["bob", "carol"] {
+        let mut e = event(a, "/trigs/{id}", Outcome::Miss, 1_000, user);
+        e.target = Some("/trigs/secret".to_owned());
+        e.private = true;
+        a.record(e);
+    }
+    let mut e = event(a, "/trigs/{id}", Outcome::Skip, 1_000, "alice");
+    e.target = Some("/trigs/skipped".to_owned());
+    a.record(e);
+    let mut e = event(a, "/trigs/{id}", Outcome::Miss, 1_000, "alice");
+    e.target = Some("/trigs/broken".to_owned());
+    e.status = 500;
+    a.record(e);
+    a.flush().await;
+
+    let routes = a.routes(Window::FiveMinutes).await.unwrap();
+    assert_eq!(routes.len(), 1);
+    let r = &routes[0];
+    assert_eq!(r.requests, 11);
+    // /trigs/1, /trigs/2, /trigs/1?x=1, /trigs/3, secret (bob), secret (carol), skipped, broken.
+    assert_eq!(r.distinct_keys, 8);
+    assert_eq!(r.resources, ["trig"]);
+    assert!(
+        r.observed_secs == 60.0 || r.observed_secs == 120.0,
+        "{}",
+        r.observed_secs
+    );
+    let top = a
+        .top_targets("GET", "/trigs/{id}", Window::FiveMinutes, 10)
+        .await
+        .unwrap();
+    let got: Vec<(&str, u64)> = top
+        .iter()
+        .map(|t| (t.target.as_str(), t.requests))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/trigs/1", 3),
+            ("/trigs/2", 2),
+            ("/trigs/1?x=1", 1),
+            ("/trigs/3", 1)
+        ]
+    );
+    let two = a
+        .top_targets("GET", "/trigs/{id}", Window::FiveMinutes, 2)
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
+    // The raw events keep neither targets nor keys.
+    for e in a.recent_events(100).await.unwrap() {
+        assert_eq!((e.target, e.cache_key), (None, None));
+    }
+    if let Some(keys) = redis_keys(&ctx).await {
+        assert!(!keys.iter().any(|k| k.contains("secret")), "{keys:?}");
+    }
+}
+
+/// A tag invalidation counts the entries it empties per resource, learnt from the tags entries
+/// were stored with; an entry counts once, even when several of its tags are invalidated.
+async fn tag_invalidations_count_the_entries_they_empty_per_resource(ctx: Ctx) {
+    let cache = ctx.cache();
+    let a = cache.analytics();
+    a.activate();
+    let ttl = Duration::from_secs(60);
+    for id in 0..5u32 {
+        let key = cache.key("trig").id(id).build();
+        let policy = cache_core::Policy::ttl(ttl)
+            .tag("trigs:list")
+            .tag(format!("trig:{id}"));
+        let v: u32 = cache.get_or_load(&key, policy, || async move { id }).await;
+        assert_eq!(v, id);
+    }
+    let key = cache.key("user").id(1).build();
+    let _: u32 = cache
+        .get_or_load(&key, cache_core::Policy::ttl(ttl).tag("trig:1"), || async {
+            7
+        })
+        .await;
+    // trig:1 empties one trig and the user; trigs:list the four trigs left.
+    cache.invalidate_tags(&["trig:1"]).await.unwrap();
+    cache
+        .invalidate_tags(&["trigs:list", "trig:2"])
+        .await
+        .unwrap();
+    // Nothing left to empty.
+    cache.invalidate_tags(&["trigs:list"]).await.unwrap();
+    a.flush().await;
+    let inv = a.invalidations(Window::FiveMinutes).await.unwrap();
+    let entries: BTreeSet<(String, u64)> = inv
+        .iter()
+        .filter(|i| i.target == InvalidationTarget::Entries)
+        .map(|i| (i.name.clone(), i.count))
+        .collect();
+    assert_eq!(
+        entries,
+        [("trig".to_owned(), 5), ("user".to_owned(), 1)].into()
+    );
+}
+
 on_both_backends!(
     recorded_events_keep_every_field,
+    distinct_keys_resources_and_top_targets_per_route,
+    tag_invalidations_count_the_entries_they_empty_per_resource,
     aggregates_split_latency_by_outcome,
     full_channel_drops_and_counts_instead_of_blocking,
     invalidations_counted_per_tag_and_resource,

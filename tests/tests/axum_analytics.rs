@@ -183,8 +183,9 @@ async fn unmatched_and_odd_paths_never_create_per_path_keys(ctx: Ctx) {
             .await
             .unwrap()
             .1;
-        // The stream, the index, one counters hash: nothing named after a path.
-        assert_eq!(keys.len(), 3, "{keys:?}");
+        // The stream, the index, one counters hash, one distinct-keys HyperLogLog: nothing
+        // named after a path.
+        assert_eq!(keys.len(), 4, "{keys:?}");
         assert!(keys
             .iter()
             .all(|k| !k.contains("passwd") && !k.contains("yyy")));
@@ -280,8 +281,185 @@ async fn admin_analytics_json_behind_the_guard(ctx: Ctx) {
     );
 }
 
+async fn admin_get(admin: &Router, uri: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .uri(uri)
+        .header("authorization", "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    let resp = admin.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The advisor, fed by the recorded traffic: an uncached route whose handler is slow ranks
+/// first, with its distinct keys observed; a route faster than a cache hit is not suggested; the
+/// admin `GET advisor` serves the ranking behind the guard.
+async fn advisor_ranks_the_slow_uncached_route_first_from_recorded_traffic(ctx: Ctx) {
+    let cache = ctx.cache();
+    let app =
+        Router::new()
+            .route(
+                "/slow/{id}",
+                get(
+                    |axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                        // The handler's own cost (a slow query), not a synchronisation.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        format!("slow {id}")
+                    },
+                ),
+            )
+            .route(
+                "/fast/{id}",
+                get(
+                    |axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                        format!("fast {id}")
+                    },
+                ),
+            )
+            .layer(AnalyticsLayer::new(&cache));
+    for i in 0..30u32 {
+        let id = i % 4;
+        assert_eq!(
+            get_body(&app, &format!("/slow/{id}"), None).await,
+            (StatusCode::OK, format!("slow {id}"))
+        );
+        assert_eq!(
+            get_body(&app, &format!("/fast/{id}"), None).await,
+            (StatusCode::OK, format!("fast {id}"))
+        );
+    }
+    cache.analytics().flush().await;
+    let admin = Router::new().nest(
+        "/admin/cache",
+        admin_router(cache.clone(), AdminGuard::bearer("s3cret")),
+    );
+    let (status, body) = admin_get(&admin, "/admin/cache/advisor?window=1h").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["window"], "1h");
+    let suggestions = body["suggestions"].as_array().unwrap();
+    assert_eq!(suggestions.len(), 1, "{body}");
+    let s = &suggestions[0];
+    assert_eq!(s["route"], "GET /slow/{id}");
+    assert_eq!(s["scope"], "shared");
+    // No write seen and not cached yet: the default TTL, writes unknown.
+    assert_eq!(s["ttl"], 3600);
+    assert!(s["why"].as_str().unwrap().contains("over 4 keys"), "{s}");
+    let slow = body["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["route"] == "GET /slow/{id}")
+        .unwrap();
+    assert_eq!(
+        (slow["requests"].as_u64(), slow["distinct_keys"].as_u64()),
+        (Some(30), Some(4))
+    );
+    assert!(slow["miss_latency_ms"].as_f64().unwrap() >= 19.0, "{slow}");
+    assert_eq!(
+        admin_get(&admin, "/admin/cache/advisor?window=2w").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let unguarded = Request::builder()
+        .uri("/admin/cache/advisor")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        admin.clone().oneshot(unguarded).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Warming from analytics replays the most requested targets of the cached routes through the
+/// router: after a flush, the top targets are cached again (served as hits with the handler's
+/// bodies), the others are not, and the replay is not counted as traffic.
+async fn warm_from_analytics_refills_the_top_targets_with_the_origins_bodies(ctx: Ctx) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let cache = ctx.cache();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let app = Router::new()
+        .route(
+            "/items/{id}",
+            get(move |axum::extract::Path(id): axum::extract::Path<u32>| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    format!("item {id}")
+                }
+            }),
+        )
+        .layer(
+            ResponseCacheLayer::builder(cache.clone())
+                .route("/items/{id}", RoutePolicy::ttl(Duration::from_secs(3600)))
+                .build(),
+        )
+        .layer(AnalyticsLayer::new(&cache));
+    for id in [1, 1, 1, 2, 2, 3] {
+        assert_eq!(
+            get_body(&app, &format!("/items/{id}"), None).await,
+            (StatusCode::OK, format!("item {id}"))
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    cache.analytics().flush().await;
+    let replay = app.clone();
+    cache.register_warmer(
+        "from-analytics",
+        cache_core::warm::WarmSchedule::new()
+            .at_start(false)
+            .after_flush(false),
+        move |warm| {
+            let app = replay.clone();
+            async move {
+                let n = cache_axum::warm_from_analytics(&warm, app, Window::FiveMinutes, 2)
+                    .await
+                    .unwrap();
+                assert_eq!(n, 2);
+            }
+        },
+    );
+    cache.clear().await.unwrap();
+    let report = cache.warm("from-analytics").await.unwrap().unwrap();
+    assert_eq!(
+        (report.keys, report.loaded, report.present, report.failed),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+    // The top two are hits with the origin's bodies; the third was not warmed.
+    for (id, status) in [(1, "HIT"), (2, "HIT"), (3, "MISS")] {
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri(format!("/items/{id}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-cache-status"], status, "/items/{id}");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, format!("item {id}").as_bytes());
+    }
+    // A second run finds them cached.
+    let again = cache.warm("from-analytics").await.unwrap().unwrap();
+    assert_eq!((again.keys, again.present), (2, 2));
+    cache.analytics().flush().await;
+    let routes = cache.analytics().routes(Window::FiveMinutes).await.unwrap();
+    assert_eq!(routes[0].requests, 9, "the replays are not traffic");
+}
+
 on_both_backends!(
     events_recorded_for_cached_and_uncached_routes,
+    advisor_ranks_the_slow_uncached_route_first_from_recorded_traffic,
+    warm_from_analytics_refills_the_top_targets_with_the_origins_bodies,
     unmatched_and_odd_paths_never_create_per_path_keys,
     route_metrics_cover_uncached_routes,
     admin_analytics_json_behind_the_guard,

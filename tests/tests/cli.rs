@@ -434,3 +434,68 @@ async fn cli_warm_runs_a_services_warmer_through_its_admin_endpoint() {
     assert!(err.contains("403"), "{err}");
     serving.abort();
 }
+
+/// `top` and `advisor` read the route analytics a service recorded on the same Redis: the
+/// routes ordered by requests, p95 or total time; the advisor's ranking with its reasons.
+#[tokio::test]
+async fn cli_top_and_advisor_read_the_analytics_the_services_recorded() {
+    use cache_core::analytics::{Event, Outcome};
+
+    let server = RedisServer::start_owned();
+    let ns = unique_namespace("cli_top");
+    let service = Cache::builder()
+        .namespace(&ns)
+        .redis_url(server.url())
+        .build()
+        .unwrap();
+    let a = service.analytics();
+    // `/busy`: 40 quick requests over 2 targets; `/slow/{id}`: 25 slow ones over 5 targets.
+    let record = |route: &str, n: u32, ms: u64, targets: u32| {
+        for i in 0..n {
+            let mut e = Event::new("GET", route, a.now_ms());
+            e.latency = Duration::from_millis(ms);
+            e.outcome = Outcome::None;
+            e.bytes = 500;
+            e.target = Some(format!("/t/{}", i % targets));
+            a.record(e);
+        }
+    };
+    record("/busy", 40, 2, 2);
+    record("/slow/{id}", 25, 80, 5);
+    a.flush().await;
+    let env = env(&server.url(), &ns);
+
+    let v = cli_json(&env, &["top"], 0).await;
+    let order = |v: &Value| -> Vec<String> {
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["route"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(order(&v), ["/busy", "/slow/{id}"]);
+    assert_eq!(v["routes"][0]["requests"], 40);
+    let v = cli_json(&env, &["top", "--by", "p95", "--window", "1h"], 0).await;
+    assert_eq!(
+        (v["window"].as_str(), v["by"].as_str()),
+        (Some("1h"), Some("p95"))
+    );
+    assert_eq!(order(&v), ["/slow/{id}", "/busy"]);
+    let v = cli_json(&env, &["top", "--by", "time", "--limit", "1"], 0).await;
+    assert_eq!(order(&v), ["/slow/{id}"]);
+    let (code, out, _) = cli(&env, &["top"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("GET /slow/{id}"), "{out}");
+
+    let v = cli_json(&env, &["advisor"], 0).await;
+    let s = v["suggestions"].as_array().unwrap();
+    // `/busy` at 2 ms is slower than the assumed 1 ms hit: both are ranked, slow first.
+    assert_eq!(s[0]["route"], "GET /slow/{id}");
+    assert!(s[0]["why"].as_str().unwrap().contains("over 5 keys"), "{v}");
+    let (code, out, _) = cli(&env, &["advisor"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(" 1. GET /slow/{id}"), "{out}");
+    let (code, _, err) = cli(&env, &["top", "--window", "2w"]).await;
+    assert_eq!(code, 2, "{err}");
+}

@@ -112,7 +112,7 @@ mod redis;
 mod store;
 mod timeline;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -126,7 +126,7 @@ use tracing::warn;
 
 pub(crate) use self::redis::{RedisStore, Source};
 pub(crate) use self::store::MemoryStore;
-use self::store::{Batch, MinuteAgg, RouteKey, Store};
+use self::store::{Batch, RouteKey, Store};
 pub use self::timeline::{RouteTimeline, Timeline, TimelinePoint};
 
 #[allow(unused_imports)]
@@ -227,6 +227,13 @@ pub struct Event {
     pub bytes: u64,
     /// The response was marked `Cache-Control: private`, or cached per user.
     pub private: bool,
+    /// The request's path and query. Never stored as such: the writer counts distinct
+    /// targets per route with a keyed hash, and keeps the most requested targets of
+    /// responses the cache shared (a `GET` answered 2xx from or into the cache, not private)
+    /// for [`Analytics::top_targets`] (warming from analytics). Not in the raw stream.
+    pub target: Option<String>,
+    /// The response's cache key (`X-Cache-Key`), for its resource name; never stored.
+    pub cache_key: Option<String>,
 }
 
 impl Event {
@@ -242,7 +249,18 @@ impl Event {
             outcome: Outcome::None,
             bytes: 0,
             private: false,
+            target: None,
+            cache_key: None,
         }
+    }
+
+    /// Whether the response was one the cache shares: a `GET` answered 2xx from or into the
+    /// cache (hit, stale or miss), not private. Only such targets are kept by name.
+    fn shared_cacheable(&self) -> bool {
+        self.method == "GET"
+            && (200..300).contains(&self.status)
+            && matches!(self.outcome, Outcome::Hit | Outcome::Miss | Outcome::Stale)
+            && !self.private
     }
 }
 
@@ -338,6 +356,15 @@ pub struct RouteStats {
     pub distinct_users: u64,
     /// Responses marked private or cached per user.
     pub private_responses: u64,
+    /// Distinct request targets (path and query; with the user for private responses):
+    /// the keys the route's responses spread over (HyperLogLog on Redis, ±0.81 %).
+    pub distinct_keys: u64,
+    /// The cache resources of the route's responses (from `X-Cache-Key`), most requested
+    /// first; empty for routes the cache does not serve.
+    pub resources: Vec<String>,
+    /// The time the counts were gathered over, in seconds: whole minutes from the window's
+    /// first minute with traffic to the current one (at most the window).
+    pub observed_secs: f64,
 }
 
 impl RouteStats {
@@ -365,6 +392,9 @@ pub enum InvalidationTarget {
     Tag,
     /// The resource of a deleted key.
     Resource,
+    /// Entries of a resource removed by tag invalidations (counted from the tags this
+    /// instance stored entries with; see the module docs).
+    Entries,
 }
 
 /// Invalidations of one tag or resource over a window.
@@ -386,6 +416,16 @@ pub struct InvalidationStats {
     pub active_minutes: u64,
     /// Start of the last minute with one (ms since the epoch).
     pub last_minute_ms: u64,
+}
+
+/// A request target and how often it was requested ([`Analytics::top_targets`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TargetCount {
+    /// Path and query, as requested.
+    pub target: String,
+    /// Requests in the window (a lower bound; see [`Analytics::top_targets`]).
+    pub requests: u64,
 }
 
 /// Counters of the recorder.
@@ -461,7 +501,15 @@ enum Msg {
     Invalidation {
         at_ms: u64,
         tags: Vec<String>,
+        /// The tags' ids, as [`Msg::Stored`] carries them.
+        tag_ids: Vec<String>,
         resources: Vec<String>,
+    },
+    /// An entry was stored with these tags (their ids).
+    Stored {
+        resource: String,
+        key_hash: u64,
+        tags: Vec<String>,
     },
 }
 
@@ -487,6 +535,8 @@ struct Shared {
     /// Added to the wall clock (tests move the analytics clock forward).
     offset_ms: AtomicI64,
     error_logged: AtomicBool,
+    /// Seed of the keyed hash of request targets (derived from the deployment key).
+    key_seed: u64,
 }
 
 impl Shared {
@@ -546,6 +596,14 @@ impl Analytics {
         });
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let key_seed = {
+            let mut m = mac.clone();
+            m.update(b"annocache analytics target keys");
+            let out = m.finalize().into_bytes();
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&out[..8]);
+            u64::from_le_bytes(b)
+        };
         Analytics {
             inner: Arc::new(Inner {
                 tx,
@@ -565,6 +623,7 @@ impl Analytics {
                     active: AtomicBool::new(false),
                     offset_ms: AtomicI64::new(0),
                     error_logged: AtomicBool::new(false),
+                    key_seed,
                 }),
                 mac,
             }),
@@ -617,17 +676,35 @@ impl Analytics {
     }
 
     /// Records an invalidation (the engine calls this; see the module docs).
-    pub(crate) fn record_invalidation(&self, tags: &[String], keys: &[crate::CacheKey]) {
-        let resources: Vec<String> = keys.iter().map(|k| k.resource().to_owned()).collect();
-        if (tags.is_empty() && resources.is_empty())
-            || !self.inner.shared.active.load(Ordering::Relaxed)
+    /// `tag_id` maps a tag to the id entries were stored with ([`record_store`](Self::record_store)).
+    pub(crate) fn record_invalidation(
+        &self,
+        tags: &[String],
+        keys: &[crate::CacheKey],
+        tag_id: impl Fn(&str) -> String,
+    ) {
+        if (tags.is_empty() && keys.is_empty()) || !self.inner.shared.active.load(Ordering::Relaxed)
         {
             return;
         }
         self.send(Msg::Invalidation {
             at_ms: self.now_ms(),
             tags: tags.to_vec(),
-            resources,
+            tag_ids: tags.iter().map(|t| tag_id(t)).collect(),
+            resources: keys.iter().map(|k| k.resource().to_owned()).collect(),
+        });
+    }
+
+    /// Records that an entry was stored with `tags` (the engine calls this on stores, once the
+    /// analytics are in use): the writer learns which resources a tag's invalidation empties.
+    pub(crate) fn record_store(&self, key: &crate::CacheKey, tags: &[String]) {
+        if tags.is_empty() || !self.inner.shared.active.load(Ordering::Relaxed) {
+            return;
+        }
+        self.send(Msg::Stored {
+            resource: key.resource().to_owned(),
+            key_hash: xxhash_rust::xxh3::xxh3_64(key.as_str().as_bytes()),
+            tags: tags.to_vec(),
         });
     }
 
@@ -699,7 +776,7 @@ impl Analytics {
         let raw = self.inner.shared.store.routes(from, to).await?;
         let mut out: Vec<RouteStats> = raw
             .into_iter()
-            .map(|r| route_stats(&r.key, &r.agg, r.users, secs))
+            .map(|r| route_stats(&r, secs, self.now_ms()))
             .collect();
         out.sort_by(|a, b| {
             b.requests
@@ -725,6 +802,7 @@ impl Analytics {
             let (target, name) = match field.split_once(':') {
                 Some(("t", n)) => (InvalidationTarget::Tag, n),
                 Some(("r", n)) => (InvalidationTarget::Resource, n),
+                Some(("e", n)) => (InvalidationTarget::Entries, n),
                 _ => continue,
             };
             let count: u64 = minutes.iter().map(|(_, n)| n).sum();
@@ -743,6 +821,139 @@ impl Analytics {
         }
         out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
         Ok(out)
+    }
+
+    /// The most requested targets (path and query) of a route over `window` among the
+    /// responses the cache shared (a `GET` answered 2xx from or into the cache, not private),
+    /// most requested first, at most `limit`. Kept per route and hour, the 256 most requested
+    /// of each hour: counts are exact for targets that stayed in that top, a lower bound for
+    /// the others. What the adapters' `warm_from_analytics`
+    /// replays (through [`warm_targets`](Self::warm_targets)).
+    ///
+    /// # Errors
+    /// The store's error (Redis unreachable).
+    pub async fn top_targets(
+        &self,
+        method: &str,
+        route: &str,
+        window: Window,
+        limit: usize,
+    ) -> Result<Vec<TargetCount>, crate::CacheError> {
+        let (from, to, _) = self.range(window);
+        let key = RouteKey {
+            method: method.to_owned(),
+            route: route.to_owned(),
+        };
+        let top = self
+            .inner
+            .shared
+            .store
+            .top_targets(&key, from, to, limit)
+            .await?;
+        Ok(top
+            .into_iter()
+            .map(|(target, requests)| TargetCount { target, requests })
+            .collect())
+    }
+
+    /// The requests to replay to warm the response caches from the analytics: for each `GET`
+    /// route the cache served in `window` (it had hits or misses), its `per_route` most
+    /// requested shared targets ([`top_targets`](Self::top_targets)), busiest routes first.
+    /// The adapters' `warm_from_analytics` replay them through the service.
+    ///
+    /// # Errors
+    /// The store's error (Redis unreachable).
+    pub async fn warm_targets(
+        &self,
+        window: Window,
+        per_route: usize,
+    ) -> Result<Vec<String>, crate::CacheError> {
+        let mut out = Vec::new();
+        for r in self.routes(window).await? {
+            if r.method != "GET" || r.hit_rate.is_none() {
+                continue;
+            }
+            for t in self.top_targets("GET", &r.route, window, per_route).await? {
+                out.push(t.target);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the advisor reads of each `GET` route over `window` (see [`crate::advisor`]):
+    /// requests and the time they were observed over, miss (or uncached) and hit latency
+    /// (p50), distinct keys, mean size, how often one of its entries is invalidated, and
+    /// whether its responses are per user.
+    ///
+    /// A route's invalidation rate comes from its cache resource (the most requested of
+    /// [`RouteStats::resources`]): the entries of that resource emptied by invalidations in the
+    /// window ([`InvalidationTarget::Entries`] and [`InvalidationTarget::Resource`]), over its
+    /// distinct keys and the time. A route the cache does not serve yet has no resource, and
+    /// its rate is unknown (`None`).
+    ///
+    /// # Errors
+    /// The store's error (Redis unreachable).
+    pub async fn observations(
+        &self,
+        window: Window,
+    ) -> Result<Vec<crate::advisor::RouteObservation>, crate::CacheError> {
+        let routes = self.routes(window).await?;
+        let invalidations = self.invalidations(window).await?;
+        let mut emptied: HashMap<&str, u64> = HashMap::new();
+        for i in &invalidations {
+            if matches!(
+                i.target,
+                InvalidationTarget::Entries | InvalidationTarget::Resource
+            ) {
+                *emptied.entry(i.name.as_str()).or_default() += i.count;
+            }
+        }
+        Ok(routes
+            .iter()
+            .filter(|r| r.method == "GET" && r.route != UNMATCHED_ROUTE)
+            .filter_map(|r| {
+                let miss = r
+                    .outcome(Outcome::Miss)
+                    .or_else(|| r.outcome(Outcome::None))
+                    .or_else(|| r.outcome(Outcome::Skip))
+                    .or_else(|| r.outcome(Outcome::Bypass))?;
+                let keys = r.distinct_keys.max(1);
+                let secs = r.observed_secs.max(1.0);
+                let per_key = r.resources.first().map(|res| {
+                    emptied.get(res.as_str()).copied().unwrap_or(0) as f64 / keys as f64 / secs
+                });
+                Some(crate::advisor::RouteObservation {
+                    route: format!("{} {}", r.method, r.route),
+                    requests: r.requests,
+                    window: Duration::from_secs_f64(secs),
+                    miss_latency_ms: miss.p50_ms,
+                    hit_latency_ms: r.outcome(Outcome::Hit).map(|h| h.p50_ms),
+                    distinct_keys: keys,
+                    mean_bytes: r.bytes_mean,
+                    key_invalidations_per_s: per_key,
+                    differs_per_user: r.private_responses * 2 > r.requests,
+                    observed_hit_rate: r.hit_rate,
+                })
+            })
+            .collect())
+    }
+
+    /// The advisor's ranking of the `GET` routes observed over `window`: [`observations`]
+    /// through [`advise`](crate::advisor::advise).
+    ///
+    /// [`observations`]: Self::observations
+    ///
+    /// # Errors
+    /// The store's error (Redis unreachable).
+    pub async fn advise(
+        &self,
+        window: Window,
+        settings: &crate::advisor::AdvisorSettings,
+    ) -> Result<Vec<crate::advisor::Suggestion>, crate::CacheError> {
+        Ok(crate::advisor::advise(
+            &self.observations(window).await?,
+            settings,
+        ))
     }
 
     /// The most recent raw events, newest first.
@@ -801,7 +1012,12 @@ fn outcome_stats(outcome: Outcome, n: u64, sum_us: u64, h: &hist::Histogram) -> 
     }
 }
 
-fn route_stats(key: &RouteKey, agg: &MinuteAgg, users: u64, secs: f64) -> RouteStats {
+fn route_stats(w: &store::RouteWindow, secs: f64, now_ms: u64) -> RouteStats {
+    let (key, agg, users) = (&w.key, &w.agg, w.users);
+    let now_min = now_ms / 60_000;
+    let observed_secs = (((now_min.saturating_sub(w.first_minute) + 1) * 60) as f64).min(secs);
+    let mut resources: Vec<(&String, &u64)> = agg.resources.iter().collect();
+    resources.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let mut all = hist::Histogram::default();
     let mut outcomes = Vec::new();
     for o in Outcome::ALL {
@@ -843,6 +1059,9 @@ fn route_stats(key: &RouteKey, agg: &MinuteAgg, users: u64, secs: f64) -> RouteS
         outcomes,
         distinct_users: users,
         private_responses: agg.private,
+        distinct_keys: w.keys,
+        resources: resources.into_iter().map(|(r, _)| r.clone()).collect(),
+        observed_secs,
     }
 }
 
@@ -897,25 +1116,130 @@ impl Sampler {
     }
 }
 
-fn absorb(p: &mut Pending, msgs: &mut Vec<Msg>, oldest: u64, sampler: &mut Sampler) {
+/// Tag-index capacity: keys remembered (beyond it the index starts again).
+const TAG_INDEX_MAX: usize = 100_000;
+
+/// Which resources' entries carry a tag, learnt from this instance's stores (tag -> resource ->
+/// hashes of the keys stored with it, and key -> its tags), so that an invalidation of the tag
+/// can be counted as the entries of each resource it empties. An invalidated entry is forgotten
+/// under all its tags (it is gone); everything is forgotten when the index is full.
+#[derive(Default)]
+struct TagIndex {
+    tags: HashMap<String, HashMap<String, HashSet<u64>>>,
+    keys: HashMap<u64, (String, Vec<String>)>,
+}
+
+impl TagIndex {
+    fn stored(&mut self, resource: &str, key_hash: u64, tags: Vec<String>) {
+        if self.keys.len() >= TAG_INDEX_MAX && !self.keys.contains_key(&key_hash) {
+            self.tags.clear();
+            self.keys.clear();
+        }
+        self.forget(key_hash);
+        for t in &tags {
+            self.tags
+                .entry(t.clone())
+                .or_default()
+                .entry(resource.to_owned())
+                .or_default()
+                .insert(key_hash);
+        }
+        self.keys.insert(key_hash, (resource.to_owned(), tags));
+    }
+
+    /// Removes a key from every tag it was stored with.
+    fn forget(&mut self, key_hash: u64) {
+        let Some((resource, tags)) = self.keys.remove(&key_hash) else {
+            return;
+        };
+        for t in tags {
+            if let Some(resources) = self.tags.get_mut(&t) {
+                if let Some(keys) = resources.get_mut(&resource) {
+                    keys.remove(&key_hash);
+                    if keys.is_empty() {
+                        resources.remove(&resource);
+                    }
+                }
+                if resources.is_empty() {
+                    self.tags.remove(&t);
+                }
+            }
+        }
+    }
+
+    /// The entries per resource an invalidation of `tags` empties (each key once).
+    fn invalidated(&mut self, tags: &[String]) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for t in tags {
+            let Some(resources) = self.tags.get(t) else {
+                continue;
+            };
+            let gone: Vec<u64> = resources.values().flatten().copied().collect();
+            for k in gone {
+                if let Some((resource, _)) = self.keys.get(&k) {
+                    *out.entry(resource.clone()).or_default() += 1;
+                }
+                self.forget(k);
+            }
+        }
+        out
+    }
+}
+
+/// The writer's state besides what is pending.
+struct WriterState {
+    sampler: Sampler,
+    tags: TagIndex,
+    key_seed: u64,
+}
+
+/// The keyed hash of a request target (with the user for private responses), as a
+/// HyperLogLog element.
+fn key_element(seed: u64, e: &Event) -> Option<String> {
+    let target = e.target.as_deref()?;
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    h.update(target.as_bytes());
+    if e.private {
+        if let Some(u) = &e.user {
+            h.update(b"\0");
+            h.update(u.as_bytes());
+        }
+    }
+    Some(format!("{:016x}", h.digest()))
+}
+
+fn absorb(p: &mut Pending, msgs: &mut Vec<Msg>, oldest: u64, st: &mut WriterState) {
     p.count += msgs.len() as u64;
     if p.since.is_none() {
         p.since = Some(tokio::time::Instant::now());
     }
     for msg in msgs.drain(..) {
         match msg {
-            Msg::Request(e) => {
+            Msg::Request(mut e) => {
                 let minute = e.start_ms / 60_000;
                 if minute < oldest {
                     continue;
                 }
-                let keep = sampler.take();
+                let keep = st.sampler.take();
+                let element = key_element(st.key_seed, &e);
+                let target = if e.shared_cacheable() {
+                    e.target.take()
+                } else {
+                    None
+                };
+                e.target = None;
                 let users = e.user.clone();
                 let agg = |key: RouteKey, e: &Event| {
                     let slot = p.batch.routes.entry((key, minute)).or_default();
-                    slot.0.add(e);
+                    slot.agg.add(e);
                     if let Some(u) = users {
-                        slot.1.insert(u);
+                        slot.users.insert(u);
+                    }
+                    if let Some(k) = element {
+                        slot.keys.insert(k);
+                    }
+                    if let Some(t) = target {
+                        *slot.targets.entry(t).or_default() += 1;
                     }
                 };
                 if keep {
@@ -924,9 +1248,9 @@ fn absorb(p: &mut Pending, msgs: &mut Vec<Msg>, oldest: u64, sampler: &mut Sampl
                         route: e.route.clone(),
                     };
                     agg(key, &e);
+                    e.cache_key = None;
                     p.batch.events.push(e);
                 } else {
-                    let mut e = e;
                     let key = RouteKey {
                         method: std::mem::take(&mut e.method),
                         route: std::mem::take(&mut e.route),
@@ -934,13 +1258,22 @@ fn absorb(p: &mut Pending, msgs: &mut Vec<Msg>, oldest: u64, sampler: &mut Sampl
                     agg(key, &e);
                 }
             }
+            Msg::Stored {
+                resource,
+                key_hash,
+                tags,
+            } => st.tags.stored(&resource, key_hash, tags),
             Msg::Invalidation {
                 at_ms,
                 tags,
+                tag_ids,
                 resources,
             } => {
                 let fields = p.batch.invalidations.entry(at_ms / 60_000).or_default();
                 let tags: BTreeSet<String> = tags.into_iter().collect();
+                for (r, n) in st.tags.invalidated(&tag_ids) {
+                    *fields.entry(format!("e:{r}")).or_default() += n;
+                }
                 for t in tags {
                     *fields.entry(format!("t:{t}")).or_default() += 1;
                 }
@@ -978,10 +1311,14 @@ async fn write(shared: &Shared, p: &mut Pending, now_min: u64) {
 async fn writer(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
     let mut msgs = Vec::with_capacity(BATCH);
     let mut pending = Pending::new();
-    let mut sampler = Sampler {
-        rate: shared.stream_rate as f64,
-        tokens: shared.stream_rate as f64,
-        at: std::time::Instant::now(),
+    let mut st = WriterState {
+        sampler: Sampler {
+            rate: shared.stream_rate as f64,
+            tokens: shared.stream_rate as f64,
+            at: std::time::Instant::now(),
+        },
+        tags: TagIndex::default(),
+        key_seed: shared.key_seed,
     };
     let mut paced = false;
     loop {
@@ -1022,7 +1359,7 @@ async fn writer(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>) {
         let now_min = shared.now_ms() / 60_000;
         let oldest = now_min.saturating_sub(shared.retention_min);
         if !msgs.is_empty() {
-            absorb(&mut pending, &mut msgs, oldest, &mut sampler);
+            absorb(&mut pending, &mut msgs, oldest, &mut st);
         }
         if flush || closed || pending.count >= MAX_PENDING {
             write(&shared, &mut pending, now_min).await;

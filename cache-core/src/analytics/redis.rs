@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Cmd, FromRedisValue, Pipeline};
 
-use super::store::{Batch, MinuteAgg, RouteKey, RouteMinutes, RouteWindow, Store};
+use super::store::{
+    top_n, Batch, MinuteAgg, RouteKey, RouteMinutes, RouteWindow, Store, TARGETS_PER_ROUTE_HOUR,
+};
 use super::{Event, Outcome, StorageUsage};
 use crate::backend::{RedisBackend, RedisClusterBackend};
 use crate::error::CacheError;
@@ -33,6 +35,8 @@ pub(crate) enum Source {
 /// | `{ns}:an:routes` | sorted set | `METHOD template` -> last minute seen |
 /// | `{ns}:an:{r.<id>}:m:<minute>` | hash, expires after the retention | counters of one route-minute |
 /// | `{ns}:an:{r.<id>}:u:<minute>` | HyperLogLog, same expiry | distinct pseudonymous users |
+/// | `{ns}:an:{r.<id>}:k:<minute>` | HyperLogLog, same expiry | distinct keys (keyed hashes of path and query) |
+/// | `{ns}:an:{r.<id>}:t:<hour>` | sorted set, the 256 largest, expires after the retention | shared cacheable targets -> requests |
 /// | `{ns}:an:{inv}:m:<minute>` | hash, same expiry | invalidations per `t:<tag>` / `r:<resource>` |
 pub(crate) struct RedisStore {
     source: Source,
@@ -83,6 +87,14 @@ impl RedisStore {
 
     fn users_key(&self, id: &str, minute: u64) -> String {
         format!("{}{{r.{id}}}:u:{minute}", self.prefix)
+    }
+
+    fn keys_key(&self, id: &str, minute: u64) -> String {
+        format!("{}{{r.{id}}}:k:{minute}", self.prefix)
+    }
+
+    fn targets_key(&self, id: &str, hour: u64) -> String {
+        format!("{}{{r.{id}}}:t:{hour}", self.prefix)
     }
 
     fn inv_key(&self, minute: u64) -> String {
@@ -209,11 +221,37 @@ impl Store for RedisStore {
             groups.push(g);
         }
         let mut per_route: BTreeMap<String, Vec<Cmd>> = BTreeMap::new();
-        for ((route, minute), (agg, users)) in &batch.routes {
+        let mut hours: BTreeMap<(String, u64), u64> = BTreeMap::new();
+        for ((route, minute), m) in &batch.routes {
+            let (agg, users) = (&m.agg, &m.users);
             let id = route.id();
             let g = per_route.entry(id.clone()).or_default();
             let key = self.minute_key(&id, *minute);
             let at = self.expire_at_ms(*minute, offset_ms);
+            for (hll, members) in [(self.keys_key(&id, *minute), &m.keys)] {
+                if !members.is_empty() {
+                    let mut c = redis::cmd("PFADD");
+                    c.arg(&hll);
+                    for k in members {
+                        c.arg(k);
+                    }
+                    g.push(c);
+                    let mut c = redis::cmd("PEXPIREAT");
+                    c.arg(&hll).arg(at);
+                    g.push(c);
+                }
+            }
+            if !m.targets.is_empty() {
+                let tkey = self.targets_key(&id, minute / 60);
+                for (t, n) in &m.targets {
+                    let mut c = redis::cmd("ZINCRBY");
+                    c.arg(&tkey).arg(*n).arg(t);
+                    g.push(c);
+                }
+                let end = self.expire_at_ms(minute / 60 * 60 + 59, offset_ms);
+                let e = hours.entry((id.clone(), minute / 60)).or_default();
+                *e = (*e).max(end as u64);
+            }
             for (field, v) in agg.fields() {
                 let mut c = redis::cmd("HINCRBY");
                 c.arg(&key).arg(field).arg(v);
@@ -242,11 +280,25 @@ impl Store for RedisStore {
         let stale: Vec<u64> = (now_min.saturating_sub(self.retention_min + PRUNE)..now_min)
             .filter(|m| gone(*m))
             .collect();
+        for ((id, hour), end) in hours {
+            let tkey = self.targets_key(&id, hour);
+            let g = per_route.entry(id).or_default();
+            let mut c = redis::cmd("ZREMRANGEBYRANK");
+            c.arg(&tkey)
+                .arg(0)
+                .arg(-(TARGETS_PER_ROUTE_HOUR as i64) - 1);
+            g.push(c);
+            let mut c = redis::cmd("PEXPIREAT");
+            c.arg(&tkey).arg(end);
+            g.push(c);
+        }
         for (id, g) in &mut per_route {
             if !stale.is_empty() {
                 let mut c = redis::cmd("UNLINK");
                 for m in &stale {
-                    c.arg(self.minute_key(id, *m)).arg(self.users_key(id, *m));
+                    c.arg(self.minute_key(id, *m))
+                        .arg(self.users_key(id, *m))
+                        .arg(self.keys_key(id, *m));
                 }
                 g.push(c);
             }
@@ -301,19 +353,30 @@ impl Store for RedisStore {
                 c.arg(self.users_key(&id, minute));
             }
             g.push(c);
+            let mut c = redis::cmd("PFCOUNT");
+            for minute in from..=to {
+                c.arg(self.keys_key(&id, minute));
+            }
+            g.push(c);
             groups.push(g);
         }
         let replies: Vec<Vec<redis::Value>> = self.run(groups).await?;
         let mut out = Vec::new();
         for (route, mut reply) in routes.into_iter().zip(replies) {
-            let users = match reply.pop() {
+            let mut count = || match reply.pop() {
                 Some(v) => u64::from_redis_value(v).unwrap_or(0),
                 None => 0,
             };
+            let keys = count();
+            let users = count();
             let mut agg = MinuteAgg::default();
-            for v in reply {
+            let mut first = None;
+            for (minute, v) in (from..=to).zip(reply) {
                 let fields: HashMap<String, String> =
                     HashMap::from_redis_value(v).unwrap_or_default();
+                if !fields.is_empty() {
+                    first = first.or(Some(minute));
+                }
                 for (f, n) in fields {
                     agg.add_field(&f, parse_u64(&n));
                 }
@@ -323,6 +386,8 @@ impl Store for RedisStore {
                     key: route,
                     agg,
                     users,
+                    keys,
+                    first_minute: first.unwrap_or(from),
                 });
             }
         }
@@ -379,9 +444,37 @@ impl Store for RedisStore {
                 outcome: Outcome::from_code(get("o")).unwrap_or(Outcome::None),
                 bytes: parse_u64(get("b")),
                 private: get("p") == "1",
+                target: None,
+                cache_key: None,
             });
         }
         Ok(out)
+    }
+
+    async fn top_targets(
+        &self,
+        route: &RouteKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, CacheError> {
+        let id = route.id();
+        let g: Vec<Cmd> = (from / 60..=to / 60)
+            .map(|h| {
+                let mut c = redis::cmd("ZRANGE");
+                c.arg(self.targets_key(&id, h))
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES");
+                c
+            })
+            .collect();
+        let replies: Vec<Vec<Vec<(String, f64)>>> = self.run(vec![g]).await?;
+        let mut sum: HashMap<String, u64> = HashMap::new();
+        for (t, n) in replies.into_iter().flatten().flatten() {
+            *sum.entry(t).or_default() += n as u64;
+        }
+        Ok(top_n(sum, limit))
     }
 
     async fn usage(&self, now_min: u64) -> Result<StorageUsage, CacheError> {

@@ -50,6 +50,8 @@ pub(crate) struct MinuteAgg {
     pub(crate) outcomes: [u64; Outcome::COUNT],
     pub(crate) latency_sum_us: [u64; Outcome::COUNT],
     pub(crate) hist: [Histogram; Outcome::COUNT],
+    /// Requests per cache resource (from the response's cache key).
+    pub(crate) resources: BTreeMap<String, u64>,
 }
 
 impl MinuteAgg {
@@ -63,6 +65,13 @@ impl MinuteAgg {
         self.outcomes[o] += 1;
         self.latency_sum_us[o] = self.latency_sum_us[o].saturating_add(us);
         self.hist[o].add(us);
+        if let Some(r) = e.cache_key.as_deref().and_then(crate::key::resource_of) {
+            if let Some(n) = self.resources.get_mut(r) {
+                *n += 1;
+            } else if self.resources.len() < RESOURCES_PER_ROUTE {
+                self.resources.insert(r.to_owned(), 1);
+            }
+        }
     }
 
     pub(crate) fn merge(&mut self, other: &MinuteAgg) {
@@ -75,11 +84,15 @@ impl MinuteAgg {
             self.latency_sum_us[o] = self.latency_sum_us[o].saturating_add(other.latency_sum_us[o]);
             self.hist[o].merge(&other.hist[o]);
         }
+        for (r, n) in &other.resources {
+            *self.resources.entry(r.clone()).or_default() += n;
+        }
     }
 
     /// The non-zero counters as hash fields: `n` requests, `b` bytes, `e` 5xx responses,
     /// `p` private responses, `o:<outcome>` requests, `s:<outcome>` latency sum (µs),
-    /// `h:<outcome>:<bucket>` latency histogram counts.
+    /// `h:<outcome>:<bucket>` latency histogram counts, `k:<resource>` requests per cache
+    /// resource.
     pub(crate) fn fields(&self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         for (name, v) in [
@@ -104,6 +117,9 @@ impl MinuteAgg {
                 out.push((format!("h:{code}:{b}"), *n));
             }
         }
+        for (r, n) in &self.resources {
+            out.push((format!("k:{r}"), *n));
+        }
         out
     }
 
@@ -114,6 +130,9 @@ impl MinuteAgg {
             "b" => self.bytes += v,
             "e" => self.errors += v,
             "p" => self.private += v,
+            _ if name.starts_with("k:") => {
+                *self.resources.entry(name[2..].to_owned()).or_default() += v;
+            }
             _ => {
                 let mut parts = name.splitn(3, ':');
                 let (Some(kind), Some(code)) = (parts.next(), parts.next()) else {
@@ -139,22 +158,52 @@ impl MinuteAgg {
     }
 }
 
+/// Cache resources counted per route and minute at most (a route reads a few).
+pub(crate) const RESOURCES_PER_ROUTE: usize = 16;
+
+/// Request targets kept per route and hour (the most requested; see [`Store::top_targets`]).
+pub(crate) const TARGETS_PER_ROUTE_HOUR: usize = 256;
+
+/// One route's minute in a batch: counters, distinct users, distinct keys (keyed hashes of the
+/// request target), and the shared cacheable targets with their request counts.
+#[derive(Debug, Default)]
+pub(crate) struct RouteMinute {
+    pub(crate) agg: MinuteAgg,
+    pub(crate) users: BTreeSet<String>,
+    pub(crate) keys: BTreeSet<String>,
+    pub(crate) targets: BTreeMap<String, u64>,
+}
+
 /// What the writer hands a store: the raw events, and the same events grouped per route and
 /// minute, plus invalidation counts per minute.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub(crate) events: Vec<Event>,
-    pub(crate) routes: BTreeMap<(RouteKey, u64), (MinuteAgg, BTreeSet<String>)>,
+    pub(crate) routes: BTreeMap<(RouteKey, u64), RouteMinute>,
     /// Per minute: `t:<tag>` / `r:<resource>` -> invalidations.
     pub(crate) invalidations: BTreeMap<u64, BTreeMap<String, u64>>,
 }
 
-/// A route's counts merged over a window, with its distinct users.
+/// A route's counts merged over a window, with its distinct users and keys.
 #[derive(Debug, Clone)]
 pub(crate) struct RouteWindow {
     pub(crate) key: RouteKey,
     pub(crate) agg: MinuteAgg,
     pub(crate) users: u64,
+    pub(crate) keys: u64,
+    /// The first minute of the window with traffic.
+    pub(crate) first_minute: u64,
+}
+
+/// Keeps the `keep` largest counts of `targets` (ties: the smaller target first).
+pub(crate) fn top_n(
+    targets: impl IntoIterator<Item = (String, u64)>,
+    keep: usize,
+) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = targets.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(keep);
+    v
 }
 
 /// The storage of the analytics. Both implementations keep the same shapes (see the module docs
@@ -174,6 +223,15 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     ) -> Result<BTreeMap<String, Vec<(u64, u64)>>, CacheError>;
     /// The most recent raw events, newest first.
     async fn recent(&self, limit: usize) -> Result<Vec<Event>, CacheError>;
+    /// The most requested shared, cacheable targets (path and query) of `route` in the hours
+    /// covering the minutes `from..=to`, most requested first, at most `limit`.
+    async fn top_targets(
+        &self,
+        route: &RouteKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, CacheError>;
     /// What is stored now.
     async fn usage(&self, now_min: u64) -> Result<StorageUsage, CacheError>;
     /// The counters of each route with traffic in the minutes `from..=to`, per minute (minutes
@@ -195,9 +253,18 @@ pub(crate) type RouteMinutes = (RouteKey, Vec<(u64, MinuteAgg)>);
 pub(crate) const MEMORY_USERS_PER_MINUTE: usize = 10_000;
 
 #[derive(Debug, Default)]
+struct MemMinute {
+    agg: MinuteAgg,
+    users: HashSet<String>,
+    keys: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
 struct MemState {
     events: VecDeque<Event>,
-    routes: HashMap<RouteKey, BTreeMap<u64, (MinuteAgg, HashSet<String>)>>,
+    routes: HashMap<RouteKey, BTreeMap<u64, MemMinute>>,
+    /// Per route and hour: target -> requests, the [`TARGETS_PER_ROUTE_HOUR`] largest.
+    targets: HashMap<RouteKey, BTreeMap<u64, HashMap<String, u64>>>,
     invalidations: BTreeMap<u64, HashMap<String, u64>>,
 }
 
@@ -238,6 +305,10 @@ impl MemoryStore {
             !minutes.is_empty()
         });
         s.invalidations.retain(|m, _| *m >= oldest);
+        s.targets.retain(|_, hours| {
+            hours.retain(|h, _| (h + 1) * 60 > oldest);
+            !hours.is_empty()
+        });
     }
 }
 
@@ -253,17 +324,37 @@ impl Store for MemoryStore {
                 s.events.push_back(e.clone());
             }
         }
-        for ((route, minute), (agg, users)) in &batch.routes {
+        for ((route, minute), m) in &batch.routes {
             let slot = s
                 .routes
                 .entry(route.clone())
                 .or_default()
                 .entry(*minute)
                 .or_default();
-            slot.0.merge(agg);
-            for u in users {
-                if slot.1.len() < MEMORY_USERS_PER_MINUTE {
-                    slot.1.insert(u.clone());
+            slot.agg.merge(&m.agg);
+            for u in &m.users {
+                if slot.users.len() < MEMORY_USERS_PER_MINUTE {
+                    slot.users.insert(u.clone());
+                }
+            }
+            for k in &m.keys {
+                if slot.keys.len() < MEMORY_USERS_PER_MINUTE {
+                    slot.keys.insert(k.clone());
+                }
+            }
+            if !m.targets.is_empty() {
+                let hour = s
+                    .targets
+                    .entry(route.clone())
+                    .or_default()
+                    .entry(minute / 60)
+                    .or_default();
+                for (t, n) in &m.targets {
+                    *hour.entry(t.clone()).or_default() += n;
+                }
+                if hour.len() > TARGETS_PER_ROUTE_HOUR {
+                    let kept = top_n(hour.drain(), TARGETS_PER_ROUTE_HOUR);
+                    hour.extend(kept);
                 }
             }
         }
@@ -283,15 +374,23 @@ impl Store for MemoryStore {
         for (key, minutes) in &s.routes {
             let mut agg = MinuteAgg::default();
             let mut users: HashSet<&String> = HashSet::new();
-            for (_, (a, u)) in minutes.range(from..=to) {
-                agg.merge(a);
-                users.extend(u.iter());
+            let mut keys: HashSet<&String> = HashSet::new();
+            let mut first = None;
+            for (minute, m) in minutes.range(from..=to) {
+                agg.merge(&m.agg);
+                users.extend(m.users.iter());
+                keys.extend(m.keys.iter());
+                if m.agg.requests > 0 {
+                    first = first.or(Some(*minute));
+                }
             }
             if agg.requests > 0 {
                 out.push(RouteWindow {
                     key: key.clone(),
                     agg,
                     users: users.len() as u64,
+                    keys: keys.len() as u64,
+                    first_minute: first.unwrap_or(from),
                 });
             }
         }
@@ -316,6 +415,25 @@ impl Store for MemoryStore {
     async fn recent(&self, limit: usize) -> Result<Vec<Event>, CacheError> {
         let s = self.lock();
         Ok(s.events.iter().rev().take(limit).cloned().collect())
+    }
+
+    async fn top_targets(
+        &self,
+        route: &RouteKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, CacheError> {
+        let s = self.lock();
+        let mut sum: HashMap<&String, u64> = HashMap::new();
+        if let Some(hours) = s.targets.get(route) {
+            for (_, targets) in hours.range(from / 60..=to / 60) {
+                for (t, n) in targets {
+                    *sum.entry(t).or_default() += n;
+                }
+            }
+        }
+        Ok(top_n(sum.into_iter().map(|(t, n)| (t.clone(), n)), limit))
     }
 
     async fn usage(&self, now_min: u64) -> Result<StorageUsage, CacheError> {
@@ -343,7 +461,7 @@ impl Store for MemoryStore {
             .map(|(key, minutes)| {
                 let minutes = minutes
                     .range(from..=to)
-                    .map(|(m, (agg, _))| (*m, agg.clone()))
+                    .map(|(m, slot)| (*m, slot.agg.clone()))
                     .collect();
                 (key.clone(), minutes)
             })

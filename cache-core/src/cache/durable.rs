@@ -189,7 +189,8 @@ impl Cache {
         keys: &[CacheKey],
     ) -> Result<u64, CacheError> {
         #[cfg(feature = "analytics")]
-        self.analytics().record_invalidation(tags, keys);
+        self.analytics()
+            .record_invalidation(tags, keys, |t| self.tag_id(t));
         // Invalidations commute (version bumps and deletes), so this one need not wait for the
         // queue: the replayer delivers that in the background.
         if self.inner.durable.pending.load(Ordering::Acquire) {

@@ -197,12 +197,16 @@ impl Cache {
             let backend = &self.inner.backend;
             match self.call(self.deadline(), || backend.put(&puts)).await {
                 Ok(stored) => {
-                    for ((i, _, bytes, _, header), ok) in encoded.iter().zip(stored) {
+                    for ((i, ids, bytes, _, header), ok) in encoded.iter().zip(stored) {
                         if let (true, Some(l1), Some(ticket)) = (ok, self.l1(), ticket) {
                             let bytes = Bytes::copy_from_slice(bytes);
                             l1.insert(ticket, keys[*i].as_str(), &bytes, header, || {
                                 self.entry_tag_ids(&bytes, header)
                             });
+                        }
+                        #[cfg(feature = "analytics")]
+                        if ok {
+                            self.analytics().record_store(&keys[*i], ids.tags());
                         }
                         let len = bytes.len() as u64;
                         self.inner.stats.record(keys[*i].resource(), |c| {

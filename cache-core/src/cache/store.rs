@@ -184,6 +184,8 @@ impl Cache {
                     info!(name: "cache_store_recovered", "the backend stores values again");
                 }
                 debug!(name: "cache_miss_stored", key = key.as_str(), size = bytes.len(), ttl_ms = duration_ms(header.ttl()), "value stored");
+                #[cfg(feature = "analytics")]
+                self.analytics().record_store(key, tags);
                 Ok(true)
             }
             Ok(_) => {
