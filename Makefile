@@ -16,7 +16,7 @@ FUZZ_CASES ?= 20000
 
 .PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc features bench bench-cluster \
 	bench-peers bench-codecs bench-analytics \
-	redis-up redis-down cache-stats cache-flush demo load clean
+	redis-up redis-down cache-stats cache-flush demo load dashboard-check clean
 
 help:
 	@echo "Usage: make <target>"
@@ -49,6 +49,9 @@ help:
 	@echo "  cache-flush  delete the keys NAMESPACE:* on \$$REDIS_URL (NAMESPACE required; DRY_RUN=1 counts)"
 	@echo "  demo         throw-away redis + gallery example + asserted demo walk (status, X-Cache-*)"
 	@echo "  load         gallery load test: cached (Redis) vs uncached, p50/p95/p99, req/s, hit rate"
+	@echo "  dashboard-check  the admin dashboard in headless Chromium (installs Debian's chromium as"
+	@echo "               root when missing): gallery + traffic, screenshot target/dashboard/dashboard.png,"
+	@echo "               fails unless the page rendered its routes; not run by \`make test\` or CI"
 	@echo "  clean        cargo clean"
 
 # REDIS_SERVER_BIN is exported so that the tests use the binary that
@@ -146,6 +149,10 @@ demo:
 
 load:
 	@sh scripts/load.sh
+
+# Not part of `make test` or CI (needs Chromium): see scripts/dashboard-check.sh.
+dashboard-check:
+	@sh scripts/dashboard-check.sh
 
 cache-stats:
 	@REDIS_PORT="$(REDIS_PORT)" sh scripts/cache-admin.sh stats

@@ -95,9 +95,16 @@ struct Admin {
 /// | `GET /health` | ping the backend | 200, or 503 when down |
 /// | `GET /analytics?window=5m\|1h\|1d` | route analytics (feature `analytics`) | 200 JSON, 400 for another window |
 /// | `GET /advisor?window=5m\|1h\|1d` | the advisor's ranking (feature `analytics`) | 200 JSON `{window, suggestions, observations}`, 400 for another window |
+/// | `GET /timeline?window=5m\|1h\|1d[&route=GET%20/x/{id}]` | per-route time series for charts (feature `analytics`) | 200 JSON, 400 for another window |
+/// | `GET /dashboard` | the dashboard page (HTML, no data; **not behind the guard**) | 200 HTML |
 ///
-/// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`; a refused
-/// request never reads its body. The JSON shapes are those of [`cache_core::admin`].
+/// Backend failures answer 503 with `{ "error": ... }`. Every route but `GET /dashboard` is
+/// behind `guard`; a refused request never reads its body. The JSON shapes are those of
+/// [`cache_core::admin`].
+///
+/// The dashboard page holds no data and is the same for every request (a browser navigation
+/// cannot send a bearer header): everything it shows or does goes through the guarded routes
+/// above with the token typed into the page. See [`cache_core::admin`], "The dashboard".
 ///
 /// ```
 /// use actix_web::App;
@@ -121,7 +128,19 @@ pub fn admin_scope(path: &str, cache: Cache, guard: AdminGuard) -> Scope {
     let scope = scope
         .route("/analytics", web::get().to(analytics))
         .route("/advisor", web::get().to(advisor));
-    scope
+    #[cfg(feature = "analytics")]
+    let scope = scope.route("/timeline", web::get().to(timeline));
+    // No guard: the page holds no data (see above).
+    scope.route("/dashboard", web::get().to(dashboard))
+}
+
+async fn dashboard() -> HttpResponse {
+    let page = admin::dashboard();
+    let mut resp = HttpResponse::build(StatusCode::from_u16(page.status).unwrap_or(StatusCode::OK));
+    for (name, value) in &page.headers {
+        resp.insert_header((*name, value.as_str()));
+    }
+    resp.body(page.body.as_str())
 }
 
 fn reply(r: AdminReply) -> HttpResponse {
@@ -219,6 +238,26 @@ async fn advisor(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
     }
     match web::Query::<AnalyticsQuery>::from_query(req.query_string()) {
         Ok(q) => reply(admin::advisor(&admin.cache, q.window.as_deref()).await),
+        Err(e) => bad_request(&e.to_string()),
+    }
+}
+
+#[cfg(feature = "analytics")]
+#[derive(Deserialize)]
+struct TimelineQuery {
+    window: Option<String>,
+    route: Option<String>,
+}
+
+#[cfg(feature = "analytics")]
+async fn timeline(admin: web::Data<Admin>, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = admin.guard.refuse(&req) {
+        return refused;
+    }
+    match web::Query::<TimelineQuery>::from_query(req.query_string()) {
+        Ok(q) => {
+            reply(admin::timeline(&admin.cache, q.window.as_deref(), q.route.as_deref()).await)
+        }
         Err(e) => bad_request(&e.to_string()),
     }
 }

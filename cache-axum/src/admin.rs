@@ -78,9 +78,15 @@ impl AdminGuard {
 /// | `GET /health` | ping the backend | 200, or 503 when down |
 /// | `GET /analytics?window=5m\|1h\|1d` | route analytics (feature `analytics`) | 200 JSON, 400 for another window |
 /// | `GET /advisor?window=5m\|1h\|1d` | the advisor's ranking (feature `analytics`) | 200 JSON `{window, suggestions, observations}`, 400 for another window |
+/// | `GET /timeline?window=5m\|1h\|1d[&route=GET%20/x/{id}]` | per-route time series for charts (feature `analytics`) | 200 JSON, 400 for another window |
+/// | `GET /dashboard` | the dashboard page (HTML, no data; **not behind the guard**) | 200 HTML |
 ///
-/// Backend failures answer 503 with `{ "error": ... }`. Every route is behind `guard`. The JSON
-/// shapes are those of [`cache_core::admin`].
+/// Backend failures answer 503 with `{ "error": ... }`. Every route but `GET /dashboard` is
+/// behind `guard`. The JSON shapes are those of [`cache_core::admin`].
+///
+/// The dashboard page holds no data and is the same for every request (a browser navigation
+/// cannot send a bearer header): everything it shows or does goes through the guarded routes
+/// above with the token typed into the page. See [`cache_core::admin`], "The dashboard".
 ///
 /// Nested under `/admin/cache`, the flush route is `DELETE /admin/cache` (axum 0.8 does not match
 /// `/admin/cache/` for a nested `/` route).
@@ -105,9 +111,26 @@ pub fn admin_router(cache: Cache, guard: AdminGuard) -> Router {
     let router = router
         .route("/analytics", get(analytics))
         .route("/advisor", get(advisor));
+    #[cfg(feature = "analytics")]
+    let router = router.route("/timeline", get(timeline));
     router
         .route_layer(middleware::from_fn_with_state(guard, check_guard))
+        // Added after the guard's `route_layer`, so not behind it: the page holds no data.
+        .route("/dashboard", get(dashboard))
         .with_state(cache)
+}
+
+async fn dashboard() -> Response {
+    let page = admin::dashboard();
+    let mut resp = Response::new(Body::from(page.body.as_str()));
+    *resp.status_mut() = StatusCode::from_u16(page.status).unwrap_or(StatusCode::OK);
+    for (name, value) in &page.headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            resp.headers_mut()
+                .insert(header::HeaderName::from_static(name), value);
+        }
+    }
+    resp
 }
 
 async fn check_guard(State(guard): State<AdminGuard>, req: Request<Body>, next: Next) -> Response {
@@ -215,6 +238,26 @@ async fn advisor(
 ) -> Response {
     match query {
         Ok(Query(q)) => reply(admin::advisor(&cache, q.window.as_deref()).await),
+        Err(e) => bad_request(&e.body_text()),
+    }
+}
+
+#[cfg(feature = "analytics")]
+#[derive(Deserialize)]
+struct TimelineQuery {
+    window: Option<String>,
+    route: Option<String>,
+}
+
+#[cfg(feature = "analytics")]
+async fn timeline(
+    State(cache): State<Cache>,
+    query: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => {
+            reply(admin::timeline(&cache, q.window.as_deref(), q.route.as_deref()).await)
+        }
         Err(e) => bad_request(&e.body_text()),
     }
 }

@@ -15,8 +15,29 @@
 //! | [`health`] | 200 [`Health`](crate::Health) (up, degraded, disabled) | 503 [`Health`](crate::Health) (down) |
 //! | `analytics` (feature `analytics`) | 200 `{window, routes, invalidations, recorder}` | 400 `{error}` (window not `5m`, `1h` or `1d`), 503 `{error}` |
 //! | `advisor` (feature `analytics`) | 200 `{window, suggestions, observations}` | 400 `{error}` (window not `5m`, `1h` or `1d`), 503 `{error}` |
+//! | `timeline` (feature `analytics`) | 200 [`Timeline`](crate::analytics::Timeline) `{window, bucket_secs, from_ms, to_ms, routes: [{method, route, requests, points: [{start_ms, minutes, requests, per_second, hits, misses, hit_rate, errors, bytes, p50_ms, p95_ms, p99_ms}]}]}` | 400 `{error}` (window not `5m`, `1h` or `1d`), 503 `{error}` |
+//! | [`dashboard`] | the dashboard page: HTML, no data (see below) | - |
 //!
 //! Access control is the adapter's job; [`check_bearer`] compares a bearer token in constant time.
+//!
+//! # The dashboard
+//! [`dashboard`] is one HTML document (inline CSS and JS, embedded in the crate, nothing fetched
+//! from anywhere else) that the adapters serve at `GET dashboard`. It shows the routes of
+//! `GET analytics` in a table, their time series of `GET timeline` as SVG charts (requests, hit
+//! rate, p50/p95/p99 latency), the ranking of `GET advisor` ("advisor unavailable" when that
+//! endpoint does not answer 200), the figures of `GET stats`, a window selector (`5m`, `1h`,
+//! `1d`), an "invalidate tags" form (`POST invalidate`) and a "flush namespace" button
+//! (`DELETE` on the admin root) with a confirm step, both showing the JSON reply.
+//!
+//! **The page itself is served without the guard, and holds no data**: a browser navigation
+//! cannot send a bearer header, and the page's bytes are the same for every cache and every
+//! request. Everything it shows or does goes through the guarded JSON endpoints above with the
+//! token the user types into the page (kept in the tab's `sessionStorage`), or passes in the URL
+//! fragment `#token=...` (browsers never send the fragment to the server; the page removes it
+//! from the address bar). Data from the application (route templates, tags) is inserted with
+//! `textContent`, never parsed as HTML. The page is answered with `Cache-Control: no-store` and
+//! a `Content-Security-Policy` that allows only its own inline script and style (by SHA-256
+//! hash) and requests to its own origin (`connect-src 'self'`).
 //!
 //! ```
 //! use cache_core::admin::{self, check_bearer, GuardOutcome};
@@ -217,6 +238,93 @@ pub async fn advisor(cache: &Cache, window: Option<&str>) -> AdminReply {
     }))
 }
 
+/// Per-route time series over a window (`5m`, `1h` or `1d`; `None`: `5m`), for charts:
+/// [`Timeline`](crate::analytics::Timeline) (see
+/// [`Analytics::timeline`](crate::analytics::Analytics::timeline)); `route` keeps only the route
+/// it names (`GET /trigs/{id}`, or a template).
+#[cfg(feature = "analytics")]
+pub async fn timeline(cache: &Cache, window: Option<&str>, route: Option<&str>) -> AdminReply {
+    use crate::analytics::Window;
+    let Some(window) = Window::parse(window.unwrap_or("5m")) else {
+        return AdminReply::error(400, "window must be 5m, 1h or 1d");
+    };
+    match cache.analytics().timeline(window, route).await {
+        Ok(t) => AdminReply::ok(serde_json::to_value(t).unwrap_or(Value::Null)),
+        Err(e) => AdminReply::error(503, e.to_string()),
+    }
+}
+
+/// A static page: status 200, its headers and its body, the same bytes on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Page {
+    /// HTTP status code (200).
+    pub status: u16,
+    /// Response headers: `Content-Type`, `Cache-Control`, `Content-Security-Policy`, ...
+    pub headers: Vec<(&'static str, String)>,
+    /// The document.
+    pub body: String,
+}
+
+const DASHBOARD_HTML: &str = include_str!("admin/dashboard.html");
+const DASHBOARD_CSS: &str = include_str!("admin/dashboard.css");
+const DASHBOARD_JS: &str = include_str!("admin/dashboard.js");
+
+/// The dashboard page (see [the module docs](self#the-dashboard)): one HTML document with its
+/// CSS and JS inline, and the headers to send with it. It holds no data: serve it without the
+/// guard (the adapters do); the JSON endpoints it calls stay guarded.
+pub fn dashboard() -> &'static Page {
+    static PAGE: std::sync::OnceLock<Page> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| {
+        let body = DASHBOARD_HTML
+            .replacen("/*STYLE*/", DASHBOARD_CSS, 1)
+            .replacen("/*SCRIPT*/", DASHBOARD_JS, 1);
+        let csp = format!(
+            "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; \
+             connect-src 'self'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+            sha256_base64(DASHBOARD_JS),
+            sha256_base64(DASHBOARD_CSS)
+        );
+        Page {
+            status: 200,
+            headers: vec![
+                ("content-type", "text/html; charset=utf-8".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+                ("content-security-policy", csp),
+                ("x-content-type-options", "nosniff".to_owned()),
+                ("referrer-policy", "no-referrer".to_owned()),
+                ("x-frame-options", "DENY".to_owned()),
+            ],
+            body,
+        }
+    })
+}
+
+/// Standard base64 (with padding) of the SHA-256 of `text`, as CSP hash sources write it.
+fn sha256_base64(text: &str) -> String {
+    use sha2::Digest;
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(44);
+    for chunk in digest.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The health report; 503 when the backend is down, 200 otherwise.
 pub async fn health(cache: &Cache) -> AdminReply {
     let health = cache.health().await;
@@ -376,6 +484,19 @@ mod tests {
         assert_eq!(check_bearer(Some(b"Bearer"), "tok"), GuardOutcome::Wrong);
         assert_eq!(check_bearer(Some(b"Bearer "), ""), GuardOutcome::Wrong);
         assert_eq!(check_bearer(Some(b"tok"), "tok"), GuardOutcome::Missing);
+    }
+
+    #[test]
+    fn sha256_base64_reference_vectors() {
+        // `printf '' | openssl dgst -sha256 -binary | base64`, and of `abc`.
+        assert_eq!(
+            sha256_base64(""),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+        assert_eq!(
+            sha256_base64("abc"),
+            "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@
 mod hist;
 mod redis;
 mod store;
+mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -126,6 +127,7 @@ use tracing::warn;
 pub(crate) use self::redis::{RedisStore, Source};
 pub(crate) use self::store::MemoryStore;
 use self::store::{Batch, RouteKey, Store};
+pub use self::timeline::{RouteTimeline, Timeline, TimelinePoint};
 
 #[allow(unused_imports)]
 use crate::CacheBuilder;

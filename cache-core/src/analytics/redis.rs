@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Cmd, FromRedisValue, Pipeline};
 
-use super::store::{top_n, Batch, MinuteAgg, RouteKey, RouteWindow, Store, TARGETS_PER_ROUTE_HOUR};
+use super::store::{
+    top_n, Batch, MinuteAgg, RouteKey, RouteMinutes, RouteWindow, Store, TARGETS_PER_ROUTE_HOUR,
+};
 use super::{Event, Outcome, StorageUsage};
 use crate::backend::{RedisBackend, RedisClusterBackend};
 use crate::error::CacheError;
@@ -521,5 +523,56 @@ impl Store for RedisStore {
             route_minutes: counts.iter().sum(),
             invalidation_minutes,
         })
+    }
+
+    async fn route_minutes(
+        &self,
+        from: u64,
+        to: u64,
+        route: Option<&str>,
+    ) -> Result<Vec<RouteMinutes>, CacheError> {
+        let mut c = redis::cmd("ZRANGE");
+        c.arg(self.index()).arg(from).arg("+inf").arg("BYSCORE");
+        let members: Vec<Vec<Vec<String>>> = self.run(vec![vec![c]]).await?;
+        let routes: Vec<RouteKey> = members
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|m| RouteKey::from_member(&m))
+            .filter(|k| route.is_none_or(|r| k.matches(r)))
+            .collect();
+        // One group (one hash slot, one pipeline on a cluster) per route.
+        let groups: Vec<Vec<Cmd>> = routes
+            .iter()
+            .map(|route| {
+                let id = route.id();
+                (from..=to)
+                    .map(|minute| {
+                        let mut c = redis::cmd("HGETALL");
+                        c.arg(self.minute_key(&id, minute));
+                        c
+                    })
+                    .collect()
+            })
+            .collect();
+        let replies: Vec<Vec<redis::Value>> = self.run(groups).await?;
+        let mut out = Vec::with_capacity(routes.len());
+        for (route, reply) in routes.into_iter().zip(replies) {
+            let mut minutes = Vec::new();
+            for (minute, v) in (from..=to).zip(reply) {
+                let fields: HashMap<String, String> =
+                    HashMap::from_redis_value(v).unwrap_or_default();
+                if fields.is_empty() {
+                    continue;
+                }
+                let mut agg = MinuteAgg::default();
+                for (f, n) in fields {
+                    agg.add_field(&f, parse_u64(&n));
+                }
+                minutes.push((minute, agg));
+            }
+            out.push((route, minutes));
+        }
+        Ok(out)
     }
 }

@@ -242,7 +242,19 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Vec<(String, u64)>, CacheError>;
     /// What is stored now.
     async fn usage(&self, now_min: u64) -> Result<StorageUsage, CacheError>;
+    /// The counters of each route with traffic in the minutes `from..=to`, per minute (minutes
+    /// without traffic may be left out), for [`Analytics::timeline`](super::Analytics::timeline).
+    /// `route`: only the route it names (see `RouteKey::matches`).
+    async fn route_minutes(
+        &self,
+        from: u64,
+        to: u64,
+        route: Option<&str>,
+    ) -> Result<Vec<RouteMinutes>, CacheError>;
 }
+
+/// A route and its counters per minute.
+pub(crate) type RouteMinutes = (RouteKey, Vec<(u64, MinuteAgg)>);
 
 /// Distinct users kept per route and minute by the memory store (beyond that, new users of that
 /// minute are not counted).
@@ -442,5 +454,25 @@ impl Store for MemoryStore {
             route_minutes: buckets as u64,
             invalidation_minutes: s.invalidations.len() as u64,
         })
+    }
+
+    async fn route_minutes(
+        &self,
+        from: u64,
+        to: u64,
+        route: Option<&str>,
+    ) -> Result<Vec<RouteMinutes>, CacheError> {
+        let s = self.lock();
+        Ok(s.routes
+            .iter()
+            .filter(|(key, _)| route.is_none_or(|r| key.matches(r)))
+            .map(|(key, minutes)| {
+                let minutes = minutes
+                    .range(from..=to)
+                    .map(|(m, slot)| (*m, slot.agg.clone()))
+                    .collect();
+                (key.clone(), minutes)
+            })
+            .collect())
     }
 }
