@@ -44,10 +44,7 @@ async fn instance(path: &Path, redis_url: &str, namespace: &str, with_outbox: bo
             SqliteOutbox::new(db.clone()).expect("outbox"),
         ));
     }
-    App {
-        cache: builder.build().expect("cache"),
-        db,
-    }
+    App::new(builder.build().expect("cache"), db)
 }
 
 /// The item as committed.
