@@ -883,7 +883,10 @@ async fn a_lost_subscription_on_the_cluster_bypasses_l1_until_it_is_back() {
             break;
         }
     }
-    assert!(from_l1, "L1 never served again after the subscription came back");
+    assert!(
+        from_l1,
+        "L1 never served again after the subscription came back"
+    );
     let newer = origin.change();
     a.invalidate_tags(&["item:1"]).await.unwrap();
     until_serves(&b, &key, &policy, &origin, &new, &newer).await;

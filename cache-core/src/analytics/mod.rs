@@ -136,8 +136,9 @@ use crate::CacheBuilder;
 pub const UNMATCHED_ROUTE: &str = "<unmatched>";
 
 /// Commands the analytics run, to add to an ACL user's rules.
-pub const ACL_COMMANDS: &str = "+xadd +xlen +xrevrange +hincrby +hgetall +pexpireat +pfadd \
-                                +pfcount +zadd +zrange +zremrangebyscore +exists";
+pub const ACL_COMMANDS: &str = "+xadd +xlen +xrevrange +hincrby +hsetnx +hgetall +pexpireat \
+                                +pfadd +pfcount +zadd +zincrby +zrange +zremrangebyscore \
+                                +zremrangebyrank +exists +unlink";
 
 /// Largest number of messages the writer takes from the channel at once.
 const BATCH: usize = 512;
@@ -362,9 +363,9 @@ pub struct RouteStats {
     /// The cache resources of the route's responses (from `X-Cache-Key`), most requested
     /// first; empty for routes the cache does not serve.
     pub resources: Vec<String>,
-    /// The time the counts were gathered over, in seconds: whole minutes from the window's
-    /// first minute with traffic to the current one (at most the window).
-    pub observed_secs: f64,
+    /// Start of the first request of the window (ms since the epoch; to within a write batch,
+    /// 200 ms, across instances): the counts were gathered from then to now.
+    pub since_ms: u64,
 }
 
 impl RouteStats {
@@ -776,10 +777,7 @@ impl Analytics {
     pub async fn routes(&self, window: Window) -> Result<Vec<RouteStats>, crate::CacheError> {
         let (from, to, secs) = self.range(window);
         let raw = self.inner.shared.store.routes(from, to).await?;
-        let mut out: Vec<RouteStats> = raw
-            .into_iter()
-            .map(|r| route_stats(&r, secs, self.now_ms()))
-            .collect();
+        let mut out: Vec<RouteStats> = raw.into_iter().map(|r| route_stats(&r, secs)).collect();
         out.sort_by(|a, b| {
             b.requests
                 .cmp(&a.requests)
@@ -901,6 +899,7 @@ impl Analytics {
     ) -> Result<Vec<crate::advisor::RouteObservation>, crate::CacheError> {
         let routes = self.routes(window).await?;
         let invalidations = self.invalidations(window).await?;
+        let (now_ms, window_secs) = (self.now_ms(), self.range(window).2);
         let mut emptied: HashMap<&str, u64> = HashMap::new();
         for i in &invalidations {
             if matches!(
@@ -920,7 +919,8 @@ impl Analytics {
                     .or_else(|| r.outcome(Outcome::Skip))
                     .or_else(|| r.outcome(Outcome::Bypass))?;
                 let keys = r.distinct_keys.max(1);
-                let secs = r.observed_secs.max(1.0);
+                let secs =
+                    (now_ms.saturating_sub(r.since_ms) as f64 / 1000.0).clamp(1.0, window_secs);
                 let per_key = r.resources.first().map(|res| {
                     emptied.get(res.as_str()).copied().unwrap_or(0) as f64 / keys as f64 / secs
                 });
@@ -1014,10 +1014,8 @@ fn outcome_stats(outcome: Outcome, n: u64, sum_us: u64, h: &hist::Histogram) -> 
     }
 }
 
-fn route_stats(w: &store::RouteWindow, secs: f64, now_ms: u64) -> RouteStats {
+fn route_stats(w: &store::RouteWindow, secs: f64) -> RouteStats {
     let (key, agg, users) = (&w.key, &w.agg, w.users);
-    let now_min = now_ms / 60_000;
-    let observed_secs = (((now_min.saturating_sub(w.first_minute) + 1) * 60) as f64).min(secs);
     let mut resources: Vec<(&String, &u64)> = agg.resources.iter().collect();
     resources.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let mut all = hist::Histogram::default();
@@ -1063,7 +1061,7 @@ fn route_stats(w: &store::RouteWindow, secs: f64, now_ms: u64) -> RouteStats {
         private_responses: agg.private,
         distinct_keys: w.keys,
         resources: resources.into_iter().map(|(r, _)| r.clone()).collect(),
-        observed_secs,
+        since_ms: agg.first_ms,
     }
 }
 

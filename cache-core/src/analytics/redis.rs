@@ -252,6 +252,13 @@ impl Store for RedisStore {
                 let e = hours.entry((id.clone(), minute / 60)).or_default();
                 *e = (*e).max(end as u64);
             }
+            if agg.first_ms > 0 {
+                // The first batch of the minute sets it: the minute's first request to within
+                // a batch (200 ms), on every instance.
+                let mut c = redis::cmd("HSETNX");
+                c.arg(&key).arg("f").arg(agg.first_ms);
+                g.push(c);
+            }
             for (field, v) in agg.fields() {
                 let mut c = redis::cmd("HINCRBY");
                 c.arg(&key).arg(field).arg(v);
@@ -370,13 +377,9 @@ impl Store for RedisStore {
             let keys = count();
             let users = count();
             let mut agg = MinuteAgg::default();
-            let mut first = None;
-            for (minute, v) in (from..=to).zip(reply) {
+            for v in reply {
                 let fields: HashMap<String, String> =
                     HashMap::from_redis_value(v).unwrap_or_default();
-                if !fields.is_empty() {
-                    first = first.or(Some(minute));
-                }
                 for (f, n) in fields {
                     agg.add_field(&f, parse_u64(&n));
                 }
@@ -387,7 +390,6 @@ impl Store for RedisStore {
                     agg,
                     users,
                     keys,
-                    first_minute: first.unwrap_or(from),
                 });
             }
         }

@@ -52,12 +52,16 @@ pub(crate) struct MinuteAgg {
     pub(crate) hist: [Histogram; Outcome::COUNT],
     /// Requests per cache resource (from the response's cache key).
     pub(crate) resources: BTreeMap<String, u64>,
+    /// Start of the first request (ms since the epoch; 0: none). On Redis the hash field `f`,
+    /// set by the minute's first write (`HSETNX`).
+    pub(crate) first_ms: u64,
 }
 
 impl MinuteAgg {
     pub(crate) fn add(&mut self, e: &Event) {
         let o = e.outcome.index();
         let us = u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX);
+        self.first_ms = earliest(self.first_ms, e.start_ms);
         self.requests += 1;
         self.bytes += e.bytes;
         self.errors += u64::from(e.status >= 500);
@@ -83,6 +87,7 @@ impl MinuteAgg {
     }
 
     pub(crate) fn merge(&mut self, other: &MinuteAgg) {
+        self.first_ms = earliest(self.first_ms, other.first_ms);
         self.requests += other.requests;
         self.bytes += other.bytes;
         self.errors += other.errors;
@@ -138,6 +143,7 @@ impl MinuteAgg {
             "b" => self.bytes += v,
             "e" => self.errors += v,
             "p" => self.private += v,
+            "f" => self.first_ms = earliest(self.first_ms, v),
             _ if name.starts_with("k:") => {
                 *self.resources.entry(name[2..].to_owned()).or_default() += v;
             }
@@ -182,6 +188,15 @@ pub(crate) struct RouteMinute {
     pub(crate) targets: BTreeMap<String, u64>,
 }
 
+/// The earlier of two start times, 0 meaning none.
+fn earliest(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, b) => b,
+        (a, 0) => a,
+        (a, b) => a.min(b),
+    }
+}
+
 /// What the writer hands a store: the raw events, and the same events grouped per route and
 /// minute, plus invalidation counts per minute.
 #[derive(Debug, Default)]
@@ -199,8 +214,6 @@ pub(crate) struct RouteWindow {
     pub(crate) agg: MinuteAgg,
     pub(crate) users: u64,
     pub(crate) keys: u64,
-    /// The first minute of the window with traffic.
-    pub(crate) first_minute: u64,
 }
 
 /// Keeps the `keep` largest counts of `targets` (ties: the smaller target first).
@@ -383,14 +396,10 @@ impl Store for MemoryStore {
             let mut agg = MinuteAgg::default();
             let mut users: HashSet<&String> = HashSet::new();
             let mut keys: HashSet<&String> = HashSet::new();
-            let mut first = None;
-            for (minute, m) in minutes.range(from..=to) {
+            for (_, m) in minutes.range(from..=to) {
                 agg.merge(&m.agg);
                 users.extend(m.users.iter());
                 keys.extend(m.keys.iter());
-                if m.agg.requests > 0 {
-                    first = first.or(Some(*minute));
-                }
             }
             if agg.requests > 0 {
                 out.push(RouteWindow {
@@ -398,7 +407,6 @@ impl Store for MemoryStore {
                     agg,
                     users: users.len() as u64,
                     keys: keys.len() as u64,
-                    first_minute: first.unwrap_or(from),
                 });
             }
         }
