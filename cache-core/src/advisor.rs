@@ -34,8 +34,11 @@
 //!   unknown (a route not cached yet: its tags are learnt once the cache serves it);
 //! * the expected hit ratio: with requests and invalidations as Poisson processes, an entry is
 //!   filled by a miss and lives `min(T, invalidation)`, so a key sees on average
-//!   `H = (λ/K) (1 - e^{-μT}) / μ` hits per fill (`(λ/K) T` without writes), and the hit ratio
-//!   is `H / (1 + H)`;
+//!   `H = (λ/K) (1 - e^{-μT}) / μ` hits per fill (`(λ/K) T` without writes); a fill whose
+//!   load (the miss latency `L`) is outlived by an invalidation is not stored (the race guard
+//!   of [`crate::tags`]), so only `e^{-μL}` of the fills count, and the hit ratio is
+//!   `H' / (1 + H')` with `H' = e^{-μL} H`: a route invalidated more often than it loads
+//!   (`μL` large) gets almost no hits, however often it is read;
 //! * the time saved per second `λ x hit ratio x (miss latency - hit latency)`, and the score:
 //!   that saving per KiB of cache the route would hold (`K x` its mean response size, capped at
 //!   the keys a TTL's worth of requests can fill): GDSF's `frequency x cost / size`. For a
@@ -224,7 +227,10 @@ pub fn advise(routes: &[RouteObservation], settings: &AdvisorSettings) -> Vec<Su
             }
             let mu = r.key_invalidations_per_s.unwrap_or(0.0).max(0.0);
             let ttl = suggested_ttl(mu, settings);
-            let h = hits_per_fill(rate / keys, mu, ttl.as_secs_f64());
+            // A fill outlived by an invalidation is not stored (the race guard): with the
+            // handler taking `miss latency`, a fill survives with probability e^{-mu L}.
+            let survives = (-mu * r.miss_latency_ms / 1000.0).exp();
+            let h = survives * hits_per_fill(rate / keys, mu, ttl.as_secs_f64());
             let hit_ratio = h / (1.0 + h);
             // A route served by the cache already saves only what its hit ratio can still gain.
             // Within 5 points of the expected ratio, a cached route is as cached as it gets
@@ -346,8 +352,9 @@ mod tests {
         assert_eq!(a.ttl, Duration::from_secs(3600));
         assert_eq!(b.ttl, Duration::from_secs(40));
         assert!(b.why.contains("invalidated every ~40s"), "{}", b.why);
-        // 0.1 req/s per key, invalidated every 40 s, TTL 40 s: H = 0.1 (1 - e^-1) / (1/40).
-        let h = 0.1 * (1.0 - (-1.0f64).exp()) * 40.0;
+        // 0.1 req/s per key, invalidated every 40 s, TTL 40 s: H = 0.1 (1 - e^-1) / (1/40),
+        // and a 50 ms load survives with e^{-0.05/40}.
+        let h = (-0.05f64 / 40.0).exp() * 0.1 * (1.0 - (-1.0f64).exp()) * 40.0;
         assert!((b.expected_hit_ratio - h / (1.0 + h)).abs() < 1e-9);
     }
 
@@ -372,6 +379,17 @@ mod tests {
         assert!((s[1].saved_ms_per_s - full * (ratio - 0.5) / ratio).abs() < 1e-6);
         assert_eq!(s[2].saved_ms_per_s, 0.0);
         assert!(s[2].why.contains("(now 96%)"), "{}", s[2].why);
+    }
+
+    #[test]
+    fn a_route_invalidated_faster_than_it_loads_expects_almost_no_hits() {
+        // Read 10 times a second per key, invalidated 15 times a second, loading in 1.2 s:
+        // nearly every fill is outlived by an invalidation and rejected.
+        let mut r = obs("GET /tag-counts", 3_000, 1_200.0, 1, 10_000.0);
+        r.key_invalidations_per_s = Some(15.0);
+        let s = advise(&[r], &AdvisorSettings::default());
+        assert!(s[0].expected_hit_ratio < 1e-6, "{:?}", s[0]);
+        assert!(s[0].why.contains("expect 0% hits"), "{}", s[0].why);
     }
 
     #[test]
