@@ -39,6 +39,9 @@
 //!   of [`crate::tags`]), so only `e^{-μL}` of the fills count, and the hit ratio is
 //!   `H' / (1 + H')` with `H' = e^{-μL} H`: a route invalidated more often than it loads
 //!   (`μL` large) gets almost no hits, however often it is read;
+//! * cold misses bound it: each of the `K` keys misses at least once per TTL, so over the
+//!   window `W` the `N` requests give at most `1 - K max(1, W/T) / N` hits (a long tail of keys
+//!   asked once each is all misses); the expected hit ratio is the smaller of the two;
 //! * the time saved per second `λ x hit ratio x (miss latency - hit latency)`, and the score:
 //!   that saving per KiB of cache the route would hold (`K x` its mean response size, capped at
 //!   the keys a TTL's worth of requests can fill): GDSF's `frequency x cost / size`. For a
@@ -51,8 +54,10 @@
 //!
 //! # Assumptions (and when they fail)
 //! * Requests and writes are roughly Poisson over the window, and key popularity is uniform
-//!   within a route: a Zipf-skewed route hits *more* than predicted (the hot keys stay cached),
-//!   so the prediction is a floor.
+//!   within a route, except for the cold-miss bound, which takes the keys seen in the window as
+//!   they were seen: over a short window, a skewed route with a long tail is bounded by its
+//!   tail (every key asked once is a miss); over a window as long as the TTL, the bound is what
+//!   a warm cache would see.
 //! * Latency without the cache is the route's miss (or uncached) latency; the hit latency, when
 //!   no hit was observed, is [`AdvisorSettings::assumed_hit_ms`] (a Redis round trip).
 //! * The window is representative: a route with too few requests ([`AdvisorSettings::min_requests`])
@@ -231,7 +236,8 @@ pub fn advise(routes: &[RouteObservation], settings: &AdvisorSettings) -> Vec<Su
             // handler taking `miss latency`, a fill survives with probability e^{-mu L}.
             let survives = (-mu * r.miss_latency_ms / 1000.0).exp();
             let h = survives * hits_per_fill(rate / keys, mu, ttl.as_secs_f64());
-            let hit_ratio = h / (1.0 + h);
+            let cold = 1.0 - keys * (window / ttl.as_secs_f64()).max(1.0) / r.requests as f64;
+            let hit_ratio = (h / (1.0 + h)).min(cold.max(0.0));
             // A route served by the cache already saves only what its hit ratio can still gain.
             // Within 5 points of the expected ratio, a cached route is as cached as it gets
             // (the difference is within what a window's counts can tell).
@@ -318,7 +324,9 @@ mod tests {
     fn frequent_slow_small_routes_rank_first() {
         let routes = [
             obs("GET /cheap", 3_000, 2.0, 10, 1_000.0),
-            obs("GET /slow-rare", 30, 200.0, 30, 1_000.0),
+            obs("GET /slow-rare", 30, 200.0, 3, 1_000.0),
+            // Slow and frequent, but every request for another key: all cold misses.
+            obs("GET /slow-tail", 3_000, 200.0, 3_000, 1_000.0),
             obs("GET /slow-hot", 3_000, 80.0, 10, 1_000.0),
             obs("GET /slow-hot-huge", 3_000, 80.0, 10, 1_000_000.0),
         ];
@@ -326,15 +334,17 @@ mod tests {
             .into_iter()
             .map(|s| s.route)
             .collect();
-        // Frequent and slow first; the same route with 1000x the bytes per entry last (its
-        // saving costs 1000x the memory); fast or rare routes in between.
+        // Frequent and slow first; the same route with 1000x the bytes per entry after the
+        // others (its saving costs 1000x the memory); rare or fast routes in between; a route
+        // that never asks for a key twice saves nothing.
         assert_eq!(
             ranked,
             [
                 "GET /slow-hot",
-                "GET /cheap",
                 "GET /slow-rare",
-                "GET /slow-hot-huge"
+                "GET /cheap",
+                "GET /slow-hot-huge",
+                "GET /slow-tail"
             ]
         );
     }
@@ -390,6 +400,19 @@ mod tests {
         let s = advise(&[r], &AdvisorSettings::default());
         assert!(s[0].expected_hit_ratio < 1e-6, "{:?}", s[0]);
         assert!(s[0].why.contains("expect 0% hits"), "{}", s[0].why);
+    }
+
+    #[test]
+    fn every_key_misses_once_a_long_tail_bounds_the_hit_ratio() {
+        // 1000 requests over 600 keys in 5 minutes, TTL 1 h: at most 400 hits.
+        let tail = obs("GET /items/{id}", 1_000, 100.0, 600, 1_000.0);
+        let s = advise(&[tail], &AdvisorSettings::default());
+        assert!((s[0].expected_hit_ratio - 0.4).abs() < 1e-9, "{:?}", s[0]);
+        // Invalidated every 40 s (TTL 40 s): over 300 s each key misses 7.5 times.
+        let mut busy = obs("GET /lists", 10_000, 100.0, 100, 1_000.0);
+        busy.key_invalidations_per_s = Some(1.0 / 40.0);
+        let s = advise(&[busy], &AdvisorSettings::default());
+        assert!(s[0].expected_hit_ratio <= 1.0 - 100.0 * 7.5 / 10_000.0 + 1e-9);
     }
 
     #[test]

@@ -391,9 +391,15 @@ fn route_figures(analytics: &Value, route: &str) -> Option<(f64, f64)> {
     analytics["routes"].as_array()?.iter().find_map(|r| {
         let name = format!("{} {}", r["method"].as_str()?, r["route"].as_str()?);
         (name == route).then(|| {
+            // The rate over the time the phase ran (the window is longer).
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let since = r["since_ms"].as_u64().unwrap_or(now);
+            let secs = (now.saturating_sub(since) as f64 / 1000.0).max(1.0);
             (
                 r["latency"]["mean_ms"].as_f64().unwrap_or(0.0),
-                r["per_second"].as_f64().unwrap_or(0.0),
+                r["requests"].as_f64().unwrap_or(0.0) / secs,
             )
         })
     })
