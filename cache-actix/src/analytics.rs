@@ -181,7 +181,8 @@ where
         let config = self.config.clone();
         let start_ms = config.analytics.now_ms();
         let method = req.method().as_str().to_owned();
-        let target = req.uri().path_and_query().map(|pq| pq.as_str().to_owned());
+        // A reference-counted copy: the target is copied out only for a shared response.
+        let target = req.uri().path_and_query().cloned();
         let user = config.user.as_ref().and_then(|f| f(&req));
         let fut = self.service.call(req);
         Box::pin(async move {
@@ -208,7 +209,12 @@ where
                 .get_all(header::CACHE_CONTROL)
                 .any(|v| contains_private(v.as_bytes()));
             event.user = user.map(|u| config.analytics.pseudonym(&u));
-            event.target = target;
+            if let Some(pq) = target {
+                event.target_key = Some(config.analytics.target_key(pq.as_str()));
+                if event.shared_cacheable() {
+                    event.target = Some(pq.as_str().to_owned());
+                }
+            }
             event.cache_key = res
                 .headers()
                 .get(&config.key_header)

@@ -182,7 +182,8 @@ where
             .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
             .to_owned();
         let method = req.method().as_str().to_owned();
-        let target = req.uri().path_and_query().map(|pq| pq.as_str().to_owned());
+        // A reference-counted copy: the target is copied out only for a shared response.
+        let target = req.uri().path_and_query().cloned();
         let (req, user) = match &config.user {
             Some(f) => {
                 let (parts, body) = req.into_parts();
@@ -210,7 +211,12 @@ where
                 .iter()
                 .any(|v| contains_private(v.as_bytes()));
             event.user = user.map(|u| config.analytics.pseudonym(&u));
-            event.target = target;
+            if let Some(pq) = target {
+                event.target_key = Some(config.analytics.target_key(pq.as_str()));
+                if event.shared_cacheable() {
+                    event.target = Some(pq.as_str().to_owned());
+                }
+            }
             event.cache_key = res
                 .headers()
                 .get(&config.key_header)

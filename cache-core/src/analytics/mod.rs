@@ -228,11 +228,15 @@ pub struct Event {
     pub bytes: u64,
     /// The response was marked `Cache-Control: private`, or cached per user.
     pub private: bool,
-    /// The request's path and query. Never stored as such: the writer counts distinct
-    /// targets per route with a keyed hash, and keeps the most requested targets of
-    /// responses the cache shared (a `GET` answered 2xx from or into the cache, not private)
-    /// for [`Analytics::top_targets`] (warming from analytics). Not in the raw stream.
+    /// The request's path and query, for [`Analytics::top_targets`] (warming from
+    /// analytics): kept only for responses the cache shared (a `GET` answered 2xx from or into
+    /// the cache, not private); never in the raw stream. The layers set it only for such
+    /// responses, and [`target_key`](Self::target_key) for every request.
     pub target: Option<String>,
+    /// [`Analytics::target_key`] of the path and query: what distinct keys are counted by
+    /// (with the user for private responses). When `None`, the writer hashes
+    /// [`target`](Self::target).
+    pub target_key: Option<u64>,
     /// The response's cache key (`X-Cache-Key`), for its resource name; never stored.
     pub cache_key: Option<String>,
 }
@@ -251,13 +255,15 @@ impl Event {
             bytes: 0,
             private: false,
             target: None,
+            target_key: None,
             cache_key: None,
         }
     }
 
     /// Whether the response was one the cache shares: a `GET` answered 2xx from or into the
-    /// cache (hit, stale or miss), not private. Only such targets are kept by name.
-    fn shared_cacheable(&self) -> bool {
+    /// cache (hit, stale or miss), not private. Only such targets are kept by name (set
+    /// `status`, `outcome` and `private` first).
+    pub fn shared_cacheable(&self) -> bool {
         self.method == "GET"
             && (200..300).contains(&self.status)
             && matches!(self.outcome, Outcome::Hit | Outcome::Miss | Outcome::Stale)
@@ -647,6 +653,13 @@ impl Analytics {
     /// The analytics clock: the wall clock in milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
         self.inner.shared.now_ms()
+    }
+
+    /// The keyed hash of a request's path and query ([`Event::target_key`]): xxh3-64 seeded
+    /// from the deployment key, so the same target gives the same key on every instance that
+    /// shares the key, and targets cannot be read back from what is stored.
+    pub fn target_key(&self, path_and_query: &str) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(path_and_query.as_bytes(), self.inner.shared.key_seed)
     }
 
     /// The pseudonym of a user: 32 hex digits of HMAC-SHA256 of `user` with the deployment key.
@@ -1192,19 +1205,18 @@ struct WriterState {
     key_seed: u64,
 }
 
-/// The keyed hash of a request target (with the user for private responses), as a
-/// HyperLogLog element.
-fn key_element(seed: u64, e: &Event) -> Option<String> {
-    let target = e.target.as_deref()?;
-    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
-    h.update(target.as_bytes());
-    if e.private {
-        if let Some(u) = &e.user {
-            h.update(b"\0");
-            h.update(u.as_bytes());
-        }
-    }
-    Some(format!("{:016x}", h.digest()))
+/// The keyed hash of a request target (with the user for private responses): the element of
+/// the distinct-keys HyperLogLog.
+fn key_element(seed: u64, e: &Event) -> Option<u64> {
+    let key = match (e.target_key, e.target.as_deref()) {
+        (Some(k), _) => k,
+        (None, Some(t)) => xxhash_rust::xxh3::xxh3_64_with_seed(t.as_bytes(), seed),
+        (None, None) => return None,
+    };
+    Some(match (&e.user, e.private) {
+        (Some(u), true) => xxhash_rust::xxh3::xxh3_64_with_seed(u.as_bytes(), key),
+        _ => key,
+    })
 }
 
 fn absorb(p: &mut Pending, msgs: &mut Vec<Msg>, oldest: u64, st: &mut WriterState) {
@@ -1248,6 +1260,7 @@ fn absorb(p: &mut Pending, msgs: &mut Vec<Msg>, oldest: u64, st: &mut WriterStat
                     };
                     agg(key, &e);
                     e.cache_key = None;
+                    e.target_key = None;
                     p.batch.events.push(e);
                 } else {
                     let key = RouteKey {

@@ -233,7 +233,7 @@ impl Store for RedisStore {
                     let mut c = redis::cmd("PFADD");
                     c.arg(&hll);
                     for k in members {
-                        c.arg(k);
+                        c.arg(format!("{k:016x}"));
                     }
                     g.push(c);
                     let mut c = redis::cmd("PEXPIREAT");
@@ -447,6 +447,7 @@ impl Store for RedisStore {
                 bytes: parse_u64(get("b")),
                 private: get("p") == "1",
                 target: None,
+                target_key: None,
                 cache_key: None,
             });
         }

@@ -184,7 +184,7 @@ pub(crate) const TARGETS_PER_ROUTE_HOUR: usize = 256;
 pub(crate) struct RouteMinute {
     pub(crate) agg: MinuteAgg,
     pub(crate) users: BTreeSet<String>,
-    pub(crate) keys: BTreeSet<String>,
+    pub(crate) keys: BTreeSet<u64>,
     pub(crate) targets: BTreeMap<String, u64>,
 }
 
@@ -277,7 +277,7 @@ pub(crate) const MEMORY_USERS_PER_MINUTE: usize = 10_000;
 struct MemMinute {
     agg: MinuteAgg,
     users: HashSet<String>,
-    keys: HashSet<String>,
+    keys: HashSet<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -360,7 +360,7 @@ impl Store for MemoryStore {
             }
             for k in &m.keys {
                 if slot.keys.len() < MEMORY_USERS_PER_MINUTE {
-                    slot.keys.insert(k.clone());
+                    slot.keys.insert(*k);
                 }
             }
             if !m.targets.is_empty() {
@@ -395,7 +395,7 @@ impl Store for MemoryStore {
         for (key, minutes) in &s.routes {
             let mut agg = MinuteAgg::default();
             let mut users: HashSet<&String> = HashSet::new();
-            let mut keys: HashSet<&String> = HashSet::new();
+            let mut keys: HashSet<&u64> = HashSet::new();
             for (_, m) in minutes.range(from..=to) {
                 agg.merge(&m.agg);
                 users.extend(m.users.iter());
