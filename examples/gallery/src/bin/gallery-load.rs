@@ -356,25 +356,7 @@ async fn phase(
     ns: &str,
     off: &[&str],
 ) -> Result<(load::SideReport, Value, Value), String> {
-    let mut env = vec![
-        ("ADMIN_TOKEN", token.to_owned()),
-        ("CACHE_NAMESPACE", ns.to_owned()),
-        ("GALLERY_UNCACHED", off.join(",")),
-        ("GALLERY_WARM", "0".to_owned()),
-    ];
-    if let Some(url) = redis_url {
-        env.push(("REDIS_URL", url.clone()));
-    }
-    let inst = spawn(bin, &env, &["CACHE_ENABLED"])?;
-    println!(
-        "  gallery on {} (namespace {ns}), not cached: {}",
-        inst.base,
-        if off.is_empty() {
-            "-".to_owned()
-        } else {
-            off.join(", ")
-        }
-    );
+    let inst = start_phase(bin, redis_url, token, ns, off, false)?;
     let report = load::run_side(&inst.base, opts).await?;
     let get = |path: &'static str| admin(&inst.base, token, reqwest::Method::GET, path);
     let analytics = get("/admin/cache/analytics?window=5m")
@@ -384,6 +366,90 @@ async fn phase(
         .await
         .ok_or("no advisor answer from the service")?;
     Ok((report, analytics, advisor))
+}
+
+/// A cached gallery for a phase: namespace `ns`, `off` not cached, warming from analytics on
+/// or off.
+fn start_phase(
+    bin: &PathBuf,
+    redis_url: &Option<String>,
+    token: &str,
+    ns: &str,
+    off: &[&str],
+    warm: bool,
+) -> Result<Instance, String> {
+    let mut env = vec![
+        ("ADMIN_TOKEN", token.to_owned()),
+        ("CACHE_NAMESPACE", ns.to_owned()),
+        ("GALLERY_UNCACHED", off.join(",")),
+        ("GALLERY_WARM", if warm { "1" } else { "0" }.to_owned()),
+    ];
+    if let Some(url) = redis_url {
+        env.push(("REDIS_URL", url.clone()));
+    }
+    let inst = spawn(bin, &env, &["CACHE_ENABLED"])?;
+    println!(
+        "  gallery on {} (namespace {ns}), not cached: {}, warming from analytics: {}",
+        inst.base,
+        if off.is_empty() {
+            "-".to_owned()
+        } else {
+            off.join(", ")
+        },
+        if warm { "on" } else { "off" }
+    );
+    Ok(inst)
+}
+
+/// Phase C: a service that ran the mix is flushed (a deploy that drops the cache), then the
+/// mix runs again, measured: with `warm`, the warmer replays the analytics' top targets after
+/// the flush and before the measured run. The report of the measured run, and the warmer's.
+async fn after_flush(
+    bin: &PathBuf,
+    redis_url: &Option<String>,
+    token: &str,
+    opts: &LoadOptions,
+    ns: &str,
+    warm: bool,
+) -> Result<(load::SideReport, Option<Value>), String> {
+    let inst = start_phase(bin, redis_url, token, ns, &[], warm)?;
+    load::run_side(&inst.base, opts).await?;
+    let runs = |stats: &Option<Value>| -> (u64, Option<Value>) {
+        let w = stats.as_ref().and_then(|s| {
+            s["warmers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["name"] == "from-analytics")
+                .cloned()
+        });
+        w.map_or((0, None), |w| {
+            (w["runs"].as_u64().unwrap_or(0), Some(w["last"].clone()))
+        })
+    };
+    let stats = || {
+        admin(
+            &inst.base,
+            token,
+            reqwest::Method::GET,
+            "/admin/cache/stats",
+        )
+    };
+    let (before, _) = runs(&stats().await);
+    // A flush runs the warmer (after_flush): wait for that run to finish.
+    admin(&inst.base, token, reqwest::Method::DELETE, "/admin/cache").await;
+    let mut report = None;
+    if warm {
+        for _ in 0..600 {
+            let (n, last) = runs(&stats().await);
+            if n > before {
+                report = last;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let side = load::run_side(&inst.base, opts).await?;
+    Ok((side, report))
 }
 
 /// The route's mean latency (ms) and requests per second in an analytics answer.
@@ -506,5 +572,40 @@ async fn advisor_experiment(
             all_a.p95_ms, all_b.p95_ms, all_a.rps, all_b.rps
         );
     }
+
+    println!(
+        "\nphase C: every resource cached; the mix, a flush, then the mix measured: cold, then warmed from analytics"
+    );
+    let (cold, _) = after_flush(
+        bin,
+        &redis_url,
+        token,
+        opts,
+        &format!("advisor-c-{run}"),
+        false,
+    )
+    .await?;
+    let (warm, report) = after_flush(
+        bin,
+        &redis_url,
+        token,
+        opts,
+        &format!("advisor-w-{run}"),
+        true,
+    )
+    .await?;
+    if let Some(r) = &report {
+        println!(
+            "  warmer from-analytics after the flush: {} targets, {} loaded, {} already cached, {} failed, {} ms",
+            r["keys"], r["loaded"], r["present"], r["failed"], r["duration_ms"]
+        );
+    }
+    println!();
+    print!(
+        "{}",
+        load::format_table(&cold, &warm)
+            .replace("uncached ", "cold     ")
+            .replace("cached   ", "warmed   ")
+    );
     Ok(top_are_off)
 }
