@@ -16,7 +16,7 @@ FUZZ_CASES ?= 20000
 
 .PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc features bench bench-cluster \
 	bench-peers bench-codecs bench-analytics \
-	redis-up redis-down cache-stats cache-flush demo load dashboard-check clean
+	redis-up redis-down cache-stats cache-flush demo load load-advisor dashboard-check clean
 
 help:
 	@echo "Usage: make <target>"
@@ -49,6 +49,9 @@ help:
 	@echo "  cache-flush  delete the keys NAMESPACE:* on \$$REDIS_URL (NAMESPACE required; DRY_RUN=1 counts)"
 	@echo "  demo         throw-away redis + gallery example + asserted demo walk (status, X-Cache-*)"
 	@echo "  load         gallery load test: cached (Redis) vs uncached, p50/p95/p99, req/s, hit rate"
+	@echo "  load-advisor the advisor validated on the gallery mix (~3 min): caching off for content items"
+	@echo "               and lists, the advisor's ranking, its first suggestion applied (saving measured vs"
+	@echo "               predicted), then the mix after a flush, cold vs warmed from analytics"
 	@echo "  dashboard-check  the admin dashboard in headless Chromium (installs Debian's chromium as"
 	@echo "               root when missing): gallery + traffic, screenshot target/dashboard/dashboard.png,"
 	@echo "               fails unless the page rendered its routes; not run by \`make test\` or CI"
@@ -149,6 +152,9 @@ demo:
 
 load:
 	@sh scripts/load.sh
+
+load-advisor:
+	@sh scripts/load.sh --advisor --duration 20 --warmup 5
 
 # Not part of `make test` or CI (needs Chromium): see scripts/dashboard-check.sh.
 dashboard-check:

@@ -787,6 +787,12 @@ where
         r.header("x-cache-fragments") == Some("total=8, loaded=0"),
         || format!("{:?}", r.header("x-cache-fragments")),
     )?;
+    // A's own items (private ones included): never for a shared cache.
+    ensure(
+        r.header("cache-control")
+            .is_some_and(|v| v.contains("private")),
+        || format!("merged view Cache-Control: {:?}", r.header("cache-control")),
+    )?;
     let fb = format!("/users/{b}/gallery");
     let r = step!(
         "B's merged view: only B's 4 own fragments are loaded, the community ones are shared",

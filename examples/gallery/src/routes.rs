@@ -279,6 +279,11 @@ pub async fn user_gallery(
     };
     let mut resp = Json(body).into_response();
     let h = resp.headers_mut();
+    // The user's own items (private ones included): never for a shared cache.
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("private"),
+    );
     h.insert("x-cache-status", HeaderValue::from_static(status));
     if let Ok(v) =
         HeaderValue::from_str(&format!("total={}, loaded={}", report.total, report.loaded))
