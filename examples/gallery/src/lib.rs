@@ -56,7 +56,7 @@
 //! | `GALLERY_DB` | SQLite file, created and seeded on first start | `$TMPDIR/annocache-gallery.sqlite3` |
 //! | `GALLERY_SEED_ITEMS`, `GALLERY_SEED_USERS`, `GALLERY_SEED` | seed volume and PRNG seed (another value re-creates the file) | 50000, 500, 42 |
 //! | `GALLERY_DB_READERS` | reader connections | number of CPUs |
-//! | `GALLERY_WARM` | `0`: no warming from analytics ([`server::register_warmer`]) | on |
+//! | `GALLERY_WARM` | `1`: warming from analytics ([`server::register_warmer`]) | off |
 //! | `GALLERY_UNCACHED` | resources whose caching is off (comma-separated, from [`app::RESOURCES`]): the advisor experiment | none |
 //! | `ADMIN_TOKEN` | bearer token of `/admin/cache/*` | `gallery-dev-token` |
 //! | `REDIS_URL` | Redis; unset: in-memory cache | unset |

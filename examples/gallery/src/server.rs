@@ -36,8 +36,8 @@ pub struct Config {
     /// Resources whose caching is turned off (`GALLERY_UNCACHED`, comma-separated names of
     /// [`crate::app::RESOURCES`]; default none): the advisor experiment.
     pub uncached: Vec<String>,
-    /// Warming from analytics (`GALLERY_WARM`, default on; `0` turns it off): see
-    /// [`register_warmer`].
+    /// Warming from analytics (`GALLERY_WARM=1`; default off, so that the demo walk's
+    /// `X-Cache-Status` sequence is not changed by background replays): see [`register_warmer`].
     pub warm: bool,
 }
 
@@ -92,7 +92,7 @@ impl Config {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect(),
-            warm: std::env::var("GALLERY_WARM").map_or(true, |v| v.trim() != "0"),
+            warm: std::env::var("GALLERY_WARM").is_ok_and(|v| v.trim() == "1"),
         })
     }
 }
