@@ -25,8 +25,8 @@
 //!
 //! * request rate `λ` (requests/s) and the keys it spreads over `K` (distinct path+query, or
 //!   distinct users for per-user routes), so each key is asked at `λ/K`;
-//! * the rate `μ` at which one of its entries is invalidated (the entries its tags' invalidations
-//!   emptied, over its keys and the time; see
+//! * the rate `μ` at which one of its keys is invalidated (the keys its tags' invalidations
+//!   reached, over its keys and the time; see
 //!   [`Analytics::observations`](crate::analytics::Analytics::observations));
 //! * the suggested TTL `T`: the mean interval between invalidations of an entry, `1/μ` (entries
 //!   rarely outlive it anyway, and it bounds the staleness of writes that bypass invalidation),

@@ -712,7 +712,8 @@ impl Analytics {
     }
 
     /// Records that an entry was stored with `tags` (the engine calls this on stores, once the
-    /// analytics are in use): the writer learns which resources a tag's invalidation empties.
+    /// analytics are in use): the writer learns which keys of which resources a tag's
+    /// invalidation reaches.
     pub(crate) fn record_store(&self, key: &crate::CacheKey, tags: &[String]) {
         if tags.is_empty() || !self.inner.shared.active.load(Ordering::Relaxed) {
             return;
@@ -913,13 +914,13 @@ impl Analytics {
         let routes = self.routes(window).await?;
         let invalidations = self.invalidations(window).await?;
         let (now_ms, window_secs) = (self.now_ms(), self.range(window).2);
-        let mut emptied: HashMap<&str, u64> = HashMap::new();
+        let mut reached: HashMap<&str, u64> = HashMap::new();
         for i in &invalidations {
             if matches!(
                 i.target,
                 InvalidationTarget::Entries | InvalidationTarget::Resource
             ) {
-                *emptied.entry(i.name.as_str()).or_default() += i.count;
+                *reached.entry(i.name.as_str()).or_default() += i.count;
             }
         }
         Ok(routes
@@ -935,7 +936,7 @@ impl Analytics {
                 let secs =
                     (now_ms.saturating_sub(r.since_ms) as f64 / 1000.0).clamp(1.0, window_secs);
                 let per_key = r.resources.first().map(|res| {
-                    emptied.get(res.as_str()).copied().unwrap_or(0) as f64 / keys as f64 / secs
+                    reached.get(res.as_str()).copied().unwrap_or(0) as f64 / keys as f64 / secs
                 });
                 Some(crate::advisor::RouteObservation {
                     route: format!("{} {}", r.method, r.route),
