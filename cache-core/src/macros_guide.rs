@@ -317,7 +317,9 @@
 //! ## `cache`
 //! Which cache: a `Cache`, `&Cache`, `Arc<Cache>` or an `Option` of those (`None`: the body
 //! runs uncached). Without it, the process-wide default ([`install_default`](crate::install_default))
-//! is used, and without a default the body runs uncached.
+//! is used, and without a default the body runs uncached (and `#[invalidates]` invalidates
+//! nothing): the first such call of the process logs the warning `cache_no_default_cache`, so
+//! a forgotten `install_default` does not go unnoticed (test `no_default_cache.rs`).
 //! ```
 //! use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 //! use cache_core::{cached, Cache};

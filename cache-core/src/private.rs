@@ -80,9 +80,28 @@ pub fn resolve_cache<C: AsCache + ?Sized>(cache: &C) -> Option<&Cache> {
     cache.as_cache()
 }
 
-/// The process-wide default cache (no `cache = ...` option).
+/// Set once the missing default cache was reported.
+static NO_DEFAULT_REPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The process-wide default cache (no `cache = ...` option). Without one, the first call in the
+/// process logs a warning (`cache_no_default_cache`): the function runs uncached, and an
+/// `#[invalidates]` function invalidates nothing.
 pub fn default_cache() -> Option<&'static Cache> {
-    crate::default_cache()
+    use std::sync::atomic::Ordering::Relaxed;
+    let cache = crate::default_cache();
+    if cache.is_none()
+        && !NO_DEFAULT_REPORTED.load(Relaxed)
+        && !NO_DEFAULT_REPORTED.swap(true, Relaxed)
+    {
+        tracing::warn!(
+            name: "cache_no_default_cache",
+            "a #[cached] or #[invalidates] function without `cache = ...` ran before \
+             `cache_core::install_default`: it runs uncached and invalidates nothing until a \
+             default cache is installed (reported once)"
+        );
+    }
+    cache
 }
 
 // ------------------------------------------------------------------------------------- keys
