@@ -150,6 +150,19 @@ impl RedisStore {
         }
     }
 
+    /// The routes of the index seen since the minute `from`.
+    async fn active_routes(&self, from: u64) -> Result<Vec<RouteKey>, CacheError> {
+        let mut c = redis::cmd("ZRANGE");
+        c.arg(self.index()).arg(from).arg("+inf").arg("BYSCORE");
+        let members: Vec<Vec<Vec<String>>> = self.run(vec![vec![c]]).await?;
+        Ok(members
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|m| RouteKey::from_member(&m))
+            .collect())
+    }
+
     fn expire_at_ms(&self, minute: u64, offset_ms: i64) -> i64 {
         let end = ((minute + self.retention_min + 1) * 60_000) as i64;
         end - offset_ms
@@ -337,15 +350,7 @@ impl Store for RedisStore {
     }
 
     async fn routes(&self, from: u64, to: u64) -> Result<Vec<RouteWindow>, CacheError> {
-        let mut c = redis::cmd("ZRANGE");
-        c.arg(self.index()).arg(from).arg("+inf").arg("BYSCORE");
-        let members: Vec<Vec<Vec<String>>> = self.run(vec![vec![c]]).await?;
-        let routes: Vec<RouteKey> = members
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|m| RouteKey::from_member(&m))
-            .collect();
+        let routes = self.active_routes(from).await?;
         let mut groups = Vec::with_capacity(routes.len());
         for route in &routes {
             let id = route.id();
@@ -534,14 +539,10 @@ impl Store for RedisStore {
         to: u64,
         route: Option<&str>,
     ) -> Result<Vec<RouteMinutes>, CacheError> {
-        let mut c = redis::cmd("ZRANGE");
-        c.arg(self.index()).arg(from).arg("+inf").arg("BYSCORE");
-        let members: Vec<Vec<Vec<String>>> = self.run(vec![vec![c]]).await?;
-        let routes: Vec<RouteKey> = members
+        let routes: Vec<RouteKey> = self
+            .active_routes(from)
+            .await?
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|m| RouteKey::from_member(&m))
             .filter(|k| route.is_none_or(|r| k.matches(r)))
             .collect();
         // One group (one hash slot, one pipeline on a cluster) per route.
