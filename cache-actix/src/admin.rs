@@ -60,6 +60,13 @@ impl AdminGuard {
         AdminGuard::custom(|_| GuardOutcome::Allowed)
     }
 
+    /// Whether this guard lets the request through. With it, one line gives cache bypass to the
+    /// admin API's callers only:
+    /// `CacheContextLayer::builder().bypass_allowed(move |req| admin.allows(req))`.
+    pub fn allows(&self, req: &HttpRequest) -> bool {
+        (self.check)(req) == GuardOutcome::Allowed
+    }
+
     /// `None` when allowed, else the refusal to send.
     fn refuse(&self, req: &HttpRequest) -> Option<HttpResponse> {
         match (self.check)(req) {

@@ -104,7 +104,12 @@ impl CacheContextBuilder {
         self
     }
 
-    /// Who may bypass (default: everyone).
+    /// Who may bypass the cache (`Cache-Control: no-cache`, `Pragma: no-cache`, the
+    /// `?cache_bypass=1` flag). **The default is everyone**: a bypass skips the lookup, runs the
+    /// handler and stores its answer, so in production restrict it with one line:
+    /// `.bypass_allowed(|_| false)` for nobody, or `.bypass_allowed(move |req| admin.allows(req))`
+    /// for the callers an [`AdminGuard`](crate::AdminGuard) admits. A refused bypass is served
+    /// like any other request (`HIT` or `MISS`), so the public cannot force refills.
     pub fn bypass_allowed(
         mut self,
         allowed: impl Fn(&HttpRequest) -> bool + Send + Sync + 'static,

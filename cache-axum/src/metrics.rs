@@ -29,13 +29,16 @@ pub(crate) fn record_response(
     }
 }
 
-/// A router serving `GET /` with the Prometheus text of `metrics`
-/// (`content-type: text/plain; version=0.0.4`).
+/// A router serving `GET {path}` with the Prometheus text of `metrics`
+/// (`content-type: text/plain; version=0.0.4`), to [`merge`](Router::merge) into the app:
+/// `app.merge(metrics_route("/metrics", m))` answers `GET /metrics`. The path is explicit, as in
+/// `cache_actix::metrics_route`, so a merged route answers where it says.
 ///
-/// Nest it where the scraper expects it: `Router::new().nest("/metrics", metrics_route(m))`
-/// answers `GET /metrics`. The route is public as returned; to restrict it, add a
-/// `route_layer` with your own authentication before nesting, or expose it on an internal
-/// listener only.
+/// The route is public as returned; to restrict it, add a `route_layer` with your own
+/// authentication before merging, or expose it on an internal listener only.
+///
+/// # Panics
+/// If `path` is not a valid axum route path (it must start with `/`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -53,10 +56,10 @@ pub(crate) fn record_response(
 ///             .metrics(metrics.clone())
 ///             .build(),
 ///     )
-///     .nest("/metrics", metrics_route(metrics));
+///     .merge(metrics_route("/metrics", metrics));
 /// ```
-pub fn metrics_route(metrics: CacheMetrics) -> Router {
-    Router::new().route("/", get(serve)).with_state(metrics)
+pub fn metrics_route(path: &str, metrics: CacheMetrics) -> Router {
+    Router::new().route(path, get(serve)).with_state(metrics)
 }
 
 async fn serve(State(metrics): State<CacheMetrics>) -> impl IntoResponse {

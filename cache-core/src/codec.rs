@@ -274,7 +274,7 @@ mod compact {
             .insert(name, Fit::Json);
         if previous != Some(Fit::Json) {
             tracing::warn!(
-                name: "cache_codec_fallback",
+                name: "cache_codec_fallback", event = "cache_codec_fallback",
                 r#type = name,
                 error = %why,
                 "the compact codec cannot carry this type (it needs a self-describing format: \

@@ -778,7 +778,7 @@ impl CacheBuilder {
         }
         if a.insecure {
             tls.insecure_skip_verify = true;
-            tracing::warn!(name: "cache_redis_tls_insecure", url = %crate::backend::redact_url(url), "TLS certificate verification of Redis is OFF (redis_tls_insecure_skip_verify / REDIS_TLS_INSECURE): any server certificate is accepted");
+            tracing::warn!(name: "cache_redis_tls_insecure", event = "cache_redis_tls_insecure", url = %crate::backend::redact_url(url), "TLS certificate verification of Redis is OFF (redis_tls_insecure_skip_verify / REDIS_TLS_INSECURE): any server certificate is accepted");
         }
         options.tls = tls;
         Ok(options)

@@ -73,8 +73,12 @@
 //! `cache_store_error`, `cache_invalidated`, `cache_delete_pattern`, `cache_redis_connected`,
 //! `cache_redis_connection_failed` (ERROR for TLS and authentication failures),
 //! `cache_redis_acl_limited` (a command the ACL user may not run, once each) and
-//! `cache_redis_tls_insecure` (verification off). Counters in total and per resource:
-//! [`Cache::stats`].
+//! `cache_redis_tls_insecure` (verification off). Each event also carries its name in an `event`
+//! field, which the stock `tracing-subscriber` formatters print: `event="cache_hit"
+//! key="trigs:v1:trig:123" age_ms=45` in text, and with `.json().flatten_event(true)` one JSON
+//! object per line, `{"event":"cache_hit","key":"trigs:v1:trig:123","age_ms":45,...}`. Hits and
+//! misses are `DEBUG`; invalidations `INFO`; failures `WARN` or `ERROR`. Counters in total and
+//! per resource: [`Cache::stats`].
 
 #[cfg(feature = "http")]
 pub mod admin;
@@ -117,7 +121,7 @@ pub use crate::codec::Codec;
 pub use crate::config::CacheBuilder;
 pub use crate::error::{CacheError, ConfigError};
 pub use crate::fragments::Fragment;
-pub use crate::global::{default_cache, install_default};
+pub use crate::global::{default_cache, install_default, AlreadyInstalled};
 pub use crate::key::{CacheKey, KeyBuilder, KeySpace};
 pub use crate::l1::L1Status;
 pub use crate::policy::{CacheStatus, Fetched, Policy, Tier};

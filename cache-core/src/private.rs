@@ -95,7 +95,7 @@ pub fn default_cache() -> Option<&'static Cache> {
         && !NO_DEFAULT_REPORTED.swap(true, Relaxed)
     {
         tracing::warn!(
-            name: "cache_no_default_cache",
+            name: "cache_no_default_cache", event = "cache_no_default_cache",
             "a #[cached] or #[invalidates] function without `cache = ...` ran before \
              `cache_core::install_default`: it runs uncached and invalidates nothing until a \
              default cache is installed (reported once)"
@@ -128,7 +128,7 @@ impl<'a> KeyDraft<'a> {
         self.builder = self.builder.take().and_then(|b| match serde_json::to_string(value) {
             Ok(json) => Some(b.param(name, json)),
             Err(e) => {
-                tracing::debug!(name: "cache_skip", param = name, error = %e, "key part not encodable; running uncached");
+                tracing::debug!(name: "cache_skip", event = "cache_skip", param = name, error = %e, "key part not encodable; running uncached");
                 None
             }
         });
@@ -558,7 +558,7 @@ where
 /// returned unchanged. Without a cache nothing happens.
 pub async fn invalidate_after(cache: Option<&Cache>, tags: Vec<String>) {
     let Some(cache) = cache else {
-        tracing::debug!(name: "cache_skip", tags = ?tags, reason = "no cache", "no cache to invalidate");
+        tracing::debug!(name: "cache_skip", event = "cache_skip", tags = ?tags, reason = "no cache", "no cache to invalidate");
         return;
     };
     match cache.invalidate_tags(&tags).await {
@@ -567,7 +567,7 @@ pub async fn invalidate_after(cache: Option<&Cache>, tags: Vec<String>) {
         // Caching is off (`CACHE_ENABLED=false`): nothing is cached, nothing to invalidate.
         Err(crate::CacheError::Disabled) => {}
         Err(e) => {
-            tracing::warn!(name: "cache_invalidate_after_failed", tags = ?tags, error = %e, "invalidation after write failed");
+            tracing::warn!(name: "cache_invalidate_after_failed", event = "cache_invalidate_after_failed", tags = ?tags, error = %e, "invalidation after write failed");
         }
     }
 }

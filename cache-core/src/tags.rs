@@ -189,7 +189,7 @@ impl PendingInvalidation {
         self.cache.begin_invalidation();
         match self.cache.deliver_or_queue(&self.tags, &self.keys).await {
             Ok(n) => {
-                tracing::info!(name: "cache_invalidated", tags = ?self.tags, keys = self.keys.len(), deleted = n, outbox_id, "deferred invalidation committed");
+                tracing::info!(name: "cache_invalidated", event = "cache_invalidated", tags = ?self.tags, keys = self.keys.len(), deleted = n, outbox_id, "deferred invalidation committed");
                 if let Some(id) = outbox_id {
                     self.cache.outbox_delivered(&[id]).await;
                 }

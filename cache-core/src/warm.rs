@@ -280,7 +280,7 @@ impl Warm {
     fn count(&self, result: WarmResult) {
         let n = self.counts.keys.fetch_add(1, Ordering::Relaxed) + 1;
         if n % PROGRESS_EVERY == 0 {
-            info!(name: "cache_warm_progress", warmer = %self.name, keys = n, "cache warming in progress");
+            info!(name: "cache_warm_progress", event = "cache_warm_progress", warmer = %self.name, keys = n, "cache warming in progress");
         }
         let slot = match result {
             WarmResult::Present => &self.counts.present,
@@ -325,11 +325,11 @@ impl Warmer {
     async fn run_once(&self, cache: &Cache, trigger: Trigger) -> Option<WarmReport> {
         if self.running.swap(true, Ordering::AcqRel) {
             self.skipped.fetch_add(1, Ordering::Relaxed);
-            info!(name: "cache_warm_skipped", warmer = %self.name, trigger = ?trigger, "cache warmer already running; trigger skipped");
+            info!(name: "cache_warm_skipped", event = "cache_warm_skipped", warmer = %self.name, trigger = ?trigger, "cache warmer already running; trigger skipped");
             return None;
         }
         let started = Instant::now();
-        info!(name: "cache_warm_started", warmer = %self.name, trigger = ?trigger, "cache warming started");
+        info!(name: "cache_warm_started", event = "cache_warm_started", warmer = %self.name, trigger = ?trigger, "cache warming started");
         let warm = Warm {
             cache: cache.clone(),
             name: Arc::from(self.name.as_str()),
@@ -361,7 +361,7 @@ impl Warmer {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         info!(
-            name: "cache_warm_finished",
+            name: "cache_warm_finished", event = "cache_warm_finished",
             warmer = %self.name,
             keys = report.keys,
             loaded = report.loaded,

@@ -99,4 +99,56 @@ async fn cached_handlers_get_cache_headers_and_honour_bypass(ctx: Ctx) {
     assert_eq!(h(&headers, "x-cache-key"), "");
 }
 
-on_both_backends!(cached_handlers_get_cache_headers_and_honour_bypass);
+/// Bypass is open to everyone by default; one line restricts it to the callers the admin guard
+/// admits. A refused bypass is an ordinary hit with the cached body; an admitted one refreshes.
+async fn bypass_restricted_to_the_admin_guard_in_one_line(ctx: Ctx) {
+    let app = App {
+        cache: ctx.cache(),
+        loads: Arc::default(),
+    };
+    let admin = cache_axum::AdminGuard::bearer("s3cret");
+    let r = router(
+        app.clone(),
+        CacheContextLayer::builder()
+            .bypass_allowed(move |parts| admin.allows(parts))
+            .build(),
+    );
+    let req = |auth: Option<&str>, flag: &str| {
+        let mut b = Request::get(format!("/trigs/7{flag}"));
+        if let Some(token) = auth {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    let (_, headers, body) = call(&r, req(None, "")).await;
+    assert_eq!(
+        (h(&headers, "x-cache-status"), body.as_str()),
+        ("MISS", "\"trig 7\"")
+    );
+    for (auth, flag) in [
+        (None, "?cache_bypass=1"),
+        (Some("wrong"), "?cache_bypass=1"),
+    ] {
+        let (_, headers, body) = call(&r, req(auth, flag)).await;
+        assert_eq!(
+            (h(&headers, "x-cache-status"), body.as_str()),
+            ("HIT", "\"trig 7\"")
+        );
+    }
+    assert_eq!(
+        app.loads.load(Ordering::SeqCst),
+        1,
+        "refused bypasses ran nothing"
+    );
+    let (_, headers, body) = call(&r, req(Some("s3cret"), "?cache_bypass=1")).await;
+    assert_eq!(
+        (h(&headers, "x-cache-status"), body.as_str()),
+        ("BYPASS", "\"trig 7\"")
+    );
+    assert_eq!(app.loads.load(Ordering::SeqCst), 2);
+}
+
+on_both_backends!(
+    cached_handlers_get_cache_headers_and_honour_bypass,
+    bypass_restricted_to_the_admin_guard_in_one_line
+);

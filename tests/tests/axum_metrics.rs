@@ -78,7 +78,7 @@ fn layer_app(cache: Cache, metrics: CacheMetrics) -> Router {
                 .metrics(metrics.clone())
                 .build(),
         )
-        .nest("/metrics", metrics_route(metrics))
+        .merge(metrics_route("/metrics", metrics))
 }
 
 /// `cache_l1_hits_total` counts the hits served by the in-process tier (also counted in
@@ -224,7 +224,7 @@ async fn context_layer_records_by_route(ctx: Ctx) {
                 .metrics(metrics.clone())
                 .build(),
         )
-        .nest("/metrics", metrics_route(metrics.clone()));
+        .merge(metrics_route("/metrics", metrics.clone()));
     for _ in 0..2 {
         assert_eq!(get_text(&router, "/trigs/7").await.0, StatusCode::OK);
     }

@@ -1310,7 +1310,7 @@ async fn write(shared: &Shared, p: &mut Pending, now_min: u64) {
         Err(e) => {
             shared.write_errors.fetch_add(1, Ordering::Relaxed);
             if !shared.error_logged.swap(true, Ordering::Relaxed) {
-                warn!(name: "cache_analytics_write_failed", error = %e, events = pending.count, "analytics batch not stored");
+                warn!(name: "cache_analytics_write_failed", event = "cache_analytics_write_failed", error = %e, events = pending.count, "analytics batch not stored");
             }
         }
     }

@@ -501,7 +501,7 @@ impl RedisClusterBackend {
             & bit
             == 0
         {
-            tracing::warn!(name: "cache_redis_acl_limited", command, "the Redis user may not run {command}: {consequence}; see the minimal ACL rule in the README");
+            tracing::warn!(name: "cache_redis_acl_limited", event = "cache_redis_acl_limited", command, "the Redis user may not run {command}: {consequence}; see the minimal ACL rule in the README");
         }
     }
 
@@ -638,7 +638,7 @@ impl RedisClusterBackend {
                 // The direct routes may name the master that is gone.
                 router.forget(&cell);
                 tracing::debug!(
-                    name: "cache_redis_cluster_topology_refreshed",
+                    name: "cache_redis_cluster_topology_refreshed", event = "cache_redis_cluster_topology_refreshed",
                     "Redis Cluster connection reopened with the current slot map"
                 );
             }

@@ -363,7 +363,7 @@ impl RedisBackend {
     /// Logs, once per backend, that the ACL user may not run `command`.
     fn refused_once(&self, bit: u8, command: &str, consequence: &str) {
         if self.refused.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
-            warn!(name: "cache_redis_acl_limited", command, "the Redis user may not run {command}: {consequence}; see the minimal ACL rule in the README");
+            warn!(name: "cache_redis_acl_limited", event = "cache_redis_acl_limited", command, "the Redis user may not run {command}: {consequence}; see the minimal ACL rule in the README");
         }
     }
 

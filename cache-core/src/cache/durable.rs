@@ -200,7 +200,7 @@ impl Cache {
             Ok(n) => Ok(n),
             Err(e) if e.is_backend_failure() || e.is_oom() => {
                 self.enqueue(tags, keys);
-                warn!(name: "cache_invalidation_queued", tags = ?tags, keys = keys.len(), error = %e, "invalidation not delivered; queued, replayed when the backend answers");
+                warn!(name: "cache_invalidation_queued", event = "cache_invalidation_queued", tags = ?tags, keys = keys.len(), error = %e, "invalidation not delivered; queued, replayed when the backend answers");
                 Err(CacheError::Queued)
             }
             Err(e) => Err(e),
@@ -240,7 +240,7 @@ impl Cache {
             let mut q = d.lock();
             if q.ops.len() >= self.inner.settings.invalidation_queue {
                 if !d.overflowed.swap(true, Ordering::AcqRel) {
-                    warn!(name: "cache_invalidation_queue_overflow", capacity = self.inner.settings.invalidation_queue, "invalidation queue full; every entry of the namespace will be retired when the backend answers");
+                    warn!(name: "cache_invalidation_queue_overflow", event = "cache_invalidation_queue_overflow", capacity = self.inner.settings.invalidation_queue, "invalidation queue full; every entry of the namespace will be retired when the backend answers");
                 }
                 let resets = q.resets + 1;
                 *q = Queue {
@@ -314,7 +314,7 @@ impl Cache {
         if d.overflowed.load(Ordering::Acquire) {
             match self.clear().await {
                 Ok(n) => {
-                    info!(name: "cache_invalidation_queue_recovered", deleted = n, "namespace retired after the invalidation queue overflowed");
+                    info!(name: "cache_invalidation_queue_recovered", event = "cache_invalidation_queue_recovered", deleted = n, "namespace retired after the invalidation queue overflowed");
                     d.overflowed.store(false, Ordering::Release);
                 }
                 Err(_) => return false,
@@ -329,7 +329,7 @@ impl Cache {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
-            info!(name: "cache_invalidations_replayed", "queued invalidations delivered");
+            info!(name: "cache_invalidations_replayed", event = "cache_invalidations_replayed", "queued invalidations delivered");
         }
         empty
     }
@@ -501,7 +501,7 @@ impl Cache {
             let batch = match outbox.undelivered(limit).await {
                 Ok(batch) => batch,
                 Err(e) => {
-                    warn!(name: "cache_outbox_error", error = %e, "could not read the invalidation outbox");
+                    warn!(name: "cache_outbox_error", event = "cache_outbox_error", error = %e, "could not read the invalidation outbox");
                     return false;
                 }
             };
@@ -536,13 +536,13 @@ impl Cache {
                 if let Err(e) = outbox.delivered(&done).await {
                     // Every record was delivered or queued all the same; the next pass delivers
                     // them again (idempotent).
-                    warn!(name: "cache_outbox_error", error = %e, "could not mark outbox records delivered");
+                    warn!(name: "cache_outbox_error", event = "cache_outbox_error", error = %e, "could not mark outbox records delivered");
                     return true;
                 }
-                info!(name: "cache_outbox_delivered", records = done.len(), "outbox invalidations delivered");
+                info!(name: "cache_outbox_delivered", event = "cache_outbox_delivered", records = done.len(), "outbox invalidations delivered");
             }
             if queued > 0 {
-                warn!(name: "cache_invalidation_queued", records = queued, "outbox invalidations not delivered; queued, replayed when the backend answers");
+                warn!(name: "cache_invalidation_queued", event = "cache_invalidation_queued", records = queued, "outbox invalidations not delivered; queued, replayed when the backend answers");
             }
             if down || batch.len() < limit {
                 return true;
@@ -560,7 +560,7 @@ impl Cache {
             return;
         }
         if let Err(e) = outbox.delivered(ids).await {
-            warn!(name: "cache_outbox_error", error = %e, "could not mark an outbox record delivered");
+            warn!(name: "cache_outbox_error", event = "cache_outbox_error", error = %e, "could not mark an outbox record delivered");
         }
     }
 

@@ -288,7 +288,7 @@ impl L1 {
             if was_live || !logged {
                 logged = true;
                 let error = result.err().map(|e| e.to_string()).unwrap_or_default();
-                warn!(name: "cache_l1_lost", channel = %self.channel, error = %error, "invalidation notices lost; the in-process tier is bypassed until they are back");
+                warn!(name: "cache_l1_lost", event = "cache_l1_lost", channel = %self.channel, error = %error, "invalidation notices lost; the in-process tier is bypassed until they are back");
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -307,7 +307,7 @@ impl NoticeSink for L1 {
     fn subscribed(&self) {
         self.clear();
         self.live.store(true, Ordering::Release);
-        info!(name: "cache_l1_subscribed", channel = %self.channel, "invalidation notices subscribed; the in-process tier serves hits");
+        info!(name: "cache_l1_subscribed", event = "cache_l1_subscribed", channel = %self.channel, "invalidation notices subscribed; the in-process tier serves hits");
     }
 
     fn notice(&self, payload: &[u8]) {

@@ -225,7 +225,7 @@ impl Cache {
                     self.inner
                         .stats
                         .record(keys[missing[0]].resource(), |c| inc(&c.errors));
-                    warn!(name: "cache_store_error", keys = missing.len(), error = %e, "could not store fragments");
+                    warn!(name: "cache_store_error", event = "cache_store_error", keys = missing.len(), error = %e, "could not store fragments");
                 }
             }
         }

@@ -213,7 +213,7 @@ impl Cache {
                 Some(l1::L1Handle::new(l1::L1::new(max, channel.clone())))
             }
             Some(_) if settings.enabled => {
-                warn!(name: "cache_l1_unavailable", backend = backend.kind(), "this backend publishes no invalidation notices: the in-process tier stays off");
+                warn!(name: "cache_l1_unavailable", event = "cache_l1_unavailable", backend = backend.kind(), "this backend publishes no invalidation notices: the in-process tier stays off");
                 None
             }
             _ => None,
@@ -354,9 +354,9 @@ impl Cache {
                 if t == Transition::Opened || was_connected || first {
                     if e.is_tls() || e.is_auth() {
                         // A configuration error: retrying does not help until it is fixed.
-                        error!(name: "cache_redis_connection_failed", backend = self.inner.backend.kind(), error = %e, breaker = ?self.inner.breaker.state(), "cache backend refuses this client; serving without cache");
+                        error!(name: "cache_redis_connection_failed", event = "cache_redis_connection_failed", backend = self.inner.backend.kind(), error = %e, breaker = ?self.inner.breaker.state(), "cache backend refuses this client; serving without cache");
                     } else {
-                        warn!(name: "cache_redis_connection_failed", backend = self.inner.backend.kind(), error = %e, breaker = ?self.inner.breaker.state(), "cache backend failing; serving without cache");
+                        warn!(name: "cache_redis_connection_failed", event = "cache_redis_connection_failed", backend = self.inner.backend.kind(), error = %e, breaker = ?self.inner.breaker.state(), "cache backend failing; serving without cache");
                     }
                 }
                 if t == Transition::Opened {
@@ -375,7 +375,7 @@ impl Cache {
         if t == Transition::Closed || !self.inner.connected.load(Ordering::Relaxed) {
             self.inner.connected.store(true, Ordering::Relaxed);
             self.inner.failure_logged.store(false, Ordering::Relaxed);
-            info!(name: "cache_redis_connected", backend = self.inner.backend.kind(), "cache backend reachable");
+            info!(name: "cache_redis_connected", event = "cache_redis_connected", backend = self.inner.backend.kind(), "cache backend reachable");
         }
     }
 
@@ -387,7 +387,7 @@ impl Cache {
         if !e.is_circuit_open() {
             self.inner.stats.record(resource, |c| inc(&c.errors));
         }
-        debug!(name: "cache_error", op, key, error = %e, "cache call failed; falling through");
+        debug!(name: "cache_error", event = "cache_error", op, key, error = %e, "cache call failed; falling through");
     }
 
     // ---------------------------------------------------------------- ids
@@ -444,7 +444,7 @@ impl Cache {
                 add(&c.bytes_read, len as u64);
             }
         });
-        debug!(name: "cache_hit", key = key.as_str(), age_ms = age.as_millis() as u64, stale = status == CacheStatus::Stale, tier = tier.as_str(), "cache hit");
+        debug!(name: "cache_hit", event = "cache_hit", key = key.as_str(), age_ms = age.as_millis() as u64, stale = status == CacheStatus::Stale, tier = tier.as_str(), "cache hit");
     }
 
     /// Counts a lookup outcome decided outside the read-through engine: `Hit`/`Stale` count as

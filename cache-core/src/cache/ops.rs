@@ -78,7 +78,7 @@ impl Cache {
             .call(self.deadline(), || backend.publish(channel, &notice))
             .await
         {
-            tracing::warn!(name: "cache_notice_failed", key = key.as_str(), error = %e, "could not publish the notice of a set; other instances' L1 may serve the old value until it expires");
+            tracing::warn!(name: "cache_notice_failed", event = "cache_notice_failed", key = key.as_str(), error = %e, "could not publish the notice of a set; other instances' L1 may serve the old value until it expires");
         }
     }
 
@@ -111,7 +111,7 @@ impl Cache {
         for key in keys {
             self.inner.stats.record(key.resource(), |c| inc(&c.deletes));
         }
-        info!(name: "cache_invalidated", keys = ?keys.iter().map(CacheKey::as_str).collect::<Vec<_>>(), deleted = n, "cache keys deleted");
+        info!(name: "cache_invalidated", event = "cache_invalidated", keys = ?keys.iter().map(CacheKey::as_str).collect::<Vec<_>>(), deleted = n, "cache keys deleted");
         Ok(n)
     }
 
@@ -138,7 +138,7 @@ impl Cache {
         self.begin_invalidation();
         let n = self.deliver_or_queue(&names, &[]).await?;
         add(&self.inner.stats.total().invalidations, n);
-        info!(name: "cache_invalidated", tags = ?names, deleted = n, "cache tags invalidated");
+        info!(name: "cache_invalidated", event = "cache_invalidated", tags = ?names, deleted = n, "cache tags invalidated");
         Ok(n)
     }
 
@@ -204,7 +204,7 @@ impl Cache {
         // backend between the first bump's notice and the deletes drops those entries.
         self.bump_generation().await?;
         add(&self.inner.stats.total().deletes, n);
-        info!(name: "cache_delete_pattern", pattern = %full, deleted = n, "cache pattern deleted");
+        info!(name: "cache_delete_pattern", event = "cache_delete_pattern", pattern = %full, deleted = n, "cache pattern deleted");
         self.after_flush();
         Ok(n)
     }
@@ -242,7 +242,7 @@ impl Cache {
         // See `delete_pattern`: entries refilled into some L1 during the deletes are dropped.
         self.bump_generation().await?;
         add(&self.inner.stats.total().deletes, n);
-        info!(name: "cache_delete_pattern", namespace = %self.inner.keyspace.namespace(), deleted = n, "cache namespace cleared");
+        info!(name: "cache_delete_pattern", event = "cache_delete_pattern", namespace = %self.inner.keyspace.namespace(), deleted = n, "cache namespace cleared");
         self.after_flush();
         Ok(n)
     }

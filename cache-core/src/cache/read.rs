@@ -397,7 +397,7 @@ impl Cache {
         }
         if policy.bypass {
             self.inner.stats.record(resource, |c| inc(&c.bypasses));
-            debug!(name: "cache_bypass", key = key.as_str(), "cache lookup bypassed; refreshing");
+            debug!(name: "cache_bypass", event = "cache_bypass", key = key.as_str(), "cache lookup bypassed; refreshing");
             let loaded = match self.inner.flights.join(key.as_str()) {
                 Role::Leader(leader) => self.lead(key, policy, fmt, loader, leader).await,
                 // A load in flight may predate this request: load fresh, without storing.
@@ -481,7 +481,7 @@ impl Cache {
                     inc(&c.skips);
                     inc(&c.loads);
                 });
-                debug!(name: "cache_skip", key = key.as_str(), reason = "backend unavailable", "cache skipped");
+                debug!(name: "cache_skip", event = "cache_skip", key = key.as_str(), reason = "backend unavailable", "cache skipped");
                 return loader()
                     .await
                     .map(|v| Fetched::new(v, CacheStatus::Skip))
@@ -595,7 +595,7 @@ impl Cache {
         }
         match self.fallback_value(key, fmt, fallback) {
             Some(fetched) => {
-                debug!(name: "cache_stale_if_error", key = key.as_str(), age_ms = fetched.age.as_millis() as u64, "loader failed; serving stale value");
+                debug!(name: "cache_stale_if_error", event = "cache_stale_if_error", key = key.as_str(), age_ms = fetched.age.as_millis() as u64, "loader failed; serving stale value");
                 Ok(fetched)
             }
             None => Err(e),

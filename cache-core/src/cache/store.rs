@@ -106,7 +106,7 @@ impl Cache {
             None => self.epoch() == epoch,
         };
         if !unchanged {
-            debug!(name: "cache_flight_retry", key = key.as_str(), "invalidated while loading; followers load again");
+            debug!(name: "cache_flight_retry", event = "cache_flight_retry", key = key.as_str(), "invalidated while loading; followers load again");
         }
         leader.land(if unchanged { landing } else { Landing::Retry });
     }
@@ -148,7 +148,7 @@ impl Cache {
             return Ok(());
         }
         self.inner.stats.record(key.resource(), |c| inc(&c.skips));
-        info!(name: "cache_skip", key = key.as_str(), size = len, max, reason = "too_large", "value larger than max entry size; not cached");
+        info!(name: "cache_skip", event = "cache_skip", key = key.as_str(), size = len, max, reason = "too_large", "value larger than max entry size; not cached");
         Err(CacheError::TooLarge { size: len, max })
     }
 
@@ -181,9 +181,9 @@ impl Cache {
                     add(&c.bytes_written, bytes.len() as u64);
                 });
                 if self.inner.oom.swap(false, Ordering::Relaxed) {
-                    info!(name: "cache_store_recovered", "the backend stores values again");
+                    info!(name: "cache_store_recovered", event = "cache_store_recovered", "the backend stores values again");
                 }
-                debug!(name: "cache_miss_stored", key = key.as_str(), size = bytes.len(), ttl_ms = duration_ms(header.ttl()), "value stored");
+                debug!(name: "cache_miss_stored", event = "cache_miss_stored", key = key.as_str(), size = bytes.len(), ttl_ms = duration_ms(header.ttl()), "value stored");
                 #[cfg(feature = "analytics")]
                 self.analytics().record_store(key, tags);
                 Ok(true)
@@ -192,16 +192,16 @@ impl Cache {
                 self.inner
                     .stats
                     .record(key.resource(), |c| inc(&c.rejected_fills));
-                debug!(name: "cache_skip", key = key.as_str(), reason = "invalidated_during_load", "invalidated while loading; value not stored");
+                debug!(name: "cache_skip", event = "cache_skip", key = key.as_str(), reason = "invalidated_during_load", "invalidated while loading; value not stored");
                 Ok(false)
             }
             Err(e) => {
                 self.inner.stats.record(key.resource(), |c| inc(&c.errors));
                 if !e.is_oom() {
-                    warn!(name: "cache_store_error", key = key.as_str(), error = %e, "could not store value");
+                    warn!(name: "cache_store_error", event = "cache_store_error", key = key.as_str(), error = %e, "could not store value");
                 } else if !self.inner.oom.swap(true, Ordering::Relaxed) {
                     // Once per episode, not per request: every store fails until memory frees.
-                    warn!(name: "cache_store_oom", key = key.as_str(), error = %e, "Redis is full (maxmemory, noeviction): values are not stored until memory frees; reads and invalidations go on");
+                    warn!(name: "cache_store_oom", event = "cache_store_oom", key = key.as_str(), error = %e, "Redis is full (maxmemory, noeviction): values are not stored until memory frees; reads and invalidations go on");
                 }
                 Err(e)
             }

@@ -92,7 +92,7 @@ impl Cache {
         }
         let old = self.inner.verify.swap(ON, Ordering::AcqRel);
         if old != ON {
-            info!(name: "cache_verified_hits", "Redis may evict keys (maxmemory with a policy other than noeviction): every hit is checked against the versions it was stored with; prefer maxmemory-policy noeviction");
+            info!(name: "cache_verified_hits", event = "cache_verified_hits", "Redis may evict keys (maxmemory with a policy other than noeviction): every hit is checked against the versions it was stored with; prefer maxmemory-policy noeviction");
         }
     }
 

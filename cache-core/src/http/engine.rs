@@ -536,7 +536,7 @@ impl HttpCache {
         match self.cache.invalidate_tags(tags).await {
             Ok(_) | Err(CacheError::Disabled | CacheError::Queued) => {}
             Err(e) => {
-                tracing::warn!(name: "cache_invalidate_failed", tags = ?tags, error = %e, "invalidation after a write failed");
+                tracing::warn!(name: "cache_invalidate_failed", event = "cache_invalidate_failed", tags = ?tags, error = %e, "invalidation after a write failed");
             }
         }
     }

@@ -25,13 +25,7 @@ use gallery::server::{self, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,cache_core=info".into()),
-        )
-        .init();
+    init_logs();
     let config = Config::from_env()?;
     let cache = server::cache_builder_from_env()?;
     tracing::info!(
@@ -71,4 +65,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("listening on {base}");
     running.task.await??;
     Ok(())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`; `RUST_LOG=info,cache_core=debug` adds
+/// every hit and miss). `LOG_FORMAT=json` prints one JSON object per line, with the event's
+/// fields at the top level: `{"event":"cache_hit","key":"...","age_ms":45,...}`; otherwise
+/// text, where the same field reads `event="cache_hit"`.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,cache_core=info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
 }

@@ -430,5 +430,5 @@ pub fn router(app: App, admin_token: &str) -> Router {
             "/admin/cache",
             admin_router(cache, AdminGuard::bearer(admin_token)),
         )
-        .nest("/metrics", metrics_route(metrics))
+        .merge(metrics_route("/metrics", metrics))
 }
