@@ -1,9 +1,8 @@
-//! Axum integration for `cache-core`.
-//!
-//! **Status:** the whole-response cache layer ([`ResponseCacheLayer`]), the request-context
-//! layer for `#[cached]` handlers ([`CacheContextLayer`]), the admin router ([`admin_router`])
-//! and Prometheus metrics ([`CacheMetrics`], [`metrics_route`]) are here, and the runtime that
-//! lets `#[cached]` cache handlers returning a whole response.
+//! Axum integration for `cache-core`: the whole-response cache layer ([`ResponseCacheLayer`]),
+//! the request-context layer for `#[cached]` handlers ([`CacheContextLayer`]), the admin router
+//! ([`admin_router`]), Prometheus metrics ([`CacheMetrics`], [`metrics_route`]), and the runtime
+//! that lets `#[cached]` cache handlers returning a whole response. A complete service is in the
+//! README ("A complete Axum service").
 //!
 //! ```
 //! use std::time::Duration;
