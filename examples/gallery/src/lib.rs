@@ -62,6 +62,8 @@
 //! | `REDIS_URL` | Redis; unset: in-memory cache | unset |
 //! | `CACHE_ENABLED` | `false`: no caching (the load test's baseline) | `true` |
 //! | `CACHE_NAMESPACE`, `CACHE_DEFAULT_TTL`, `CACHE_COMMAND_TIMEOUT_MS`, ... | see `cache_core::config` | namespace `gallery` |
+//! | `LOG_FORMAT` | `json`: one JSON object per log line (`{"event":"cache_hit","key":...}`); else text | text |
+//! | `RUST_LOG` | log filter; `info,cache_core=debug` adds every hit and miss | `info,cache_core=info` |
 
 pub mod app;
 pub mod db;
