@@ -47,8 +47,8 @@
 //! | body cap | `max_body` (1 MiB): larger bodies stream through unstored | the same |
 //! | fail-open | Redis down → `SKIP`, handler answers | the same |
 //! | admin API | `admin_router(cache, guard)` nested where you like | `admin_scope(path, cache, guard)` |
-//! | admin guard | `AdminGuard::{bearer, predicate, custom, allow_all}` | the same |
-//! | metrics | `CacheMetrics` + `metrics_route(m)` (a `Router`) | `CacheMetrics` + `metrics_route(path, m)` (a `Resource`) |
+//! | admin guard | `AdminGuard::{bearer, predicate, custom, allow_all, allows}` | the same |
+//! | metrics | `CacheMetrics` + `metrics_route(path, m)` (a `Router`, merged) | `CacheMetrics` + `metrics_route(path, m)` (a `Resource`) |
 //! | tests | `tests/tests/axum_*.rs` | `tests/tests/actix_*.rs` (the same cases) |
 //! | throughput bench | `cargo bench -p cache-tests --bench axum_throughput` | `cargo bench -p cache-tests --bench actix_throughput` |
 
