@@ -8,6 +8,8 @@
 //!   `#[invalidates(tags)]`; the doc comment of each says why its options are what they are.
 //! * [`db`]: SQLite (bundled), seeded deterministically on first start, reached through a
 //!   small connection pool on the blocking thread pool.
+//! * [`render`]: the PNG images (a trig's map, a user's map, a user's badge), drawn with
+//!   `tiny-skia` and `embedded-graphics`' bitmap fonts, deterministic.
 //! * [`configure`]: the routes, the admin API (`/admin/cache`) and the metrics (`/metrics`);
 //!   `main` wraps them in [`cache_actix::CacheContextLayer`], which turns on bypass
 //!   (`?cache_bypass=1`, `Cache-Control: no-cache`) and the `X-Cache-*` headers.
