@@ -649,6 +649,51 @@ mod axum_app {
         assert_eq!((app.db.loads("page:7"), app.db.loads("card:7")), (1, 1));
     }
 
+    /// `If-None-Match` is answered `304` on a miss too: after an invalidation the handler runs
+    /// again, and when its new response has the same bytes (so the same `ETag`) a client that
+    /// holds that `ETag` gets `304` with an empty body; when the bytes changed, the new `200`.
+    pub(super) async fn whole_response_etag_answers_304_on_a_miss(ctx: Ctx) {
+        let app = App::new(&ctx);
+        for uri in ["/pages/8", "/cards/8"] {
+            let (status, headers, body) = call(&app, get_req(uri)).await;
+            assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "MISS"));
+            let etag = headers[header::ETAG].clone();
+            app.cache.invalidate_tags(&["trig:8"]).await.unwrap();
+            let req = Request::get(uri)
+                .header(header::IF_NONE_MATCH, etag.clone())
+                .body(Body::empty())
+                .unwrap();
+            let (status, headers, empty) = call(&app, req).await;
+            assert_eq!(
+                (status, cache_status(&headers)),
+                (StatusCode::NOT_MODIFIED, "MISS"),
+                "{uri}"
+            );
+            assert_eq!(headers[header::ETAG], etag);
+            assert!(empty.is_empty(), "a 304 has no body");
+            // The miss stored the response: the next request is a HIT with the same bytes.
+            let (status, headers, again) = call(&app, get_req(uri)).await;
+            assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "HIT"));
+            assert_eq!(again, body);
+        }
+        assert_eq!((app.db.loads("page:8"), app.db.loads("card:8")), (2, 2));
+        // New bytes: the old `ETag` no longer matches, the new response is sent.
+        app.db.rename(8, "Renamed".into());
+        app.cache.invalidate_tags(&["trig:8"]).await.unwrap();
+        let (_, headers, _) = call(&app, get_req("/pages/8")).await;
+        let old = headers[header::ETAG].clone();
+        app.db.rename(8, "Renamed again".into());
+        app.cache.invalidate_tags(&["trig:8"]).await.unwrap();
+        let req = Request::get("/pages/8")
+            .header(header::IF_NONE_MATCH, old.clone())
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = call(&app, req).await;
+        assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "MISS"));
+        assert_ne!(headers[header::ETAG], old);
+        assert_eq!(&body[..], b"<h1>Renamed again</h1>");
+    }
+
     #[test]
     fn handlers_are_axum_handlers() {
         // `Router::route` already requires it; this names the property.
@@ -668,9 +713,9 @@ mod axum_app {
 use axum_app::{
     create_invalidates_from_the_json_result, errors_are_not_cached, json_handler_miss_then_hit,
     users_never_share_entries, whole_response_404_is_not_stored, whole_response_etag_answers_304,
-    whole_response_hits_carry_the_tier_header, whole_response_miss_then_hit,
-    whole_response_over_1mib_is_not_stored, whole_response_set_cookie_is_never_stored,
-    write_invalidates_only_on_success,
+    whole_response_etag_answers_304_on_a_miss, whole_response_hits_carry_the_tier_header,
+    whole_response_miss_then_hit, whole_response_over_1mib_is_not_stored,
+    whole_response_set_cookie_is_never_stored, write_invalidates_only_on_success,
 };
 
 on_both_backends!(
@@ -686,6 +731,7 @@ on_both_backends!(
     whole_response_set_cookie_is_never_stored,
     whole_response_over_1mib_is_not_stored,
     whole_response_etag_answers_304,
+    whole_response_etag_answers_304_on_a_miss,
 );
 
 // ============================================================================= {result} tags
@@ -1053,6 +1099,55 @@ mod actix {
         assert_eq!((app.db.loads("page:7"), app.db.loads("card:7")), (1, 1));
     }
 
+    /// `If-None-Match` is answered `304` on a miss too (after an invalidation, when the new
+    /// response has the same bytes and so the same `ETag`), for `HttpResponse` and
+    /// `impl Responder`; with new bytes, the new `200`.
+    async fn whole_response_etag_answers_304_on_a_miss(ctx: Ctx) {
+        let app = App::new(&ctx);
+        let svc = test::init_service(
+            actix_web::App::new()
+                .wrap(cache_actix::CacheContextLayer::builder().build())
+                .app_data(web::Data::new(app.clone()))
+                .route("/pages/{id}", web::get().to(page))
+                .route("/cards/{id}", web::get().to(card)),
+        )
+        .await;
+        let with = |uri: &str, etag: &actix_web::http::header::HeaderValue| {
+            test::TestRequest::get()
+                .uri(uri)
+                .insert_header(("if-none-match", etag.clone()))
+                .to_request()
+        };
+        for uri in ["/pages/8", "/cards/8"] {
+            let resp =
+                test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
+            assert_eq!(resp.headers().get("x-cache-status").unwrap(), "MISS");
+            let etag = resp.headers().get("etag").unwrap().clone();
+            let body = test::read_body(resp).await;
+            app.cache.invalidate_tags(&["trigs"]).await.unwrap();
+            let resp = test::call_service(&svc, with(uri, &etag)).await;
+            assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{uri}");
+            assert_eq!(resp.headers().get("x-cache-status").unwrap(), "MISS");
+            assert_eq!(resp.headers().get("etag").unwrap(), &etag);
+            assert!(test::read_body(resp).await.is_empty(), "a 304 has no body");
+            let resp =
+                test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
+            assert_eq!(resp.headers().get("x-cache-status").unwrap(), "HIT");
+            assert_eq!(test::read_body(resp).await, body);
+        }
+        assert_eq!((app.db.loads("page:8"), app.db.loads("card:8")), (2, 2));
+        let resp =
+            test::call_service(&svc, test::TestRequest::get().uri("/pages/8").to_request()).await;
+        let old = resp.headers().get("etag").unwrap().clone();
+        app.db.rename(8, "Renamed".into());
+        app.cache.invalidate_tags(&["trigs"]).await.unwrap();
+        let resp = test::call_service(&svc, with("/pages/8", &old)).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers().get("x-cache-status").unwrap(), "MISS");
+        assert_ne!(resp.headers().get("etag").unwrap(), &old);
+        assert_eq!(test::read_body(resp).await, "<h1>Renamed</h1>");
+    }
+
     /// Without the context middleware an `impl Responder` handler is still cached (the macro's
     /// hidden `HttpRequest` argument turns it into a response); only the headers are missing.
     async fn responders_are_cached_without_the_context_middleware(ctx: Ctx) {
@@ -1174,6 +1269,7 @@ mod actix {
         whole_responses_are_cached_with_headers,
         whole_response_hits_carry_the_tier_header,
         whole_response_etag_answers_304,
+        whole_response_etag_answers_304_on_a_miss,
         responders_are_cached_without_the_context_middleware,
     );
 }

@@ -12,9 +12,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::ApiError;
 use crate::model::{
-    LogDetail, LogSummary, NewLog, NewPhoto, NewUser, Page, Photo, SiteStats, Trig, TrigSummary,
-    User, UserSummary,
+    LogDetail, LogPatch, LogSummary, MapPoint, NewLog, NewPhoto, NewUser, Page, Photo, PhotoPatch,
+    SiteStats, Trig, TrigMap, TrigSummary, User, UserMap, UserSummary,
 };
+use crate::render::{distance_km, NEIGHBOUR_RADIUS_KM};
 
 /// How many rows the first start seeds (env `TRIGS_SEED_TRIGS`, `TRIGS_SEED_USERS`,
 /// `TRIGS_SEED_LOGS`); one log in four gets one or two photos.
@@ -98,6 +99,7 @@ CREATE TABLE IF NOT EXISTS photos (
     url     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS photos_log ON photos(log_id);
+CREATE INDEX IF NOT EXISTS trigs_lat ON trigs(lat);
 ";
 
 /// Log conditions, as the trigpointing sites grade them.
@@ -486,17 +488,44 @@ pub fn trig_photos(
     page: u32,
     per_page: u32,
 ) -> rusqlite::Result<Page<Photo>> {
+    photos(conn, PhotoFilter::Trig(trig_id), page, per_page)
+}
+
+/// Which photos a list shows.
+#[derive(Debug, Clone, Copy)]
+pub enum PhotoFilter {
+    /// Every photo.
+    All,
+    /// The photos of one trig's logs.
+    Trig(i64),
+    /// The photos of one user's logs.
+    User(i64),
+}
+
+/// A page of photos (newest first), optionally of one trig or one user.
+pub fn photos(
+    conn: &Connection,
+    filter: PhotoFilter,
+    page: u32,
+    per_page: u32,
+) -> rusqlite::Result<Page<Photo>> {
     let (page, per_page, offset) = bounds(page, per_page);
+    // As in `logs`: `?1` is bound in every shape.
+    let (clause, id) = match filter {
+        PhotoFilter::All => ("?1 = ?1", 0),
+        PhotoFilter::Trig(id) => ("l.trig_id = ?1", id),
+        PhotoFilter::User(id) => ("l.user_id = ?1", id),
+    };
     let mut st = conn.prepare_cached(&format!(
-        "{PHOTO_SQL} WHERE l.trig_id = ?1 ORDER BY p.id DESC LIMIT ?2 OFFSET ?3"
+        "{PHOTO_SQL} WHERE {clause} ORDER BY p.id DESC LIMIT ?2 OFFSET ?3"
     ))?;
     let items = st
-        .query_map(params![trig_id, per_page, offset], photo)?
+        .query_map(params![id, per_page, offset], photo)?
         .collect::<rusqlite::Result<_>>()?;
     let total = count(
         conn,
-        "SELECT COUNT(*) FROM photos p JOIN logs l ON l.id = p.log_id WHERE l.trig_id = ?1",
-        [trig_id],
+        &format!("SELECT COUNT(*) FROM photos p JOIN logs l ON l.id = p.log_id WHERE {clause}"),
+        [id],
     )?;
     Ok(Page {
         page,
@@ -555,6 +584,147 @@ pub fn users(conn: &Connection, page: u32, per_page: u32) -> rusqlite::Result<Pa
         total: count(conn, "SELECT COUNT(*) FROM users", [])?,
         items,
     })
+}
+
+/// Latitude and longitude of the trigs within `NEIGHBOUR_RADIUS_KM` of `(lat, lon)` are at
+/// most this many degrees away: the bounding box the SQL pre-selects before the exact distance.
+fn search_box(lat: f64) -> (f64, f64) {
+    let dlat = NEIGHBOUR_RADIUS_KM / 110.0 + 0.01;
+    let cos = (lat.abs() + dlat).min(89.0).to_radians().cos();
+    (dlat, NEIGHBOUR_RADIUS_KM / (111.0 * cos) + 0.01)
+}
+
+/// The trigs within `NEIGHBOUR_RADIUS_KM` of trig `id` (`id` itself included), by id, with
+/// their coordinates; `None` when the trig does not exist.
+fn within_radius(conn: &Connection, id: i64) -> rusqlite::Result<Option<Vec<(i64, f64, f64)>>> {
+    let Some((lat, lon)) = conn
+        .query_row("SELECT lat, lon FROM trigs WHERE id = ?1", [id], |r| {
+            Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?))
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let (dlat, dlon) = search_box(lat);
+    let mut st = conn.prepare_cached(
+        "SELECT id, lat, lon FROM trigs
+         WHERE lat BETWEEN ?1 AND ?2 AND lon BETWEEN ?3 AND ?4 ORDER BY id",
+    )?;
+    let near = st
+        .query_map(
+            params![lat - dlat, lat + dlat, lon - dlon, lon + dlon],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?
+        .collect::<rusqlite::Result<Vec<(i64, f64, f64)>>>()?
+        .into_iter()
+        .filter(|&(_, la, lo)| distance_km((lat, lon), (la, lo)) <= NEIGHBOUR_RADIUS_KM)
+        .collect();
+    Ok(Some(near))
+}
+
+/// The trigs whose map (`GET /v1/trigs/{id}/map`) shows trig `id`: those within
+/// `NEIGHBOUR_RADIUS_KM` of it, itself included. The relation is symmetric ([`distance_km`]
+/// is, to the bit), so these are exactly the maps a log write on `id` changes. Empty when the
+/// trig does not exist.
+pub fn maps_showing(conn: &Connection, id: i64) -> rusqlite::Result<Vec<i64>> {
+    Ok(within_radius(conn, id)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect())
+}
+
+/// Log count and latest condition (by date, then id) of trig `id`, over all logs or one
+/// user's.
+fn trig_status(
+    conn: &Connection,
+    id: i64,
+    user: Option<i64>,
+) -> rusqlite::Result<(u64, Option<String>)> {
+    let (clause, who) = match user {
+        Some(u) => ("user_id = ?2", u),
+        None => ("?2 = ?2", 0),
+    };
+    let logs = count(
+        conn,
+        &format!("SELECT COUNT(*) FROM logs WHERE trig_id = ?1 AND {clause}"),
+        params![id, who],
+    )?;
+    let condition = conn
+        .prepare_cached(&format!(
+            "SELECT condition FROM logs WHERE trig_id = ?1 AND {clause}
+             ORDER BY date DESC, id DESC LIMIT 1"
+        ))?
+        .query_row(params![id, who], |r| r.get(0))
+        .optional()?;
+    Ok((logs, condition))
+}
+
+/// What the map of trig `id` draws; `None` when the trig does not exist.
+pub fn trig_map(conn: &Connection, id: i64) -> rusqlite::Result<Option<TrigMap>> {
+    let Some(near) = within_radius(conn, id)? else {
+        return Ok(None);
+    };
+    let (waypoint, name) = conn.query_row(
+        "SELECT waypoint, name FROM trigs WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut nearby = Vec::with_capacity(near.len());
+    for (n, lat, lon) in near {
+        let (logs, condition) = trig_status(conn, n, None)?;
+        nearby.push(MapPoint {
+            id: n,
+            lat,
+            lon,
+            logs,
+            condition,
+        });
+    }
+    let centre = nearby
+        .iter()
+        .find(|p| p.id == id)
+        .cloned()
+        .expect("a trig is within the radius of itself");
+    Ok(Some(TrigMap {
+        centre,
+        waypoint,
+        name,
+        nearby,
+    }))
+}
+
+/// What the map of user `id` draws; `None` when the user does not exist.
+pub fn user_map(conn: &Connection, id: i64) -> rusqlite::Result<Option<UserMap>> {
+    let Some(name) = conn
+        .query_row("SELECT name FROM users WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT t.id, t.lat, t.lon FROM logs l JOIN trigs t ON t.id = l.trig_id
+         WHERE l.user_id = ?1 ORDER BY t.id",
+    )?;
+    let logged = st
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, f64, f64)>>>()?;
+    let mut trigs = Vec::with_capacity(logged.len());
+    for (t, lat, lon) in logged {
+        let (logs, condition) = trig_status(conn, t, Some(id))?;
+        trigs.push(MapPoint {
+            id: t,
+            lat,
+            lon,
+            logs,
+            condition,
+        });
+    }
+    Ok(Some(UserMap {
+        user_id: id,
+        name,
+        trigs,
+    }))
 }
 
 /// Starts a write transaction that takes SQLite's write lock at `BEGIN` (`BEGIN IMMEDIATE`).
@@ -638,6 +808,59 @@ pub fn add_photo(
     let photo = photo_by_id(&tx, tx.last_insert_rowid())?;
     tx.commit()?;
     Ok(photo)
+}
+
+/// Changes a log's text and/or condition; `None` when the log does not exist.
+pub fn update_log(
+    conn: &mut Connection,
+    id: i64,
+    patch: &LogPatch,
+) -> rusqlite::Result<Option<LogSummary>> {
+    let tx = write_tx(conn)?;
+    let changed = tx.execute(
+        "UPDATE logs SET text = COALESCE(?2, text), condition = COALESCE(?3, condition)
+         WHERE id = ?1",
+        params![id, patch.text, patch.condition],
+    )?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let log = tx
+        .query_row(&format!("{LOG_SQL} WHERE id = ?1"), [id], log_summary)
+        .optional()?;
+    tx.commit()?;
+    Ok(log)
+}
+
+/// Changes a photo's caption and/or address; `None` when the photo does not exist.
+pub fn update_photo(
+    conn: &mut Connection,
+    id: i64,
+    patch: &PhotoPatch,
+) -> rusqlite::Result<Option<Photo>> {
+    let tx = write_tx(conn)?;
+    let changed = tx.execute(
+        "UPDATE photos SET caption = COALESCE(?2, caption), url = COALESCE(?3, url)
+         WHERE id = ?1",
+        params![id, patch.caption, patch.url],
+    )?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let photo = photo_by_id(&tx, id)?;
+    tx.commit()?;
+    Ok(photo)
+}
+
+/// Deletes a photo; returns it as it was, `None` when it does not exist.
+pub fn delete_photo(conn: &mut Connection, id: i64) -> rusqlite::Result<Option<Photo>> {
+    let tx = write_tx(conn)?;
+    let Some(photo) = photo_by_id(&tx, id)? else {
+        return Ok(None);
+    };
+    tx.execute("DELETE FROM photos WHERE id = ?1", [id])?;
+    tx.commit()?;
+    Ok(Some(photo))
 }
 
 /// Registers a user; `None` when the name is taken.

@@ -8,6 +8,8 @@
 //!   `#[invalidates(tags)]`; the doc comment of each says why its options are what they are.
 //! * [`db`]: SQLite (bundled), seeded deterministically on first start, reached through a
 //!   small connection pool on the blocking thread pool.
+//! * [`render`]: the PNG images (a trig's map, a user's map, a user's badge), drawn with
+//!   `tiny-skia` and `embedded-graphics`' bitmap fonts, deterministic.
 //! * [`configure`]: the routes, the admin API (`/admin/cache`) and the metrics (`/metrics`);
 //!   `main` wraps them in [`cache_actix::CacheContextLayer`], which turns on bypass
 //!   (`?cache_bypass=1`, `Cache-Control: no-cache`) and the `X-Cache-*` headers.
@@ -15,7 +17,9 @@
 //! # Reads → tags
 //!
 //! TTLs are those of the guide. Each list page is its own entry (the query is part of the key);
-//! one tag invalidates all pages.
+//! one tag invalidates all pages. The images are whole responses (`Content-Type: image/png`,
+//! rendered by [`render`]): stored with a strong `ETag`, answered `304 Not Modified` on a
+//! matching `If-None-Match`.
 //!
 //! | endpoint | resource | TTL | tags |
 //! | --- | --- | --- | --- |
@@ -24,24 +28,48 @@
 //! | `GET /v1/trigs` | `trigs.list` | 12 h | `trigs:list` |
 //! | `GET /v1/trigs/{id}/logs` | `trig.logs` | 2 h | `trig:{id}:logs` |
 //! | `GET /v1/trigs/{id}/photos` | `trig.photos` | 2 h | `trig:{id}:photos` |
+//! | `GET /v1/trigs/{id}/map` (PNG) | `trig.map` | 4 h | `trig:{id}:map` |
 //! | `GET /v1/users/{id}` | `user` | 6 h | `user:{id}` |
+//! | `GET /v1/users/{id}/badge` (PNG) | `user.badge` | 5 min | `user:{id}:badge` |
 //! | `GET /v1/users/{id}/logs` | `user.logs` | 2 h | `user:{id}:logs` |
+//! | `GET /v1/users/{id}/photos` | `user.photos` | 2 h | `user:{id}:photos` |
+//! | `GET /v1/users/{id}/map` (PNG) | `user.map` | 4 h | `user:{id}:map` |
 //! | `GET /v1/users` | `users.list` | 12 h | `users:list` |
 //! | `GET /v1/logs` | `logs.list` | 1 h | `logs:list` |
 //! | `GET /v1/logs/{id}` | `log` | 6 h | `log:{id}` |
+//! | `GET /v1/photos` | `photos.list` | 1 h | `photos:list` |
 //! | `GET /v1/photos/{id}` | `photo` | 12 h | `photo:{id}` |
+//!
+//! A trig's map shows every trig within [`render::NEIGHBOUR_RADIUS_KM`] (25 km) of it, marked
+//! logged (coloured by the condition of its latest log) or never logged, and the trig's log
+//! count; a user's map, the trigs they logged; the badge, the user's log, trig and photo
+//! counts.
 //!
 //! # Writes → tags
 //!
 //! The guide's invalidation patterns (`trig:{id}:*` and so on) become the exact tags of the
-//! entries whose data the write changes. `{result.x}` is a field of the written row.
+//! entries whose data the write changes. `{result.x}` is a field of the written row. "maps
+//! around `t`" is `trig:{n}:map` for every trig `n` within the radius of trig `t`, `t`
+//! included ([`db::maps_showing`]): the maps that draw `t`, since "within the radius" is
+//! symmetric. That list, and the deleted photos' `photo:{p}`, are known only once the write ran:
+//! the handler invalidates them with [`cache_core::Cache::invalidate_tags`] after its
+//! transaction, as the macro does for the tags it can spell.
 //!
 //! | endpoint | invalidates |
 //! | --- | --- |
-//! | `POST /v1/trigs/{trig_id}/logs` | `stats:site`, `trigs:list`, `logs:list`, `trig:{trig_id}`, `trig:{trig_id}:logs`, `user:{result.user_id}`, `user:{result.user_id}:logs` |
-//! | `DELETE /v1/logs/{id}` | `stats:site`, `trigs:list`, `logs:list`, `log:{id}`, `trig:{result.trig_id}`, `trig:{result.trig_id}:logs`, `trig:{result.trig_id}:photos`, `user:{result.user_id}`, `user:{result.user_id}:logs`, and `photo:{p}` for each deleted photo |
-//! | `POST /v1/logs/{log_id}/photos` | `stats:site`, `log:{log_id}`, `trig:{result.trig_id}`, `trig:{result.trig_id}:photos`, `user:{result.user_id}` |
+//! | `POST /v1/trigs/{trig_id}/logs` | `stats:site`, `trigs:list`, `logs:list`, `trig:{trig_id}`, `trig:{trig_id}:logs`, `user:{result.user_id}`, `user:{result.user_id}:logs`, `user:{result.user_id}:badge`, `user:{result.user_id}:map`, maps around `trig_id` |
+//! | `PATCH /v1/logs/{id}` | `logs:list`, `log:{id}`, `trig:{result.trig_id}:logs`, `user:{result.user_id}:logs`, `user:{result.user_id}:map`, maps around `result.trig_id` |
+//! | `DELETE /v1/logs/{id}` | `stats:site`, `trigs:list`, `logs:list`, `photos:list`, `log:{id}`, `trig:{result.trig_id}`, `trig:{result.trig_id}:logs`, `trig:{result.trig_id}:photos`, `user:{result.user_id}`, `user:{result.user_id}:logs`, `user:{result.user_id}:photos`, `user:{result.user_id}:badge`, `user:{result.user_id}:map`, maps around `result.trig_id`, and `photo:{p}` for each deleted photo |
+//! | `POST /v1/logs/{log_id}/photos` | `stats:site`, `photos:list`, `log:{log_id}`, `trig:{result.trig_id}`, `trig:{result.trig_id}:photos`, `user:{result.user_id}`, `user:{result.user_id}:photos`, `user:{result.user_id}:badge` |
+//! | `PATCH /v1/photos/{id}` | `photos:list`, `photo:{id}`, `log:{result.log_id}`, `trig:{result.trig_id}:photos`, `user:{result.user_id}:photos` |
+//! | `DELETE /v1/photos/{id}` | `stats:site`, `photos:list`, `photo:{id}`, `log:{result.log_id}`, `trig:{result.trig_id}`, `trig:{result.trig_id}:photos`, `user:{result.user_id}`, `user:{result.user_id}:photos`, `user:{result.user_id}:badge` |
 //! | `POST /v1/users` | `stats:site`, `users:list` |
+//!
+//! Where this is narrower than the guide's patterns, it is because the write cannot change the
+//! entry: an edit (`PATCH`) changes no count, so it leaves the site stats, the trig, the user,
+//! the trig list and the badge cached; maps do not show photos. The e2e test checks each write
+//! against these rows: the entries listed are fresh (MISS, with the new data) and the others
+//! stay HIT.
 //!
 //! Invalidation happens after the write's transaction and before its reply, so the writer's
 //! next read is fresh. A read that loaded the old rows before the write and finishes after the
@@ -55,7 +83,8 @@
 //! value out of range, empty, negative or not a number is a 400 naming it
 //! (`{"error": "page=\"4294967295\": expected a whole number from 1 to 100000"}`). A path id
 //! that is not an `i64` is a 400 (`{"error": "invalid path: ..."}`), an unknown one a 404; a
-//! query or JSON body the extractors refuse is a 4xx with a JSON `error`. No input answers 5xx.
+//! query or JSON body the extractors refuse is a 4xx with a JSON `error` (a `PATCH` body with an
+//! unknown field, or none of the fields it takes, is a 400). No input answers 5xx.
 //!
 //! # Environment
 //!
@@ -81,6 +110,7 @@ pub mod db;
 pub mod error;
 pub mod handlers;
 pub mod model;
+pub mod render;
 
 pub use crate::db::{Db, SeedSize};
 use crate::error::ApiError;
@@ -169,15 +199,23 @@ pub fn configure(
                 .route("/trigs/{id}/logs", web::get().to(h::trig_logs))
                 .route("/trigs/{id}/logs", web::post().to(h::create_log))
                 .route("/trigs/{id}/photos", web::get().to(h::trig_photos))
+                .route("/trigs/{id}/map", web::get().to(h::trig_map))
                 .route("/users", web::get().to(h::list_users))
                 .route("/users", web::post().to(h::create_user))
                 .route("/users/{id}", web::get().to(h::get_user))
                 .route("/users/{id}/logs", web::get().to(h::user_logs))
+                .route("/users/{id}/photos", web::get().to(h::user_photos))
+                .route("/users/{id}/badge", web::get().to(h::user_badge))
+                .route("/users/{id}/map", web::get().to(h::user_map))
                 .route("/logs", web::get().to(h::list_logs))
                 .route("/logs/{id}", web::get().to(h::get_log))
+                .route("/logs/{id}", web::patch().to(h::update_log))
                 .route("/logs/{id}", web::delete().to(h::delete_log))
                 .route("/logs/{id}/photos", web::post().to(h::add_photo))
-                .route("/photos/{id}", web::get().to(h::get_photo)),
+                .route("/photos", web::get().to(h::list_photos))
+                .route("/photos/{id}", web::get().to(h::get_photo))
+                .route("/photos/{id}", web::patch().to(h::update_photo))
+                .route("/photos/{id}", web::delete().to(h::delete_photo)),
         )
         .service(admin_scope(
             "/admin/cache",

@@ -227,6 +227,70 @@ pub struct NewPhoto {
     pub url: String,
 }
 
+/// Body of `PATCH /v1/logs/{id}`: the fields to change (at least one). A log's trig and user
+/// never change; unknown fields are a 400.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogPatch {
+    /// New notes (not empty).
+    pub text: Option<String>,
+    /// New condition: one of [`CONDITIONS`](crate::db::CONDITIONS).
+    pub condition: Option<String>,
+}
+
+/// Body of `PATCH /v1/photos/{id}`: the fields to change (at least one). A photo's log never
+/// changes; unknown fields are a 400.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhotoPatch {
+    /// New caption.
+    pub caption: Option<String>,
+    /// New image address (not empty).
+    pub url: Option<String>,
+}
+
+/// A trig on a map: where it is and what its logs say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapPoint {
+    /// The trig.
+    pub id: i64,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Logs counted for the map (all logs on a trig's map, the user's own on a user's map).
+    pub logs: u64,
+    /// Condition reported by the latest of those logs (by date, then id); `None`: never logged.
+    pub condition: Option<String>,
+}
+
+/// What `GET /v1/trigs/{id}/map` draws: the trig and every trig within
+/// [`NEIGHBOUR_RADIUS_KM`](crate::render::NEIGHBOUR_RADIUS_KM) of it (the trig itself included),
+/// each marked logged (coloured by its latest condition) or never logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrigMap {
+    /// The trig at the centre.
+    pub centre: MapPoint,
+    /// Its waypoint.
+    pub waypoint: String,
+    /// Its name.
+    pub name: String,
+    /// The trigs within the radius, by id, the centre among them.
+    pub nearby: Vec<MapPoint>,
+}
+
+/// What `GET /v1/users/{id}/map` draws: every trig the user logged, coloured by the condition
+/// of the user's latest log of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserMap {
+    /// The user.
+    pub user_id: i64,
+    /// Their name.
+    pub name: String,
+    /// The trigs they logged, by id.
+    pub trigs: Vec<MapPoint>,
+}
+
 /// Body of `POST /v1/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewUser {

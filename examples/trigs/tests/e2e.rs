@@ -21,15 +21,26 @@ struct Service {
     child: Child,
     base: String,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Service {
     /// Spawns the binary with a fresh small database, `ADDR=127.0.0.1:0` and `env`, and waits
     /// for its `listening on` line.
     fn start(env: &[(&str, &str)]) -> Service {
+        Service::start_on(None, env)
+    }
+
+    /// The database file of this service.
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("trigs.sqlite3")
+    }
+
+    /// As [`Service::start`], on the database file `db` (another service's) when given.
+    fn start_on(db: Option<&std::path::Path>, env: &[(&str, &str)]) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("trigs.log");
+        let db = db.map_or_else(|| dir.path().join("trigs.sqlite3"), PathBuf::from);
         let mut child = Command::new(env!("CARGO_BIN_EXE_trigs"))
             .env_remove("CACHE_ENABLED")
             .env_remove("CACHE_NAMESPACE")
@@ -37,7 +48,7 @@ impl Service {
             .env_remove("REDIS_CLUSTER_URLS")
             .envs(env.iter().copied())
             .env("ADDR", "127.0.0.1:0")
-            .env("TRIGS_DB", dir.path().join("trigs.sqlite3"))
+            .env("TRIGS_DB", &db)
             .env("TRIGS_SEED_TRIGS", "300")
             .env("TRIGS_SEED_USERS", "40")
             .env("TRIGS_SEED_LOGS", "3000")
@@ -56,7 +67,7 @@ impl Service {
             child,
             base: String::new(),
             log,
-            _dir: dir,
+            dir,
         };
         assert!(n > 0, "trigs exited before listening");
         service.base = line
@@ -385,6 +396,462 @@ async fn the_walk() {
     assert_eq!(n(&r.body, "logs"), n(&stats, "logs") + 1);
 }
 
+/// A binary reply: status, `X-Cache-Status`, headers, body bytes.
+struct Raw {
+    status: StatusCode,
+    cache: String,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Api {
+    async fn raw(&self, path: &str, if_none_match: Option<&str>) -> Raw {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(etag) = if_none_match {
+            req = req.header("if-none-match", etag);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let body = resp.bytes().await.expect("body").to_vec();
+        Raw {
+            status,
+            cache: headers
+                .get("x-cache-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+            headers,
+            body,
+        }
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Value) -> Reply {
+        self.call(method, path, Some(body), None).await
+    }
+}
+
+/// The images' sizes, as `trigs::render` draws them.
+fn image_size(path: &str) -> (u32, u32) {
+    if path.ends_with("/badge") {
+        trigs::render::BADGE_SIZE
+    } else if path.starts_with("/v1/users/") {
+        trigs::render::USER_MAP_SIZE
+    } else {
+        trigs::render::TRIG_MAP_SIZE
+    }
+}
+
+/// The cached service and its oracle: a copy of the service on the same database with
+/// `CACHE_ENABLED=false`, which answers every request from SQLite as it is at that moment.
+struct Pair {
+    api: Api,
+    origin: Api,
+}
+
+impl Pair {
+    /// GET an image: 200, `Content-Type: image/png`, `X-Cache-Status: cache`, a strong `ETag`,
+    /// bytes equal to the origin's (uncached) answer, a PNG of the endpoint's size. Returns the
+    /// bytes and the `ETag`.
+    async fn image(&self, path: &str, cache: &str) -> (Vec<u8>, String) {
+        let r = self.api.raw(path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "GET {path}");
+        assert_eq!(r.cache, cache, "GET {path}");
+        assert_eq!(r.header("content-type"), Some("image/png"), "GET {path}");
+        let etag = r.header("etag").expect("an ETag").to_owned();
+        assert!(
+            etag.starts_with('"') && !etag.starts_with("W/"),
+            "strong: {etag}"
+        );
+        let origin = self.origin.raw(path, None).await;
+        assert_eq!(origin.status, StatusCode::OK);
+        assert_eq!(origin.cache, "SKIP");
+        assert_eq!(origin.header("content-type"), Some("image/png"));
+        assert!(
+            r.body == origin.body,
+            "GET {path} ({cache}): the bytes differ from the uncached response's"
+        );
+        let png = tiny_skia::Pixmap::decode_png(&r.body).expect("a PNG");
+        assert_eq!((png.width(), png.height()), image_size(path), "GET {path}");
+        (r.body, etag)
+    }
+
+    /// GET JSON: 200, `X-Cache-Status: cache`, body equal to the origin's.
+    async fn json(&self, path: &str, cache: &str) -> Value {
+        let body = self.api.expect(path, cache).await;
+        let origin = self.origin.expect(path, "SKIP").await;
+        assert_eq!(
+            body, origin,
+            "GET {path} ({cache}) differs from the uncached response"
+        );
+        body
+    }
+}
+
+/// The second seed's image and photo endpoints, against a real Redis, with an uncached copy of
+/// the service on the same database as the oracle: the PNG maps and badge (MISS then HIT with
+/// the same bytes, equal to the uncached bytes, `ETag` and `304`, `304` also on a miss when the
+/// re-rendered image is unchanged), the photo lists, and each new write (log update, photo
+/// create / update / delete, log create / delete) making exactly the entries of its row in the
+/// crate docs' writes table fresh while the others stay HIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_photos_and_edits_walk() {
+    let redis = RedisServer::start_owned();
+    let service = Service::start(&[("REDIS_URL", &redis.url())]);
+    let origin = Service::start_on(Some(&service.db_path()), &[("CACHE_ENABLED", "false")]);
+    let client = Client::new();
+    let w = Pair {
+        api: Api {
+            client: client.clone(),
+            base: service.base.clone(),
+        },
+        origin: Api {
+            client,
+            base: origin.base.clone(),
+        },
+    };
+    let api = &w.api;
+
+    // A trig `t` with a neighbour `n` (on each other's map), a trig `f` far from both, users.
+    let db = std::sync::Arc::new(
+        trigs::Db::open(service.db_path(), trigs::SeedSize::default(), 1).expect("open the db"),
+    );
+    let (t, nb, f, t_condition) = db
+        .run(|c| {
+            for t in 1..=300 {
+                let near = trigs::db::maps_showing(c, t)?;
+                if let Some(&nb) = near.iter().find(|&&x| x != t) {
+                    let near_n = trigs::db::maps_showing(c, nb)?;
+                    assert!(near_n.contains(&t), "the neighbourhood is symmetric");
+                    let f = (1..=300)
+                        .find(|f| !near.contains(f) && !near_n.contains(f))
+                        .expect("a far trig");
+                    let map = trigs::db::trig_map(c, t)?.expect("trig t");
+                    return Ok((t, nb, f, map.centre.condition));
+                }
+            }
+            panic!("no two seeded trigs within the radius");
+        })
+        .await
+        .expect("db");
+    let (user, other) = (3_i64, 4_i64);
+    // A condition whose colour differs from `t`'s latest, so the new log changes every map
+    // that draws `t`; and another one for the edit.
+    let pick = |not: &[Option<&str>]| {
+        ["Toppled", "Missing", "Good"]
+            .into_iter()
+            .find(|c| !not.contains(&Some(*c)))
+            .unwrap()
+    };
+    let new_condition = pick(&[t_condition.as_deref()]);
+    let edited_condition = pick(&[t_condition.as_deref(), Some(new_condition)]);
+
+    let t_map = format!("/v1/trigs/{t}/map");
+    let n_map = format!("/v1/trigs/{nb}/map");
+    let f_map = format!("/v1/trigs/{f}/map");
+    let u_map = format!("/v1/users/{user}/map");
+    let badge = format!("/v1/users/{user}/badge");
+    let other_badge = format!("/v1/users/{other}/badge");
+    let images = [&t_map, &n_map, &f_map, &u_map, &badge, &other_badge];
+
+    // 1. Every image: MISS, then HIT with the same bytes (both equal to the uncached bytes);
+    //    304 on a matching `If-None-Match`, the full image on another.
+    let mut before = std::collections::HashMap::new();
+    for path in images {
+        let (bytes, etag) = w.image(path, "MISS").await;
+        let (hit, hit_etag) = w.image(path, "HIT").await;
+        assert!(hit == bytes, "GET {path}: the HIT has the MISS's bytes");
+        assert_eq!(hit_etag, etag);
+        let r = api.raw(path, Some(&etag)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_MODIFIED,
+            "GET {path} If-None-Match"
+        );
+        assert_eq!(
+            (r.cache.as_str(), r.header("etag")),
+            ("HIT", Some(etag.as_str()))
+        );
+        assert!(r.body.is_empty(), "a 304 has no body");
+        let r = api.raw(path, Some("\"0000000000000000\"")).await;
+        assert_eq!((r.status, r.cache.as_str()), (StatusCode::OK, "HIT"));
+        assert!(r.body == bytes);
+        before.insert(path.clone(), (bytes, etag));
+    }
+    // The TTLs of the guide: 4 h for maps, 5 min for the badge.
+    let ttl = |r: &Raw| r.header("x-cache-ttl").unwrap().parse::<u64>().unwrap();
+    let r = api.raw(&t_map, None).await;
+    assert!((14_000..=14_400).contains(&ttl(&r)), "{:?}", r.headers);
+    let r = api.raw(&badge, None).await;
+    assert!((200..=300).contains(&ttl(&r)), "{:?}", r.headers);
+    // The photo lists: MISS then HIT, equal to the origin.
+    let lists = [
+        "/v1/photos".to_owned(),
+        "/v1/photos?page=2&per_page=5".to_owned(),
+        format!("/v1/users/{user}/photos"),
+        format!("/v1/users/{other}/photos"),
+        format!("/v1/trigs/{t}/photos"),
+    ];
+    for path in &lists {
+        let miss = w.json(path, "MISS").await;
+        assert_eq!(w.json(path, "HIT").await, miss);
+    }
+    let [photos, _, user_photos, other_photos, _] = lists.clone();
+
+    // 2. A log on `t` by `user`: the maps that draw `t`, the user's map and badge are fresh
+    //    (MISS, new bytes equal to the uncached ones); `f`'s map, the other badge and the photo
+    //    lists stay HIT.
+    let created = api
+        .post(
+            &format!("/v1/trigs/{t}/logs"),
+            json!({"user_id": user, "text": "mapped", "condition": new_condition}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let log_id = n(&created.body, "id");
+    let mut after_log = std::collections::HashMap::new();
+    for path in [&t_map, &n_map, &u_map, &badge] {
+        let (bytes, _) = w.image(path, "MISS").await;
+        assert!(bytes != before[path].0, "GET {path}: the new log is drawn");
+        after_log.insert(path.clone(), bytes);
+    }
+    for path in [&f_map, &other_badge] {
+        let (bytes, _) = w.image(path, "HIT").await;
+        assert!(bytes == before[path].0, "{path}");
+    }
+    for path in &lists {
+        w.json(path, "HIT").await;
+    }
+
+    // 3. A failed edit invalidates nothing; bad bodies are 400s.
+    for (body, status) in [
+        (json!({"condition": "Shiny"}), StatusCode::BAD_REQUEST),
+        (json!({"text": "  "}), StatusCode::BAD_REQUEST),
+        (json!({}), StatusCode::BAD_REQUEST),
+        (json!({"trig_id": f}), StatusCode::BAD_REQUEST),
+    ] {
+        let r = api
+            .send(Method::PATCH, &format!("/v1/logs/{log_id}"), body.clone())
+            .await;
+        assert_eq!(r.status, status, "{body}: {:?}", r.body);
+        assert!(r.body["error"].as_str().is_some(), "{:?}", r.body);
+    }
+    let r = api
+        .send(Method::PATCH, "/v1/logs/99999999", json!({"text": "x"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    w.image(&t_map, "HIT").await;
+
+    // 4. A log edit (its condition): the log, the log lists and every map that draws the log
+    //    are fresh; the counts (stats, trig, user, badge) stay HIT.
+    let counted = [
+        "/v1/stats/site".to_owned(),
+        format!("/v1/trigs/{t}"),
+        format!("/v1/users/{user}"),
+    ];
+    let log_reads = [
+        format!("/v1/logs/{log_id}"),
+        "/v1/logs".to_owned(),
+        format!("/v1/trigs/{t}/logs"),
+        format!("/v1/users/{user}/logs"),
+    ];
+    for path in counted.iter().chain(&log_reads) {
+        w.json(path, "MISS").await;
+        w.json(path, "HIT").await;
+    }
+    let edited = api
+        .send(
+            Method::PATCH,
+            &format!("/v1/logs/{log_id}"),
+            json!({"condition": edited_condition, "text": "edited"}),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::OK, "{:?}", edited.body);
+    assert_eq!(
+        (
+            edited.body["condition"].as_str(),
+            edited.body["text"].as_str()
+        ),
+        (Some(edited_condition), Some("edited"))
+    );
+    assert_eq!(edited.body["trig_id"].as_i64(), Some(t));
+    for path in [&t_map, &n_map, &u_map] {
+        let (bytes, _) = w.image(path, "MISS").await;
+        assert!(
+            bytes != after_log[path],
+            "GET {path}: the edited condition is drawn"
+        );
+    }
+    let (b, _) = w.image(&badge, "HIT").await;
+    assert!(b == after_log[&badge]);
+    w.image(&f_map, "HIT").await;
+    for path in &log_reads {
+        let v = w.json(path, "MISS").await;
+        let log = if path.starts_with("/v1/logs/") {
+            &v
+        } else {
+            &v["items"][0]
+        };
+        assert_eq!(log["condition"].as_str(), Some(edited_condition), "{path}");
+    }
+    for path in &counted {
+        w.json(path, "HIT").await;
+    }
+
+    // 5. A photo on the log: the badge (photo count), the photo lists, the log are fresh;
+    //    the maps stay HIT.
+    let photo = api
+        .post(
+            &format!("/v1/logs/{log_id}/photos"),
+            json!({"caption": "The pillar", "url": "https://photos.example.invalid/m.jpg"}),
+        )
+        .await;
+    assert_eq!(photo.status, StatusCode::CREATED, "{:?}", photo.body);
+    let photo_id = n(&photo.body, "id");
+    let (badge_with_photo, _) = w.image(&badge, "MISS").await;
+    assert!(
+        badge_with_photo != after_log[&badge],
+        "the photo count is drawn"
+    );
+    for path in [&photos, &user_photos, &format!("/v1/trigs/{t}/photos")] {
+        let v = w.json(path, "MISS").await;
+        assert_eq!(v["items"][0], photo.body, "{path}");
+    }
+    w.json(&format!("/v1/logs/{log_id}"), "MISS").await;
+    for path in [&t_map, &n_map, &u_map, &f_map, &other_badge] {
+        w.image(path, "HIT").await;
+    }
+    w.json(&other_photos, "HIT").await;
+    w.json(&format!("/v1/photos/{photo_id}"), "MISS").await;
+    w.json(&format!("/v1/photos/{photo_id}"), "HIT").await;
+    for path in &counted {
+        w.json(path, "MISS").await;
+    }
+
+    // 6. A photo edit: the photo, its log and the photo lists are fresh; no count changes, so
+    //    the badge, the stats, the trig and the user stay HIT. A failed edit changes nothing.
+    for path in &counted {
+        w.json(path, "HIT").await;
+    }
+    for (body, status) in [
+        (json!({"url": ""}), StatusCode::BAD_REQUEST),
+        (json!({}), StatusCode::BAD_REQUEST),
+        (json!({"log_id": 1}), StatusCode::BAD_REQUEST),
+    ] {
+        let r = api
+            .send(
+                Method::PATCH,
+                &format!("/v1/photos/{photo_id}"),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(r.status, status, "{body}: {:?}", r.body);
+    }
+    let r = api
+        .send(
+            Method::PATCH,
+            "/v1/photos/99999999",
+            json!({"caption": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    w.json(&format!("/v1/photos/{photo_id}"), "HIT").await;
+    let changed = api
+        .send(
+            Method::PATCH,
+            &format!("/v1/photos/{photo_id}"),
+            json!({"caption": "The view"}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(changed.body["caption"], "The view");
+    assert_eq!(
+        w.json(&format!("/v1/photos/{photo_id}"), "MISS").await,
+        changed.body
+    );
+    for path in [&photos, &user_photos, &format!("/v1/trigs/{t}/photos")] {
+        assert_eq!(
+            w.json(path, "MISS").await["items"][0],
+            changed.body,
+            "{path}"
+        );
+    }
+    let detail = w.json(&format!("/v1/logs/{log_id}"), "MISS").await;
+    assert_eq!(detail["photos"], json!([changed.body]));
+    let (b, _) = w.image(&badge, "HIT").await;
+    assert!(b == badge_with_photo);
+    for path in &counted {
+        w.json(path, "HIT").await;
+    }
+
+    // 7. A photo deletion: the photo 404s, the lists, counts and badge are fresh; the badge is
+    //    the one before the photo again, byte for byte (same data, same image).
+    let deleted = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/photos/{photo_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{:?}", deleted.body);
+    assert_eq!(deleted.body, changed.body);
+    assert_eq!(
+        api.get(&format!("/v1/photos/{photo_id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let (b, _) = w.image(&badge, "MISS").await;
+    assert!(b == after_log[&badge], "the badge without the photo");
+    for path in [&photos, &user_photos, &format!("/v1/trigs/{t}/photos")] {
+        let v = w.json(path, "MISS").await;
+        assert_ne!(v["items"][0]["id"].as_u64(), Some(photo_id), "{path}");
+    }
+    w.json(&format!("/v1/logs/{log_id}"), "MISS").await;
+    for path in &counted {
+        w.json(path, "MISS").await;
+    }
+    for path in [&t_map, &n_map, &u_map] {
+        w.image(path, "HIT").await; // maps do not show photos
+    }
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/photos/{photo_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "a second delete");
+
+    // 8. Deleting the log: every map and the badge are as before it, byte for byte, and fresh:
+    //    a client holding the old `ETag` gets a 304 on the miss.
+    let r = api
+        .call(Method::DELETE, &format!("/v1/logs/{log_id}"), None, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    for path in [&t_map, &n_map, &u_map, &badge] {
+        let (old, etag) = &before[path];
+        let r = api.raw(path, Some(etag)).await;
+        assert_eq!(
+            (r.status, r.cache.as_str()),
+            (StatusCode::NOT_MODIFIED, "MISS"),
+            "GET {path} If-None-Match after the log's deletion"
+        );
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+        let (bytes, _) = w.image(path, "HIT").await;
+        assert!(bytes == *old, "GET {path}: the image before the log");
+    }
+    for path in [&f_map, &other_badge] {
+        w.image(path, "HIT").await;
+    }
+    drop(redis);
+}
+
 /// `cargo run -p trigs` with no Redis: the in-memory backend, the same headers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_by_default() {
@@ -548,6 +1015,30 @@ async fn bad_inputs_are_400s_naming_the_parameter() {
             format!("per_page=\"-5\": {per_page_range}"),
         ),
         (
+            "/v1/photos?page=4294967295",
+            format!("page=\"4294967295\": {page_range}"),
+        ),
+        (
+            "/v1/photos?per_page=0",
+            format!("per_page=\"0\": {per_page_range}"),
+        ),
+        ("/v1/photos?page=", format!("page=\"\": {page_range}")),
+        (
+            "/v1/users/1/photos?per_page=101",
+            format!("per_page=\"101\": {per_page_range}"),
+        ),
+        (
+            "/v1/users/1/photos?page=-1",
+            format!("page=\"-1\": {page_range}"),
+        ),
+        ("/v1/users/abc/photos", "invalid path: ".to_owned()),
+        ("/v1/users/abc/badge", "invalid path: ".to_owned()),
+        ("/v1/users/1.5/map", "invalid path: ".to_owned()),
+        (
+            "/v1/trigs/99999999999999999999/map",
+            "invalid path: ".to_owned(),
+        ),
+        (
             "/v1/trigs?page=1&page=2",
             "invalid query string: duplicate field `page`".to_owned(),
         ),
@@ -588,8 +1079,29 @@ async fn bad_inputs_are_400s_naming_the_parameter() {
     let first = api.get("/v1/trigs?page=1&per_page=1").await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.body["items"].as_array().map(Vec::len), Some(1));
-    // An unknown id is still a 404; a body the JSON extractor refuses is a JSON 400.
+    // An unknown id is still a 404 (a JSON one, for the images too); a body the JSON extractor
+    // refuses is a JSON 400.
     assert_eq!(api.get("/v1/trigs/-1").await.status, StatusCode::NOT_FOUND);
+    for path in [
+        "/v1/trigs/999999/map",
+        "/v1/users/999999/map",
+        "/v1/users/999999/badge",
+    ] {
+        let r = api.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "GET {path}");
+        assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+        assert!(r.body["error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("not found")));
+        assert_eq!(
+            api.get(path).await.cache,
+            "MISS",
+            "a 404 is not stored: {path}"
+        );
+    }
+    let photo_list = api.get("/v1/users/999999/photos").await;
+    assert_eq!(photo_list.status, StatusCode::OK);
+    assert_eq!(photo_list.body["total"], 0);
     let bad = api
         .client
         .post(format!("{}/v1/users", api.base))
@@ -672,12 +1184,14 @@ fn list_endpoint() -> impl Strategy<Value = String> {
         ])
         .prop_map(str::to_owned),
     ];
-    (0usize..6, id).prop_map(|(which, id)| match which {
+    (0usize..8, id).prop_map(|(which, id)| match which {
         0 => "/v1/trigs".to_owned(),
         1 => "/v1/users".to_owned(),
         2 => "/v1/logs".to_owned(),
         3 => format!("/v1/trigs/{id}/logs"),
         4 => format!("/v1/trigs/{id}/photos"),
+        5 => "/v1/photos".to_owned(),
+        6 => format!("/v1/users/{id}/photos"),
         _ => format!("/v1/users/{id}/logs"),
     })
 }

@@ -2,8 +2,15 @@
 //! (`trigs::configure` behind `CacheContextLayer`, as its `main` does) on an Actix system of its
 //! own thread, with a Redis-backed cache configured as `trigs` configures it (namespace `trigs`,
 //! library defaults otherwise), on a small seeded database in a temporary directory.
+//!
+//! The load writes logs (create, edit, delete), photos (upload, edit, delete) and users, and
+//! reads every endpoint, the PNG maps and badges included. The stale check compares JSON reads
+//! with the rows in SQLite and image reads, byte for byte, with the image rendered now from
+//! SQLite (`trigs::render`, deterministic): a log write must reach every map that draws its
+//! trig (`db::maps_showing`), which the handlers invalidate after the transaction.
 #![allow(unreachable_pub, dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +19,7 @@ use cache_actix::{CacheContextLayer, CacheMetrics};
 use cache_core::CacheBuilder;
 use cache_tests::http::{HttpClient, HttpResponse};
 use serde_json::{json, Value};
-use trigs::db::{self, LogFilter};
+use trigs::db::{self, LogFilter, PhotoFilter};
 use trigs::{App, Db, SeedSize};
 
 use super::harness::{compare, Checked, Req, Service};
@@ -39,6 +46,8 @@ pub enum Entity {
     User(i64),
     /// `GET /v1/photos/{id}`.
     Photo(i64),
+    /// `GET /v1/trigs/{id}/map` (PNG).
+    Map(i64),
 }
 
 /// A log a load task created (only it adds photos to it and deletes it).
@@ -54,8 +63,32 @@ pub struct OwnLog {
 #[derive(Debug, Clone)]
 pub enum Op {
     Read,
-    CreateLog { trig: i64, user: i64 },
-    AddPhoto { log: i64, trig: i64, user: i64 },
+    CreateLog {
+        trig: i64,
+        user: i64,
+    },
+    UpdateLog {
+        log: i64,
+        trig: i64,
+        user: i64,
+    },
+    AddPhoto {
+        log: i64,
+        trig: i64,
+        user: i64,
+    },
+    UpdatePhoto {
+        photo: i64,
+        log: i64,
+        trig: i64,
+        user: i64,
+    },
+    DeletePhoto {
+        photo: i64,
+        log: i64,
+        trig: i64,
+        user: i64,
+    },
     DeleteLog(OwnLog),
     CreateUser,
 }
@@ -80,6 +113,9 @@ pub struct Trigs {
     write_percent: u32,
     photos: i64,
     probes: Vec<(i64, i64, i64)>,
+    /// For each hot trig, the trigs whose map draws it (`db::maps_showing`; coordinates never
+    /// change).
+    maps: HashMap<i64, Vec<i64>>,
     _dir: tempfile::TempDir,
 }
 
@@ -137,8 +173,18 @@ impl Trigs {
             write_percent,
             photos: 0,
             probes: Vec::new(),
+            maps: HashMap::new(),
             _dir: dir,
         };
+        t.maps = t
+            .read(|c| {
+                let mut maps = HashMap::new();
+                for trig in 1..=HOT_TRIGS {
+                    maps.insert(trig, db::maps_showing(c, trig)?);
+                }
+                Ok(maps)
+            })
+            .await;
         t.discover().await;
         t
     }
@@ -191,6 +237,60 @@ impl Trigs {
     }
 }
 
+impl Trigs {
+    /// The maps that draw trig `trig` (all hot trigs are precomputed).
+    fn maps_of(&self, trig: i64) -> impl Iterator<Item = Entity> + '_ {
+        self.maps
+            .get(&trig)
+            .into_iter()
+            .flatten()
+            .map(|n| Entity::Map(*n))
+    }
+}
+
+/// An image read compared, byte for byte, with the image rendered now from the database
+/// (`None`: the row is gone, a 404 is expected).
+async fn compare_png(client: &mut HttpClient, path: &str, truth: Option<Vec<u8>>) -> Checked {
+    let mut out = Checked {
+        path: path.to_owned(),
+        stale: None,
+        error: None,
+    };
+    let reply = match tokio::time::timeout(Duration::from_secs(10), client.get(path)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            out.error = Some(format!("GET {path}: {e}"));
+            return out;
+        }
+        Err(_) => {
+            out.error = Some(format!("GET {path}: no reply within 10 s"));
+            return out;
+        }
+    };
+    let cache = reply.cache_status().unwrap_or("-").to_owned();
+    match (truth, reply.status) {
+        (None, 404) => {}
+        (Some(truth), 200) if reply.body[..] == truth[..] => {}
+        (Some(truth), 200) => {
+            out.stale = Some(format!(
+                "GET {path} [{cache}]: {} bytes served differ from the {} bytes rendered now",
+                reply.body.len(),
+                truth.len()
+            ));
+        }
+        (None, 200) => {
+            out.stale = Some(format!("GET {path} [{cache}]: an image of a row now gone"));
+        }
+        (Some(_), 404) => {
+            out.stale = Some(format!(
+                "GET {path} [{cache}]: 404 for a row the database has"
+            ));
+        }
+        (_, status) => out.error = Some(format!("GET {path}: {status}")),
+    }
+    out
+}
+
 fn json_of<T: serde::Serialize>(v: T) -> Value {
     serde_json::to_value(v).expect("JSON")
 }
@@ -224,7 +324,7 @@ impl Service for Trigs {
         let rng = &mut t.rng;
         if rng.u32(0..100) < self.write_percent {
             let roll = rng.u32(0..100);
-            if !t.own.is_empty() && roll < 25 {
+            if !t.own.is_empty() && roll < 20 {
                 let log = t.own[rng.usize(..t.own.len())].clone();
                 return Req {
                     method: "POST",
@@ -243,7 +343,71 @@ impl Service for Trigs {
                     },
                 };
             }
-            if t.own.len() >= 2 && roll < 37 {
+            if !t.own.is_empty() && roll < 28 {
+                let log = t.own[rng.usize(..t.own.len())].clone();
+                return Req {
+                    method: "PATCH",
+                    path: format!("/v1/logs/{}", log.id),
+                    headers: Vec::new(),
+                    body: Some(json!({
+                        "text": format!("chaos edit {}", rng.u32(..)),
+                        "condition": CONDITIONS[rng.usize(..CONDITIONS.len())],
+                    })),
+                    expect: &[200],
+                    write: true,
+                    op: Op::UpdateLog {
+                        log: log.id,
+                        trig: log.trig,
+                        user: log.user,
+                    },
+                };
+            }
+            let with_photos: Vec<usize> = (0..t.own.len())
+                .filter(|&i| !t.own[i].photos.is_empty())
+                .collect();
+            if !with_photos.is_empty() && roll < 36 {
+                let i = with_photos[rng.usize(..with_photos.len())];
+                let log = &mut t.own[i];
+                let delete = rng.bool();
+                let photo = if delete {
+                    log.photos.swap_remove(rng.usize(..log.photos.len()))
+                } else {
+                    log.photos[rng.usize(..log.photos.len())]
+                };
+                let (log_id, trig, user) = (log.id, log.trig, log.user);
+                return if delete {
+                    Req {
+                        method: "DELETE",
+                        path: format!("/v1/photos/{photo}"),
+                        headers: Vec::new(),
+                        body: None,
+                        expect: &[200],
+                        write: true,
+                        op: Op::DeletePhoto {
+                            photo,
+                            log: log_id,
+                            trig,
+                            user,
+                        },
+                    }
+                } else {
+                    Req {
+                        method: "PATCH",
+                        path: format!("/v1/photos/{photo}"),
+                        headers: Vec::new(),
+                        body: Some(json!({ "caption": format!("chaos caption {}", rng.u32(..)) })),
+                        expect: &[200],
+                        write: true,
+                        op: Op::UpdatePhoto {
+                            photo,
+                            log: log_id,
+                            trig,
+                            user,
+                        },
+                    }
+                };
+            }
+            if t.own.len() >= 2 && roll < 46 {
                 let log = t.own.swap_remove(rng.usize(..t.own.len()));
                 return Req {
                     method: "DELETE",
@@ -255,7 +419,7 @@ impl Service for Trigs {
                     op: Op::DeleteLog(log),
                 };
             }
-            if roll < 42 {
+            if roll < 50 {
                 return Req {
                     method: "POST",
                     path: "/v1/users".into(),
@@ -284,22 +448,27 @@ impl Service for Trigs {
         let trig = rng.i64(1..=HOT_TRIGS);
         let user = rng.i64(1..=users);
         let path = match rng.u32(0..100) {
-            0..=14 => format!("/v1/trigs/{trig}"),
-            15..=24 => format!("/v1/trigs/{trig}/logs"),
-            25..=29 => format!("/v1/trigs/{trig}/photos"),
-            30..=44 => {
+            0..=11 => format!("/v1/trigs/{trig}"),
+            12..=19 => format!("/v1/trigs/{trig}/logs"),
+            20..=23 => format!("/v1/trigs/{trig}/photos"),
+            24..=29 => format!("/v1/trigs/{trig}/map"),
+            30..=41 => {
                 if !t.own.is_empty() && rng.bool() {
                     format!("/v1/logs/{}", t.own[rng.usize(..t.own.len())].id)
                 } else {
                     format!("/v1/logs/{}", rng.i64(1..=i64::from(SEED.logs)))
                 }
             }
-            45..=54 => format!("/v1/users/{user}"),
-            55..=64 => format!("/v1/users/{user}/logs"),
-            65..=74 => "/v1/logs".into(),
-            75..=84 => "/v1/stats/site".into(),
-            85..=89 => "/v1/trigs".into(),
-            90..=94 => "/v1/users".into(),
+            42..=49 => format!("/v1/users/{user}"),
+            50..=56 => format!("/v1/users/{user}/logs"),
+            57..=59 => format!("/v1/users/{user}/photos"),
+            60..=62 => format!("/v1/users/{user}/badge"),
+            63..=64 => format!("/v1/users/{user}/map"),
+            65..=72 => "/v1/logs".into(),
+            73..=80 => "/v1/stats/site".into(),
+            81..=84 => "/v1/trigs".into(),
+            85..=88 => "/v1/users".into(),
+            89..=92 => "/v1/photos".into(),
             _ => format!("/v1/photos/{}", rng.i64(1..=self.photos)),
         };
         Req::get(path, Vec::new(), Op::Read)
@@ -320,6 +489,7 @@ impl Service for Trigs {
             Op::Read => Vec::new(),
             Op::CreateLog { trig, user } => {
                 let mut out = vec![Entity::Trig(*trig), Entity::User(*user)];
+                out.extend(self.maps_of(*trig));
                 if let Some(id) = created() {
                     out.push(Entity::Log(id));
                     if let Some(t) = task {
@@ -331,6 +501,11 @@ impl Service for Trigs {
                         });
                     }
                 }
+                out
+            }
+            Op::UpdateLog { log, trig, user } => {
+                let mut out = vec![Entity::Log(*log), Entity::Trig(*trig), Entity::User(*user)];
+                out.extend(self.maps_of(*trig));
                 out
             }
             Op::AddPhoto { log, trig, user } => {
@@ -345,6 +520,23 @@ impl Service for Trigs {
                 }
                 out
             }
+            Op::UpdatePhoto {
+                photo,
+                log,
+                trig,
+                user,
+            }
+            | Op::DeletePhoto {
+                photo,
+                log,
+                trig,
+                user,
+            } => vec![
+                Entity::Photo(*photo),
+                Entity::Log(*log),
+                Entity::Trig(*trig),
+                Entity::User(*user),
+            ],
             Op::DeleteLog(log) => {
                 let mut out = vec![
                     Entity::Log(log.id),
@@ -352,6 +544,7 @@ impl Service for Trigs {
                     Entity::User(log.user),
                 ];
                 out.extend(log.photos.iter().map(|p| Entity::Photo(*p)));
+                out.extend(self.maps_of(log.trig));
                 out
             }
             Op::CreateUser => created().map(Entity::User).into_iter().collect(),
@@ -401,7 +594,7 @@ impl Service for Trigs {
     }
 
     fn hit_probe(&self) -> String {
-        // Photos are never edited; the load deletes only its own logs' photos.
+        // Seeded photos are never edited: the load edits and deletes only its own logs' photos.
         "/v1/photos/1".into()
     }
 
@@ -429,6 +622,16 @@ impl Service for Trigs {
                     .await
                     .map(json_of);
                 vec![compare(client, &format!("/v1/photos/{id}"), &none, truth).await]
+            }
+            Entity::Map(id) => {
+                let truth = self
+                    .read(move |c| {
+                        db::trig_map(c, id)?
+                            .map(|m| trigs::render::trig_map(&m))
+                            .transpose()
+                    })
+                    .await;
+                vec![compare_png(client, &format!("/v1/trigs/{id}/map"), truth).await]
             }
             Entity::Trig(id) => {
                 let trig = self.read(move |c| Ok(db::trig(c, id)?)).await.map(json_of);
@@ -459,7 +662,33 @@ impl Service for Trigs {
                 let logs = self
                     .read(move |c| Ok(db::logs(c, LogFilter::User(id), 1, 20)?))
                     .await;
+                let photos = self
+                    .read(move |c| Ok(db::photos(c, PhotoFilter::User(id), 1, 20)?))
+                    .await;
+                let badge = self
+                    .read(move |c| {
+                        db::user(c, id)?
+                            .map(|u| trigs::render::badge(&u))
+                            .transpose()
+                    })
+                    .await;
+                let map = self
+                    .read(move |c| {
+                        db::user_map(c, id)?
+                            .map(|m| trigs::render::user_map(&m))
+                            .transpose()
+                    })
+                    .await;
                 vec![
+                    compare(
+                        client,
+                        &format!("/v1/users/{id}/photos"),
+                        &none,
+                        Some(json_of(photos)),
+                    )
+                    .await,
+                    compare_png(client, &format!("/v1/users/{id}/badge"), badge).await,
+                    compare_png(client, &format!("/v1/users/{id}/map"), map).await,
                     compare(client, &format!("/v1/users/{id}"), &none, user).await,
                     compare(
                         client,
@@ -479,7 +708,11 @@ impl Service for Trigs {
         let logs = self.read(|c| Ok(db::logs(c, LogFilter::All, 1, 20)?)).await;
         let trigs = self.read(|c| Ok(db::trigs(c, 1, 20)?)).await;
         let users = self.read(|c| Ok(db::users(c, 1, 20)?)).await;
+        let photos = self
+            .read(|c| Ok(db::photos(c, PhotoFilter::All, 1, 20)?))
+            .await;
         vec![
+            compare(client, "/v1/photos", &none, Some(json_of(photos))).await,
             compare(client, "/v1/stats/site", &none, Some(json_of(stats))).await,
             compare(client, "/v1/logs", &none, Some(json_of(logs))).await,
             compare(client, "/v1/trigs", &none, Some(json_of(trigs))).await,
