@@ -97,6 +97,8 @@
 //! | `REDIS_URL` | Redis; unset: the in-memory backend | unset |
 //! | `CACHE_ENABLED` | `false`: no caching at all | `true` |
 //! | `CACHE_NAMESPACE` | first key segment | `trigs` |
+//! | `LOG_FORMAT` | `json`: one JSON object per log line (`{"event":"cache_hit","key":...}`); else text | text |
+//! | `RUST_LOG` | log filter; `info,cache_core=debug` adds every hit and miss | `info,cache_core=info` |
 
 use std::path::PathBuf;
 use std::sync::Arc;
