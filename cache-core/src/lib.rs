@@ -76,6 +76,8 @@
 //! `cache_redis_tls_insecure` (verification off). Counters in total and per resource:
 //! [`Cache::stats`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "http")]
 pub mod admin;
 pub mod advisor;
