@@ -36,7 +36,7 @@ help:
 	@echo "  clippy       lint everything, warnings are errors"
 	@echo "  doc          build the docs, warnings are errors"
 	@echo "  doc-docsrs   the published crates' docs as docs.rs builds them (all features, --cfg docsrs,"
-	@echo "               RUSTC_BOOTSTRAP=1 for doc_cfg), and a check of the feature badges"
+	@echo "               rustdoc with RUSTC_BOOTSTRAP=1 for doc_cfg), and a check of the feature badges"
 	@echo "  features     check cache-core with no features, each feature alone, all features"
 	@echo "  package-check  cargo package (verified builds) of the published crates, their file lists"
 	@echo "               and sizes, then cargo publish --dry-run (PUBLISH_DRY_RUN=0 skips it)"
@@ -119,7 +119,8 @@ doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --all-features --no-deps
 
 # As on docs.rs: `--cfg docsrs` turns on the nightly `doc_cfg` feature (the "Available on crate
-# feature ... only" badges), so this one build runs with RUSTC_BOOTSTRAP=1 on stable.
+# feature ... only" badges), so this one build runs rustdoc with RUSTC_BOOTSTRAP=1 on stable
+# (rustdoc only: scripts/rustdoc-bootstrap.sh says why).
 doc-docsrs:
 	CARGO="$(CARGO)" sh scripts/check-docsrs.sh
 

@@ -6,12 +6,13 @@
 # docs.rs documents each crate with the `[package.metadata.docs.rs]` of its manifest: all
 # features, `--cfg docsrs`, on nightly. Under `docsrs` every library enables
 # `#![feature(doc_cfg)]`, which labels each feature-gated item ("Available on crate feature
-# `metrics` only."). The feature is nightly-only, so this local build on stable sets
-# RUSTC_BOOTSTRAP=1, for this one `cargo doc` only. Warnings are errors, as in `make doc`.
+# `metrics` only."). The feature is nightly-only, so this build on stable runs rustdoc with
+# RUSTC_BOOTSTRAP=1 (scripts/rustdoc-bootstrap.sh as RUSTDOC): rustdoc only, not the whole
+# `cargo doc`, whose build scripts would see it (see that script). Warnings are errors, as in
+# `make doc`.
 #
-# It shares the usual target directory: RUSTC_BOOTSTRAP and RUSTDOCFLAGS do not make cargo
-# check the dependencies again, so after `make doc` only the five crates are documented again
-# (their pages in target/doc are then the docs.rs flavor).
+# It shares the usual target directory: after `make doc` only the five crates are documented
+# again (their pages in target/doc are then the docs.rs flavor).
 #
 # Then it checks that the generated HTML carries the badge on known gated items of each kind
 # (module, type, enum variant, function, re-export), so the badges cannot vanish unnoticed.
@@ -29,9 +30,9 @@ target_dir=$($CARGO metadata --no-deps --format-version 1 |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
 start=$(date +%s)
-echo "==> RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS=\"-D warnings --cfg docsrs\" $CARGO doc --all-features --no-deps$pkg_args"
+echo "==> RUSTDOC=scripts/rustdoc-bootstrap.sh RUSTDOCFLAGS=\"-D warnings --cfg docsrs\" $CARGO doc --all-features --no-deps$pkg_args"
 # shellcheck disable=SC2086 # one word per package argument
-RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="-D warnings --cfg docsrs" \
+RUSTDOC="$PWD/scripts/rustdoc-bootstrap.sh" RUSTDOCFLAGS="-D warnings --cfg docsrs" \
     $CARGO doc --all-features --no-deps $pkg_args
 end=$(date +%s)
 

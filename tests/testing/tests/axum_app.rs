@@ -52,14 +52,8 @@ async fn the_second_request_is_a_hit_served_from_the_test_redis() {
     assert!(server.dbsize().await > 0, "the entry is in the test server");
 }
 
-#[test]
-fn a_dropped_server_is_stopped() {
-    let server = RedisServer::start_owned();
-    let address = server.address();
-    let pid = server.pid().expect("an owned server has a process");
-    let dir = server.log_path().unwrap().parent().unwrap().to_owned();
-    assert!(std::net::TcpStream::connect(&address).is_ok());
-    drop(server);
+/// Whether the process `pid` is gone and nothing listens on `address` any more.
+fn assert_stopped(pid: u32, address: &str) {
     if cfg!(target_os = "linux") {
         let proc = format!("/proc/{pid}");
         assert!(
@@ -68,8 +62,32 @@ fn a_dropped_server_is_stopped() {
         );
     }
     assert!(
-        std::net::TcpStream::connect(&address).is_err(),
+        std::net::TcpStream::connect(address).is_err(),
         "{address} still accepts"
     );
+}
+
+#[test]
+fn a_dropped_server_is_stopped_and_its_directory_removed() {
+    let server = RedisServer::start_owned();
+    let address = server.address();
+    let pid = server.pid().expect("an owned server has a process");
+    let dir = server.log_path().unwrap().parent().unwrap().to_owned();
+    assert!(std::net::TcpStream::connect(&address).is_ok());
+    drop(server);
+    assert_stopped(pid, &address);
     assert!(!dir.exists(), "{} was not removed", dir.display());
+}
+
+#[test]
+fn a_server_is_stopped_when_the_test_panics() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let failing_test = std::thread::spawn(move || {
+        let server = RedisServer::start_owned();
+        tx.send((server.pid().unwrap(), server.address())).unwrap();
+        panic!("the test fails while its server runs");
+    });
+    assert!(failing_test.join().is_err(), "the thread panicked");
+    let (pid, address) = rx.recv().unwrap();
+    assert_stopped(pid, &address);
 }
