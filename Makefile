@@ -14,7 +14,8 @@ FUZZ_CASES ?= 20000
 
 .DEFAULT_GOAL := help
 
-.PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc features bench bench-cluster \
+.PHONY: help test test-all chaos fuzz fmt fmt-check clippy doc doc-docsrs features package-check \
+	bench bench-cluster \
 	bench-peers bench-codecs bench-analytics \
 	redis-up redis-down cache-stats cache-flush demo load load-advisor dashboard-check clean
 
@@ -23,7 +24,8 @@ help:
 	@echo ""
 	@echo "  test         ensure redis-server and redis-cli (installs them as root on Debian), run all tests"
 	@echo "               (cargo nextest if available, else cargo test) and the doctests"
-	@echo "  test-all     fmt-check + clippy + test + doc + features (what CI runs)"
+	@echo "  test-all     fmt-check + clippy + test + doc + doc-docsrs + features + package-check"
+	@echo "               (what CI runs)"
 	@echo "  chaos        chaos suite, full form: both examples under load, every Redis fault for 10 s"
 	@echo "               (CHAOS_SECONDS, CHAOS_FAULTS, CHAOS_SEED, CHAOS_RPS; \`make test\` runs 1 s per fault)"
 	@echo "  fuzz         the property tests with \$$FUZZ_CASES cases each (default 20000): both adapters"
@@ -33,7 +35,11 @@ help:
 	@echo "  fmt-check    check formatting"
 	@echo "  clippy       lint everything, warnings are errors"
 	@echo "  doc          build the docs, warnings are errors"
+	@echo "  doc-docsrs   the published crates' docs as docs.rs builds them (all features, --cfg docsrs,"
+	@echo "               rustdoc with RUSTC_BOOTSTRAP=1 for doc_cfg), and a check of the feature badges"
 	@echo "  features     check cache-core with no features, each feature alone, all features"
+	@echo "  package-check  cargo package (verified builds) of the published crates, their file lists"
+	@echo "               and sizes, then cargo publish --dry-run (PUBLISH_DRY_RUN=0 skips it)"
 	@echo "  bench        run the benches of the cache-tests crate"
 	@echo "  bench-cluster  Redis Cluster vs one node (own 3+3 cluster, ~1 min): hit p50/p99 and"
 	@echo "               throughput (1 and 64 tasks), tag invalidation with 10k vs 1M background keys"
@@ -76,7 +82,7 @@ test:
 	echo "==> $(CARGO) test --workspace --all-features --doc"; \
 	$(CARGO) test --workspace --all-features --doc
 
-test-all: fmt-check clippy test doc features
+test-all: fmt-check clippy test doc doc-docsrs features package-check
 
 # The chaos suite of tests/tests/chaos.rs in its full form; the report (one table per example)
 # goes to stderr and to $(CARGO_TARGET_DIR or target)/tmp/chaos/{gallery,trigs}.txt.
@@ -112,8 +118,17 @@ clippy:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --all-features --no-deps
 
+# As on docs.rs: `--cfg docsrs` turns on the nightly `doc_cfg` feature (the "Available on crate
+# feature ... only" badges), so this one build runs rustdoc with RUSTC_BOOTSTRAP=1 on stable
+# (rustdoc only: scripts/rustdoc-bootstrap.sh says why).
+doc-docsrs:
+	CARGO="$(CARGO)" sh scripts/check-docsrs.sh
+
 features:
 	CARGO="$(CARGO)" sh scripts/check-features.sh cache-core
+
+package-check:
+	CARGO="$(CARGO)" sh scripts/check-package.sh
 
 bench:
 	@bin=$$(sh scripts/ensure-redis.sh) || exit 1; \

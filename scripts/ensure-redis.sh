@@ -9,7 +9,7 @@
 #
 # Without --binary it also makes sure `redis-cli` is there: the cluster tests
 # create their local Redis Cluster with `redis-cli --cluster create`. The
-# cache-tests crate looks for it the same way: $REDIS_CLI_BIN, next to the
+# cache-testing crate (tests/testing) looks for it the same way: $REDIS_CLI_BIN, next to the
 # redis-server binary, on $PATH, then $ENSURE_REDIS_CLI_CANDIDATES (default:
 # /usr/bin/redis-cli /usr/local/bin/redis-cli). If it is missing, it installs
 # the Debian package `redis-tools` (which holds redis-cli; the package
@@ -18,7 +18,7 @@
 # everything else works). Nothing is checked when $REDIS_CLUSTER_URLS names an
 # existing cluster (the cluster fault tests still need redis-cli then).
 #
-# Lookup order (same as the cache-tests crate):
+# Lookup order (same as the cache-testing crate):
 #   1. $REDIS_SERVER_BIN  - if set, it must be executable; nothing is installed
 #   2. `redis-server` on $PATH
 #   3. $ENSURE_REDIS_CANDIDATES (default: /usr/bin/redis-server /usr/local/bin/redis-server)

@@ -52,6 +52,8 @@
 //! | tests | `tests/tests/axum_*.rs` | `tests/tests/actix_*.rs` (the same cases) |
 //! | throughput bench | `cargo bench -p cache-tests --bench axum_throughput` | `cargo bench -p cache-tests --bench actix_throughput` |
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

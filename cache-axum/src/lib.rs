@@ -124,6 +124,8 @@
 //! admin operations and JSON ([`cache_core::admin`]) and the metrics ([`cache_core::metrics`])
 //! live in `cache-core`, shared with `cache-actix`: this crate is the Axum glue.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

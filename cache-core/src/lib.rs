@@ -80,6 +80,8 @@
 //! misses are `DEBUG`; invalidations `INFO`; failures `WARN` or `ERROR`. Counters in total and
 //! per resource: [`Cache::stats`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "http")]
 pub mod admin;
 pub mod advisor;

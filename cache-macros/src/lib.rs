@@ -206,6 +206,8 @@
 //! the key), a cached value that is not `Serialize + DeserializeOwned` (on the return type). The function is emitted unchanged next to the errors, so no follow-up errors
 //! appear.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use proc_macro::TokenStream;
 
 mod cached;

@@ -1,7 +1,10 @@
 //! Test support for the workspace.
 //!
 //! Integration tests, fault tests and benches of every crate use this
-//! library to talk to a **real** Redis:
+//! library to talk to a **real** Redis. The real-Redis helpers (servers, clusters,
+//! certificates, faults, the proxy) are the publishable crate
+//! [`cache-testing`](cache_testing), re-exported here under the same names; the HTTP client,
+//! [`LogCapture`] and [`init_tracing`] are this workspace's own.
 //!
 //! * [`RedisServer`] starts a throw-away `redis-server` process on a free
 //!   loopback port (no persistence, own temporary directory) and stops it
@@ -71,36 +74,16 @@
 //! # }
 //! ```
 
-mod certs;
-pub mod cluster;
-pub mod faults;
 pub mod http;
 mod logs;
-pub mod proxy;
-mod server;
 mod trace;
 
-pub use certs::{CertKey, TestCerts};
-pub use cluster::{find_redis_cli, key_slot, ClusterNode, RedisCluster};
-pub use faults::{EvictionPolicy, FillReport, PauseMode, ServerBlock};
+// The real-Redis helpers live in the publishable `cache-testing` crate; re-exported here so that
+// every `cache_tests::...` path of the suites keeps working.
+pub use cache_testing::{cluster, faults, proxy};
+pub use cache_testing::{
+    find_redis_cli, find_redis_server, key_slot, unique_namespace, CertKey, ClusterNode,
+    EvictionPolicy, FillReport, PauseMode, RedisCluster, RedisServer, ServerBlock, TestCerts,
+};
 pub use logs::LogCapture;
-pub use server::{find_redis_server, RedisServer};
 pub use trace::init_tracing;
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Returns a key namespace unique to this call, `"{prefix}-{pid}-{nanos}-{n}"`.
-///
-/// Use it as the cache namespace of a test so that tests running
-/// concurrently against one shared server (`REDIS_URL`) never see each
-/// other's keys. It contains no glob characters (`*`, `?`, `[`, `]`).
-pub fn unique_namespace(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
-}

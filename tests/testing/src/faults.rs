@@ -19,7 +19,7 @@ use crate::server::RedisServer;
 
 /// Key prefix of the keys written by [`RedisServer::fill_to_maxmemory`] (and deleted by
 /// [`RedisServer::reset_memory`]). No cache namespace of the tests starts with it.
-pub const FILLER_PREFIX: &str = "cache-tests-filler:";
+pub const FILLER_PREFIX: &str = "cache-testing-filler:";
 /// Size of one filler value.
 pub const FILLER_VALUE_BYTES: usize = 4096;
 /// Room left above the memory in use when [`RedisServer::fill_to_maxmemory`] sets

@@ -167,8 +167,8 @@ pub fn find_redis_cli(server_bin: Option<&Path>) -> Result<PathBuf, String> {
                  PATH, {}).\n\
                  The cluster tests create their cluster with `redis-cli --cluster create`. \
                  Either:\n  \
-                 - install it: `make test` does it on Debian/Ubuntu as root, or run \
-                 `sudo apt-get install redis-tools` / `brew install redis`;\n  \
+                 - install it: `sudo apt-get install redis-tools` (Debian/Ubuntu; this \
+                 workspace's `make test` does it as root) or `brew install redis` (macOS);\n  \
                  - set REDIS_CLI_BIN=/path/to/redis-cli;\n  \
                  - or set REDIS_CLUSTER_URLS=redis://host:port,... to use a running cluster \
                  (fault tests still need redis-server and redis-cli).",
@@ -277,7 +277,7 @@ impl ClusterNode {
 /// ```no_run
 /// use std::time::Duration;
 ///
-/// use cache_tests::RedisCluster;
+/// use cache_testing::RedisCluster;
 ///
 /// # async fn demo() -> redis::RedisResult<()> {
 /// let mut cluster = RedisCluster::start_owned();
@@ -480,7 +480,7 @@ impl RedisCluster {
         let server_bin = find_redis_server().unwrap_or_else(|msg| panic!("{msg}"));
         let cli_bin = find_redis_cli(Some(&server_bin)).unwrap_or_else(|msg| panic!("{msg}"));
         let dir = tempfile::Builder::new()
-            .prefix("cache-tests-cluster-")
+            .prefix("cache-testing-cluster-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temporary directory for the cluster: {e}"));
         let cluster_port_option = redis_major(&server_bin) >= 7;

@@ -73,8 +73,8 @@ impl TestCerts {
             !names.is_empty(),
             "a server certificate names at least one host"
         );
-        let (ca, ca_issuer) = new_ca("cache-tests CA", dir, "ca");
-        let (other_ca, other_issuer) = new_ca("cache-tests other CA", dir, "other-ca");
+        let (ca, ca_issuer) = new_ca("cache-testing CA", dir, "ca");
+        let (other_ca, other_issuer) = new_ca("cache-testing other CA", dir, "other-ca");
         let server = new_leaf(
             &ca_issuer,
             names[0],

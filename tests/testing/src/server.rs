@@ -157,7 +157,7 @@ impl RedisServer {
     fn spawn_new(flavor: impl FnOnce(&Path) -> Flavor) -> Self {
         let bin = find_redis_server().unwrap_or_else(|msg| panic!("{msg}"));
         let dir = tempfile::Builder::new()
-            .prefix("cache-tests-redis-")
+            .prefix("cache-testing-redis-")
             .tempdir()
             .unwrap_or_else(|e| {
                 panic!("cannot create a temporary directory for redis-server: {e}")
@@ -668,8 +668,8 @@ pub fn find_redis_server() -> Result<PathBuf, String> {
             format!(
                 "redis-server not found (searched $REDIS_SERVER_BIN, PATH, {}).\n\
                  The tests need a real Redis. Either:\n  \
-                 - install it: `make test` does it on Debian/Ubuntu as root, or run \
-                 `sudo apt-get install redis-server` / `brew install redis`;\n  \
+                 - install it: `sudo apt-get install redis-server` (Debian/Ubuntu; this \
+                 workspace's `make test` does it as root) or `brew install redis` (macOS);\n  \
                  - set REDIS_SERVER_BIN=/path/to/redis-server;\n  \
                  - or set REDIS_URL=redis://host:port to use a running server \
                  (fault tests still need redis-server).",
