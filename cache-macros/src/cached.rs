@@ -183,9 +183,9 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
             u,
             "`unless` does not apply to a handler returning a whole response (`Response`, \
              `impl IntoResponse` or a response tuple on Axum, `HttpResponse`, `impl Responder` or \
-             `(R, StatusCode)` on Actix): only 200 responses without `Set-Cookie`, `Cache-Control: no-store/private/no-cache` or \
-             `Vary: *` and with a body of at most 1 MiB are stored, any other response is \
-             returned unstored; remove `unless`",
+             `(R, StatusCode)` on Actix): only 200 responses without `Set-Cookie`, \
+             `Cache-Control: no-store/private/no-cache` or `Vary: *` and with a body of at most \
+             1 MiB are stored, any other response is returned unstored; remove `unless`",
         ));
     }
     let check = |id: &Ident, option: &str, errors: &mut Errors| {
