@@ -38,8 +38,8 @@
 //! | builder methods | `route`, `vary`, `cacheable_statuses`, `bypass_param`, `bypass_allowed`, `user`, `expose_key`, `header_names`, `invalidate_on_write`, `max_body`, `metrics` | the same (closures take `&http::request::Parts` / `&HttpRequest`) |
 //! | route policy | `RoutePolicy::ttl(..).tag("trig:{id}").scope(..).resource(..)` | the same type (re-exported from `cache_core::http`) |
 //! | `#[cached]` handlers | `CacheContextLayer` (bypass, user, `X-Cache-*` out) | `CacheContextLayer`, same builder |
-//! | `#[cached]` whole-response handlers | `-> Response`, `-> impl IntoResponse` | `-> HttpResponse`, `-> impl Responder` (a hidden `HttpRequest` argument is added) |
-//! | `#[cached]` / `#[invalidates]` extractors | `Path`, `Query`, `Json`, `State` | `web::Path`, `web::Query`, `web::Json`, `web::Data` |
+//! | `#[cached]` whole-response handlers | `-> Response`, `-> impl IntoResponse`, a response tuple such as `(StatusCode, Json<T>)` (returns `Response`) | `-> HttpResponse`, `-> impl Responder`, `(R, StatusCode)` (returns `HttpResponse`; a hidden `HttpRequest` argument is added for the last two) |
+//! | `#[cached]` / `#[invalidates]` extractors | `Path` (readable id segments of the default key), `Query`, `Json`, `State` | `web::Path` (the same), `web::Query`, `web::Json`, `web::Data` |
 //! | headers | `X-Cache-Status` (`HIT`/`MISS`/`BYPASS`/`STALE`/`SKIP`), `X-Cache-Key`, `X-Cache-Age`, `X-Cache-TTL`, `Age`, `Cache-Control`, `ETag` | the same |
 //! | bypass | `Cache-Control: no-cache`, `Pragma: no-cache`, `?cache_bypass=1`, restricted by `bypass_allowed` | the same |
 //! | conditional requests | `If-None-Match` → 304 from the entry; `HEAD` from the `GET` entry | the same |

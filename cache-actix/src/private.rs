@@ -1,5 +1,5 @@
 //! Runtime support for `#[cached]` on Actix handlers that return a finished response
-//! (`HttpResponse`, `impl Responder`). Not a stable API: only the macro's generated code calls
+//! (`HttpResponse`, `impl Responder`, `(R, StatusCode)`). Not a stable API: only the macro's generated code calls
 //! it. The response is cached through the same engine and stored format as the response layer
 //! (`cache_core::__private::run_http`).
 
@@ -8,7 +8,7 @@ use std::future::Future;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, Responder};
+use actix_web::{HttpRequest, Responder};
 use cache_core::http::{Disposition, HttpRules, Origin, StoredResponse};
 
 use crate::glue::{read_capped, Headers};
@@ -17,6 +17,7 @@ use crate::glue::{read_capped, Headers};
 const MAX_BODY: usize = 1024 * 1024;
 
 pub use actix_web::HttpRequest as Request;
+pub use actix_web::HttpResponse;
 
 /// Classifies a handler's response with the default HTTP rules (200 stored; other statuses
 /// shared with concurrent identical requests only; `Set-Cookie`, `private`, `no-store`, over
@@ -56,8 +57,9 @@ where
     origin_of(body.await.map_into_boxed_body()).await
 }
 
-/// The body of a `#[cached]` handler returning `impl Responder`: the responder is turned into
-/// a response with the request (a hidden `HttpRequest` argument the macro adds).
+/// The body of a `#[cached]` handler returning `impl Responder` or `(R, StatusCode)`: the
+/// responder is turned into a response with the request (a hidden `HttpRequest` argument the
+/// macro adds).
 pub async fn responder_origin<R, F>(req: HttpRequest, body: F) -> Origin<HttpResponse>
 where
     R: Responder,

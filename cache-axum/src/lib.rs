@@ -26,7 +26,9 @@
 //! * `-> Json<T>` (also `Result<Json<T>, E>`, `Option<Json<T>>`): cached as `T` and re-wrapped
 //!   on a hit; behind [`CacheContextLayer`] the hit's body is the stored JSON payload, byte for
 //!   byte what the miss sent;
-//! * `-> Response` (`axum::response::Response`, `Response<Body>`) or `-> impl IntoResponse`:
+//! * `-> Response` (`axum::response::Response`, `Response<Body>`), `-> impl IntoResponse`, or a
+//!   response tuple such as `-> (StatusCode, Json<T>)`, `(StatusCode, HeaderMap, Json<T>)` or
+//!   `(HeaderMap, Json<T>)` (the function then returns the `Response` the tuple turns into):
 //!   the **whole response** is cached, through the same engine and in the same stored format
 //!   as [`ResponseCacheLayer`]'s entries, and a hit is served from the stored bytes (the body is
 //!   not copied). The handler's response is classified by the shared HTTP rules: a `200` with
@@ -37,6 +39,10 @@
 //!
 //! With [`CacheContextLayer`] the responses get `X-Cache-*` headers, bypass requests refresh
 //! the entry, and the stored `ETag` answers `If-None-Match` with `304` and an empty body.
+//!
+//! Without `key = ..`, a `Path` argument is readable id segments of the key
+//! (`Path(id): Path<u32>` gives `<namespace>:v1:{resource}:123`), every other argument except
+//! `State` and `Extension` a hashed parameter (the `cache-macros` crate docs, "The key").
 //!
 //! ```
 //! use axum::extract::{Path, State};

@@ -1,5 +1,5 @@
 //! Runtime support for `#[cached]` on Axum handlers that return a finished response
-//! (`Response`, `impl IntoResponse`). Not a stable API: only the macro's generated code calls
+//! (`Response`, `impl IntoResponse`, a response tuple such as `(StatusCode, Json<T>)`). Not a stable API: only the macro's generated code calls
 //! it. The response is cached through the same engine and stored format as the response layers
 //! (`cache_core::__private::run_http`), and a hit is served from the stored bytes without
 //! copying them.
@@ -45,8 +45,8 @@ async fn origin_of(resp: Response) -> Origin<Response> {
     }
 }
 
-/// The body of a `#[cached]` handler returning `Response` or `impl IntoResponse`: its value is
-/// turned into a response and classified.
+/// The body of a `#[cached]` handler returning `Response`, `impl IntoResponse` or a response
+/// tuple: its value is turned into a response and classified.
 pub async fn response_origin<R, F>(body: F) -> Origin<Response>
 where
     R: IntoResponse,

@@ -58,6 +58,44 @@
 //! # });
 //! ```
 //!
+//! ## The default key: path parameters and the other arguments
+//! Without `key`, an argument that comes from the URL path (a type whose last path segment is
+//! `Path` with one generic argument: axum's `Path<T>`, actix-web's `web::Path<T>`) is readable
+//! id segments, in argument order: a scalar is one segment, a tuple or struct of scalars one per
+//! element. Every other argument is a hashed parameter named after the name it binds. Each
+//! segment is escaped by [`KeyBuilder::id`](crate::KeyBuilder::id), so the value `1:2` is the
+//! segment `1%3A2`, never the two segments `1` and `2`.
+//! ```
+//! use cache_core::{cached, Cache};
+//!
+//! pub struct Path<T>(pub T); // as `axum::extract::Path`
+//! pub struct Query<T>(pub T); // as `axum::extract::Query`
+//!
+//! #[cached(resource = "trig", ttl = "1m", cache = cache)]
+//! async fn trig_logs(cache: &Cache, Path((id, page)): Path<(u32, u32)>, Query(sort): Query<String>) -> String {
+//!     format!("trig {id}, page {page}, by {sort}")
+//! }
+//!
+//! #[cached(resource = "trig", ttl = "1m", cache = cache)]
+//! async fn trig(cache: &Cache, Path(id): Path<String>) -> String {
+//!     format!("trig {id}")
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cache = Cache::memory();
+//! trig_logs(&cache, Path((123, 2)), Query("date".into())).await;
+//! // The entry is at `<namespace>:v1:trig:123:2:q=<hash of sort="date">`:
+//! let key = cache.key("trig").id(123).id(2).param("sort", "\"date\"").build();
+//! assert!(key.as_str().contains(":trig:123:2:q="));
+//! assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("trig 123, page 2, by date"));
+//!
+//! trig(&cache, Path("1:2".into())).await;
+//! let key = cache.key("trig").id("1:2").build();
+//! assert!(key.as_str().ends_with(":trig:1%3A2"));
+//! assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("trig 1:2"));
+//! # });
+//! ```
+//!
 //! ## `key` (template)
 //! `key = "{a}:{b}"`: the key's id segments, formatted from arguments with `Display`. Only the
 //! named arguments are in the key.
@@ -471,14 +509,18 @@
 //!
 //! ## Whole HTTP responses
 //! A handler whose return type is itself a finished response is cached **whole** (status,
-//! headers, body): `Response` or `impl IntoResponse` on Axum (with `cache-axum` as a
-//! dependency), `HttpResponse` or `impl Responder` on Actix (with `cache-actix`). The response
-//! is stored in the format of the response layers and a hit is served from the stored bytes.
-//! Only a `200` with storable headers is stored; another status (`404`, `500`) is not (the next
-//! request runs the handler again), and a response with `Set-Cookie`,
-//! `Cache-Control: private/no-store/no-cache`, `Vary: *` or a body over 1 MiB is returned as it
-//! is. `unless` does not apply. Behind `CacheContextLayer` the response gets `X-Cache-*`
-//! headers, and its stored `ETag` answers `If-None-Match` with `304`.
+//! headers, body): `Response`, `impl IntoResponse` or a response tuple (`(StatusCode, Json<T>)`,
+//! `(StatusCode, HeaderMap, Json<T>)`, `(HeaderMap, Json<T>)`, ...) on Axum (with `cache-axum`
+//! as a dependency), `HttpResponse`, `impl Responder` or `(R, StatusCode)` on Actix (with
+//! `cache-actix`). A tuple handler returns the response its tuple turns into
+//! (`axum::response::Response`, `actix_web::HttpResponse`). The response is stored in the format
+//! of the response layers and a hit is served from the stored bytes. Only a `200` with storable
+//! headers is stored; another status (`201`, `404`, `500`) is not (the next request runs the
+//! handler again), and a response with `Set-Cookie`, `Cache-Control: private/no-store/no-cache`,
+//! `Vary: *` or a body over 1 MiB is returned as it is. `unless` does not apply. Behind
+//! `CacheContextLayer` the response gets `X-Cache-*` headers, and its stored `ETag` answers
+//! `If-None-Match` with `304`. The rules are listed in the `cache-macros` crate docs ("Whole HTTP
+//! responses").
 //!
 //! (This example needs `cache-axum` and `axum`, which `cache-core` does not depend on: it runs
 //! as a doctest of the `cache_axum` crate docs (section "`#[cached]` handlers"), and the
@@ -764,9 +806,10 @@
 //! ```
 //!
 //! An opaque return that is not a whole response (`impl Display`; `impl IntoResponse` and
-//! `impl Responder` are), a `dyn Trait`, or a whole response inside a `Result` / `Option`: it
-//! cannot be stored. Return `Json<T>` or a serializable type, or the whole response itself
-//! (`Response`, `impl IntoResponse`, `HttpResponse`, `impl Responder`):
+//! `impl Responder` are), a `dyn Trait`, or a whole response inside a `Result` / `Option`
+//! (`Result<(StatusCode, Json<T>), E>`, `Option<HttpResponse>`): it cannot be stored. Return
+//! `Json<T>` or a serializable type, or the whole response itself (`Response`,
+//! `impl IntoResponse`, a response tuple, `HttpResponse`, `impl Responder`, `(R, StatusCode)`):
 //! ```compile_fail
 //! #[cache_core::cached(ttl = "1m")]
 //! async fn trig(id: u32) -> impl std::fmt::Display {

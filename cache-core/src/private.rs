@@ -134,6 +134,24 @@ impl<'a> KeyDraft<'a> {
         });
     }
 
+    /// Adds a value that comes from the URL path (an axum `Path<T>` or actix-web `web::Path<T>`
+    /// argument, or a name its pattern binds) as readable id segments, in order, when it renders
+    /// as such (see [`path_segments`]): a scalar is one segment, a tuple, fixed-size array or
+    /// struct of scalars one segment per element. Any other value (a `None`, a `Vec`, a map, a
+    /// nested struct) is a hashed parameter named `name`, as with [`KeyDraft::param`]. Each
+    /// segment goes through [`KeyBuilder::id`](crate::KeyBuilder::id), so a `:` or a control
+    /// character inside a value is escaped and cannot fake a second segment.
+    pub fn path<T: KeyPart + ?Sized>(&mut self, name: &str, value: &T) {
+        match path_segments(value) {
+            Some(segments) => {
+                for segment in segments {
+                    self.id(segment);
+                }
+            }
+            None => self.param(name, value),
+        }
+    }
+
     /// Adds an id segment (formatted with `Display`).
     pub fn id(&mut self, id: impl fmt::Display) {
         self.builder = self.builder.take().map(|b| b.id(id));
@@ -152,6 +170,298 @@ impl<'a> KeyDraft<'a> {
     /// The key, if the call is to be cached.
     pub fn build(self) -> Option<CacheKey> {
         self.builder.map(crate::KeyBuilder::build)
+    }
+}
+
+// ---------------------------------------------------------------------------- path segments
+
+/// The readable id segments of a path parameter, or `None` when it has none (the macro then
+/// hashes it as a parameter):
+/// * a scalar (an integer, a float, a `bool`, a `char`, a string, a unit enum variant, a
+///   newtype around one, or `Some` of one) is one segment: its text (`42`, `1.5`, `true`,
+///   `trig-1`, the variant's serialized name);
+/// * a tuple, a fixed-size array, a tuple struct or a struct whose elements are all scalars is
+///   one segment per element, in order (a struct's field values in declaration order, without
+///   their names);
+/// * anything else is not readable: `None` (`()`), a `Vec` or slice (their length varies, so
+///   their segments could shift into the next argument's), a map, bytes, a nested tuple or
+///   struct, an enum variant with data, a struct field skipped by `skip_serializing_if`.
+///
+/// Segments are not escaped here: the caller passes each to `KeyBuilder::id`.
+///
+/// ```
+/// use cache_core::__private::path_segments;
+///
+/// assert_eq!(path_segments(&123u32), Some(vec!["123".to_owned()]));
+/// assert_eq!(path_segments(&(123u32, "en")), Some(vec!["123".to_owned(), "en".to_owned()]));
+/// assert_eq!(path_segments(&vec![1, 2]), None);
+/// assert_eq!(path_segments(&None::<u32>), None);
+/// ```
+pub fn path_segments<T: Serialize + ?Sized>(value: &T) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    value.serialize(segments::Top { out: &mut out }).ok()?;
+    Some(out)
+}
+
+mod segments {
+    //! The serializers behind [`path_segments`](super::path_segments): `Top` takes a scalar
+    //! or one level of tuple / struct; `Scalar` takes a scalar only.
+
+    use std::fmt;
+
+    use serde::ser::{self, Impossible, Serialize};
+
+    /// The value is not readable as id segments.
+    #[derive(Debug)]
+    pub(super) struct NotReadable;
+
+    impl fmt::Display for NotReadable {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("not readable as id segments")
+        }
+    }
+
+    impl std::error::Error for NotReadable {}
+
+    impl ser::Error for NotReadable {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            NotReadable
+        }
+    }
+
+    /// A scalar as its text.
+    pub(super) struct Scalar;
+
+    macro_rules! display {
+        ($($method:ident: $ty:ty),* $(,)?) => {
+            $(fn $method(self, v: $ty) -> Result<String, NotReadable> {
+                Ok(v.to_string())
+            })*
+        };
+    }
+
+    macro_rules! not_readable {
+        ($($method:ident($($arg:ty),*) -> $ret:ty),* $(,)?) => {
+            $(fn $method(self, $(_: $arg),*) -> Result<$ret, NotReadable> {
+                Err(NotReadable)
+            })*
+        };
+    }
+
+    impl ser::Serializer for Scalar {
+        type Ok = String;
+        type Error = NotReadable;
+        type SerializeSeq = Impossible<String, NotReadable>;
+        type SerializeTuple = Impossible<String, NotReadable>;
+        type SerializeTupleStruct = Impossible<String, NotReadable>;
+        type SerializeTupleVariant = Impossible<String, NotReadable>;
+        type SerializeMap = Impossible<String, NotReadable>;
+        type SerializeStruct = Impossible<String, NotReadable>;
+        type SerializeStructVariant = Impossible<String, NotReadable>;
+
+        display!(
+            serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+            serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
+            serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_f32: f32,
+            serialize_f64: f64, serialize_char: char, serialize_str: &str,
+        );
+
+        fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<String, NotReadable> {
+            v.serialize(self)
+        }
+
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            v: &T,
+        ) -> Result<String, NotReadable> {
+            v.serialize(self)
+        }
+
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            variant: &'static str,
+        ) -> Result<String, NotReadable> {
+            Ok(variant.to_owned())
+        }
+
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<String, NotReadable> {
+            Err(NotReadable)
+        }
+
+        not_readable!(
+            serialize_bytes(&[u8]) -> String,
+            serialize_none() -> String,
+            serialize_unit() -> String,
+            serialize_unit_struct(&'static str) -> String,
+            serialize_seq(Option<usize>) -> Self::SerializeSeq,
+            serialize_tuple(usize) -> Self::SerializeTuple,
+            serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct,
+            serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant,
+            serialize_map(Option<usize>) -> Self::SerializeMap,
+            serialize_struct(&'static str, usize) -> Self::SerializeStruct,
+            serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant,
+        );
+    }
+
+    /// A path parameter: a scalar (one segment) or a tuple / struct of scalars (one each).
+    pub(super) struct Top<'a> {
+        pub(super) out: &'a mut Vec<String>,
+    }
+
+    /// The elements of a tuple or the fields of a struct, each a scalar.
+    pub(super) struct Elements<'a> {
+        out: &'a mut Vec<String>,
+    }
+
+    impl Elements<'_> {
+        fn push<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), NotReadable> {
+            self.out.push(v.serialize(Scalar)?);
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeTuple for Elements<'_> {
+        type Ok = ();
+        type Error = NotReadable;
+        fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), NotReadable> {
+            self.push(v)
+        }
+        fn end(self) -> Result<(), NotReadable> {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeTupleStruct for Elements<'_> {
+        type Ok = ();
+        type Error = NotReadable;
+        fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), NotReadable> {
+            self.push(v)
+        }
+        fn end(self) -> Result<(), NotReadable> {
+            Ok(())
+        }
+    }
+
+    impl ser::SerializeStruct for Elements<'_> {
+        type Ok = ();
+        type Error = NotReadable;
+        fn serialize_field<T: Serialize + ?Sized>(
+            &mut self,
+            _: &'static str,
+            v: &T,
+        ) -> Result<(), NotReadable> {
+            self.push(v)
+        }
+        /// A field left out for this value only (`skip_serializing_if`) would shift the
+        /// segments after it: not readable.
+        fn skip_field(&mut self, _: &'static str) -> Result<(), NotReadable> {
+            Err(NotReadable)
+        }
+        fn end(self) -> Result<(), NotReadable> {
+            Ok(())
+        }
+    }
+
+    impl<'a> Top<'a> {
+        fn one(self, segment: String) -> Result<(), NotReadable> {
+            self.out.push(segment);
+            Ok(())
+        }
+    }
+
+    macro_rules! top_scalar {
+        ($($method:ident: $ty:ty),* $(,)?) => {
+            $(fn $method(self, v: $ty) -> Result<(), NotReadable> {
+                let segment = ser::Serializer::$method(Scalar, v)?;
+                self.one(segment)
+            })*
+        };
+    }
+
+    impl<'a> ser::Serializer for Top<'a> {
+        type Ok = ();
+        type Error = NotReadable;
+        type SerializeSeq = Impossible<(), NotReadable>;
+        type SerializeTuple = Elements<'a>;
+        type SerializeTupleStruct = Elements<'a>;
+        type SerializeTupleVariant = Impossible<(), NotReadable>;
+        type SerializeMap = Impossible<(), NotReadable>;
+        type SerializeStruct = Elements<'a>;
+        type SerializeStructVariant = Impossible<(), NotReadable>;
+
+        top_scalar!(
+            serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+            serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
+            serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_f32: f32,
+            serialize_f64: f64, serialize_char: char, serialize_str: &str,
+        );
+
+        fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<(), NotReadable> {
+            v.serialize(self)
+        }
+
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            v: &T,
+        ) -> Result<(), NotReadable> {
+            v.serialize(self)
+        }
+
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            variant: &'static str,
+        ) -> Result<(), NotReadable> {
+            self.one(variant.to_owned())
+        }
+
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), NotReadable> {
+            Err(NotReadable)
+        }
+
+        fn serialize_tuple(self, _: usize) -> Result<Elements<'a>, NotReadable> {
+            Ok(Elements { out: self.out })
+        }
+
+        fn serialize_tuple_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Elements<'a>, NotReadable> {
+            Ok(Elements { out: self.out })
+        }
+
+        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Elements<'a>, NotReadable> {
+            Ok(Elements { out: self.out })
+        }
+
+        not_readable!(
+            serialize_bytes(&[u8]) -> (),
+            serialize_none() -> (),
+            serialize_unit() -> (),
+            serialize_unit_struct(&'static str) -> (),
+            serialize_seq(Option<usize>) -> Self::SerializeSeq,
+            serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant,
+            serialize_map(Option<usize>) -> Self::SerializeMap,
+            serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant,
+        );
     }
 }
 
@@ -786,6 +1096,114 @@ mod tests {
             assert_eq!(v, 1);
             assert_eq!(ctx.take_outcome().unwrap().status, CacheStatus::Bypass);
         }
+    }
+
+    fn path_key(values: &[&dyn erased::Part]) -> String {
+        let cache = Cache::memory();
+        let mut d = KeyDraft::new(Some(&cache), "r");
+        for (i, v) in values.iter().enumerate() {
+            v.add(&mut d, &format!("p{i}"));
+        }
+        d.build().unwrap().as_str().to_owned()
+    }
+
+    /// `KeyDraft::path` over values of different types, for the tests below.
+    mod erased {
+        pub(super) trait Part {
+            fn add(&self, d: &mut super::KeyDraft<'_>, name: &str);
+        }
+        impl<T: serde::Serialize> Part for T {
+            fn add(&self, d: &mut super::KeyDraft<'_>, name: &str) {
+                d.path(name, self);
+            }
+        }
+    }
+
+    #[derive(serde::Serialize)]
+    struct Params {
+        trig: u32,
+        page: u32,
+    }
+
+    #[derive(serde::Serialize)]
+    struct TrigId(u32);
+
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Lang {
+        En,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Sparse {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        a: Option<u32>,
+        b: u32,
+    }
+
+    #[test]
+    fn path_parameters_render_as_readable_id_segments() {
+        let ns = Cache::memory().key("r").build().as_str().to_owned();
+        let key = |rest: &str| format!("{ns}:{rest}");
+        assert_eq!(path_key(&[&123u32]), key("123"));
+        assert_eq!(path_key(&[&(123u32, 2u32)]), key("123:2"));
+        assert_eq!(path_key(&[&123u32, &2u32]), key("123:2"), "argument order");
+        assert_eq!(path_key(&[&(7u32, "en".to_owned())]), key("7:en"));
+        assert_eq!(path_key(&[&Params { trig: 5, page: 3 }]), key("5:3"));
+        assert_eq!(path_key(&[&[4u8, 2]]), key("4:2"), "a fixed-size array");
+        assert_eq!(path_key(&[&TrigId(9)]), key("9"));
+        assert_eq!(path_key(&[&Lang::En]), key("en"));
+        assert_eq!(path_key(&[&Some(-1i64)]), key("-1"));
+        assert_eq!(path_key(&[&(true, 'x', 1.5f64)]), key("true:x:1.5"));
+    }
+
+    #[test]
+    fn path_values_that_are_not_scalars_are_hashed_parameters() {
+        let cache = Cache::memory();
+        let hashed =
+            |name: &str, json: &str| cache.key("r").param(name, json).build().as_str().to_owned();
+        assert_eq!(path_key(&[&vec![1, 2]]), hashed("p0", "[1,2]"));
+        assert_eq!(path_key(&[&None::<u32>]), hashed("p0", "null"));
+        assert_eq!(path_key(&[&((1, 2), 3)]), hashed("p0", "[[1,2],3]"));
+        assert_eq!(
+            path_key(&[&std::collections::BTreeMap::from([("a", 1)])]),
+            hashed("p0", r#"{"a":1}"#)
+        );
+        assert_eq!(
+            path_key(&[&Sparse { a: None, b: 2 }]),
+            hashed("p0", r#"{"b":2}"#),
+            "a skipped field would shift the segments"
+        );
+        assert_eq!(path_key(&[&Sparse { a: Some(1), b: 2 }]), {
+            let ns = Cache::memory().key("r").build().as_str().to_owned();
+            format!("{ns}:1:2")
+        });
+    }
+
+    #[test]
+    fn path_values_with_colons_or_control_characters_never_collide() {
+        let keys = [
+            path_key(&[&"1:2"]),
+            path_key(&[&(1u32, 2u32)]),
+            path_key(&[&"1", &"2"]),
+            path_key(&[&"1%3A2"]),
+            path_key(&[&r"1\n2"]),
+            path_key(&[&"1\n2"]),
+            path_key(&[&"q=1"]),
+            path_key(&[&"user=1"]),
+        ];
+        assert_eq!(keys[1], keys[2], "the same two segments");
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len() - 1, "{keys:#?}");
+        assert!(keys[0].ends_with(":1%3A2"), "{}", keys[0]);
+        for k in &keys {
+            assert!(!k.chars().any(char::is_control), "{k:?}");
+        }
+        // A value longer than the key limit gives a hashed key, still distinct.
+        let long = "x".repeat(500);
+        let longer = "x".repeat(501);
+        assert_ne!(path_key(&[&long]), path_key(&[&longer]));
+        assert!(path_key(&[&long]).len() <= 256);
     }
 
     #[test]

@@ -145,35 +145,47 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
     };
     if let (syn::ReturnType::Type(_, ty), None) = (&item.sig.output, http_return) {
         if let Some(bad) = signature::uncacheable(ty) {
-            errors.push(syn::Error::new_spanned(
-                bad,
+            let shown = quote!(#bad)
+                .to_string()
+                .replace(" :: ", "::")
+                .replace(":: ", "::")
+                .replace(" < ", "<")
+                .replace(" >", ">")
+                .replace(" ,", ",")
+                .replace("& ", "&")
+                .replace("( ", "(")
+                .replace(" )", ")");
+            let message = if signature::http_return(bad).is_some() {
                 format!(
-                    "`#[cached]` cannot cache `{}`: the value is stored in the cache, so it must \
-                     be a concrete `Serialize + DeserializeOwned` type. Return `Json<T>` (cached \
-                     as `T`, re-wrapped on a hit), a serializable type, or a `Result`/`Option` of \
-                     those; or return a whole response as the return type itself (not inside a \
-                     `Result`/`Option`), which is cached whole: `Response` or `impl IntoResponse` \
-                     on Axum, `HttpResponse` or `impl Responder` on Actix",
-                    quote!(#bad)
-                        .to_string()
-                        .replace(" :: ", "::")
-                        .replace(":: ", "::")
-                        .replace(" < ", "<")
-                        .replace(" >", ">")
-                        .replace(" ,", ",")
-                        .replace("& ", "&")
-                ),
-            ));
+                    "`#[cached]` caches a whole response such as `{shown}` only as the return \
+                     type itself, not inside a `Result` or an `Option`. Return the response \
+                     itself, with the error case turned into its own response (`Response` or \
+                     `impl IntoResponse` on Axum, `HttpResponse` or `impl Responder` on Actix; \
+                     only a storable `200` is stored, an error status never is), or return \
+                     `Result<Json<T>, E>` (`T` is cached, `Err` is not)"
+                )
+            } else {
+                format!(
+                    "`#[cached]` cannot cache `{shown}`: the value is stored in the cache, so it \
+                     must be a concrete `Serialize + DeserializeOwned` type. Return `Json<T>` \
+                     (cached as `T`, re-wrapped on a hit), a serializable type, or a \
+                     `Result`/`Option` of those; or return a whole response as the return type \
+                     itself (not inside a `Result`/`Option`), which is cached whole: `Response`, \
+                     `impl IntoResponse` or a tuple such as `(StatusCode, Json<T>)` on Axum, \
+                     `HttpResponse`, `impl Responder` or `(R, StatusCode)` on Actix"
+                )
+            };
+            errors.push(syn::Error::new_spanned(bad, message));
         }
     }
     if let (Some(_), Some(u)) = (http_return, &o.unless) {
         errors.push(syn::Error::new_spanned(
             u,
-            "`unless` does not apply to a handler returning a whole response (`Response` or \
-             `impl IntoResponse` on Axum, `HttpResponse` or `impl Responder` on Actix): only 200 \
-             responses without `Set-Cookie`, `Cache-Control: no-store/private/no-cache` or \
-             `Vary: *` and with a body of at most 1 MiB are stored, any other response is \
-             returned unstored; remove `unless`",
+            "`unless` does not apply to a handler returning a whole response (`Response`, \
+             `impl IntoResponse` or a response tuple on Axum, `HttpResponse`, `impl Responder` or \
+             `(R, StatusCode)` on Actix): only 200 responses without `Set-Cookie`, \
+             `Cache-Control: no-store/private/no-cache` or `Vary: *` and with a body of at most \
+             1 MiB are stored, any other response is returned unstored; remove `unless`",
         ));
     }
     let check = |id: &Ident, option: &str, errors: &mut Errors| {
@@ -214,11 +226,12 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
             quote!(#(#draft_v.id(#ids);)*)
         }
         Some(KeySpec::List(ids)) => params(ids, &derefs, &draft_v),
-        None => params(
-            &default_key(&args, &o.skip, o.cache.as_ref()),
-            &derefs,
-            &draft_v,
-        ),
+        None => {
+            let (path, other) = default_key(&args, &o.skip, o.cache.as_ref());
+            let mut steps = path_segments(&path, &derefs, &draft_v);
+            steps.extend(params(&other, &derefs, &draft_v));
+            steps
+        }
     };
     let user = o.user.as_ref().map(|u| quote!(#draft_v.user(&(#u));));
     let version = o.version.map(|v| quote!(#draft_v.version(#v);));
@@ -299,11 +312,13 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         // (stored, shared with concurrent identical requests, or handed back), cached through
         // the same engine and stored format as the response layer, and rebuilt.
         Some(
-            kind @ (signature::HttpReturn::ActixResponse | signature::HttpReturn::ActixResponder),
+            kind @ (signature::HttpReturn::ActixResponse
+            | signature::HttpReturn::ActixResponder
+            | signature::HttpReturn::ActixTuple),
         ) => {
             let produce = match kind {
-                signature::HttpReturn::ActixResponder => quote!(responder_origin(#req_v, #body)),
-                _ => quote!(response_origin(#body)),
+                signature::HttpReturn::ActixResponse => quote!(response_origin(#body)),
+                _ => quote!(responder_origin(#req_v, #body)),
             };
             quote_spanned! {ret_span=>
                 ::cache_actix::__private::respond(
@@ -345,10 +360,25 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
         attrs, vis, sig, ..
     } = item;
     let mut sig = sig.clone();
-    if http_return == Some(signature::HttpReturn::ActixResponder) {
+    if matches!(
+        http_return,
+        Some(signature::HttpReturn::ActixResponder | signature::HttpReturn::ActixTuple)
+    ) {
         // `impl Responder` needs the request to become a response: a hidden extractor argument.
         sig.inputs
             .push(syn::parse_quote!(#req_v: ::cache_actix::__private::Request));
+    }
+    // A response tuple cannot be rebuilt from a stored response: the function returns the
+    // response the tuple turns into (still a handler's return type).
+    match http_return {
+        Some(signature::HttpReturn::AxumTuple) => {
+            sig.output = syn::parse_quote_spanned!(ret_span=> -> ::cache_axum::__private::Response);
+        }
+        Some(signature::HttpReturn::ActixTuple) => {
+            sig.output =
+                syn::parse_quote_spanned!(ret_span=> -> ::cache_actix::__private::HttpResponse);
+        }
+        _ => {}
     }
     Ok(quote! {
         #(#attrs)*
@@ -371,18 +401,25 @@ pub(crate) fn expand(args: TokenStream, item: &ItemFn) -> syn::Result<TokenStrea
 ///   [`signature::is_handle`]),
 /// * the argument that the `cache = <expr>` option names, when `<expr>` is exactly a bare
 ///   argument name (`cache = cache`),
-/// * the names listed in `skip`.
+/// * the names listed in `skip`;
+///
+/// split in two, in argument order: the names bound by URL path extractors
+/// ([`signature::is_path`]), which become readable id segments, and the others, which become
+/// hashed parameters.
 ///
 /// Any other argument is in the key, whatever its type; one that is not `Serialize` fails on the
 /// `KeyPart` bound, whose message says to `skip` it or to list the key with `key = [..]`.
-fn default_key(args: &[Arg], skip: &[Ident], cache: Option<&Expr>) -> Vec<Ident> {
+fn default_key(args: &[Arg], skip: &[Ident], cache: Option<&Expr>) -> (Vec<Ident>, Vec<Ident>) {
     let cache_arg = cache.and_then(bare_ident);
-    args.iter()
-        .filter(|a| !a.handle)
-        .flat_map(|a| a.bindings.iter())
-        .filter(|b| !skip.contains(b) && Some(*b) != cache_arg)
-        .cloned()
-        .collect()
+    let names = |path: bool| -> Vec<Ident> {
+        args.iter()
+            .filter(|a| !a.handle && a.path == path)
+            .flat_map(|a| a.bindings.iter())
+            .filter(|b| !skip.contains(b) && Some(*b) != cache_arg)
+            .cloned()
+            .collect()
+    };
+    (names(true), names(false))
 }
 
 /// The name of `expr` when it is a bare identifier (`cache`), not a path, field or reference.
@@ -420,6 +457,18 @@ fn params(ids: &[Ident], derefs: &[(Ident, usize)], draft: &Ident) -> TokenStrea
         let n = derefs.iter().find(|(d, _)| d == id).map_or(0, |(_, n)| *n);
         let stars = (0..n).map(|_| quote_spanned!(id.span()=> *));
         quote_spanned!(id.span()=> #draft.param(#name, &#(#stars)*#id);)
+    });
+    quote!(#(#steps)*)
+}
+
+/// The key steps for the names bound by URL path extractors: readable id segments, in order
+/// (`KeyDraft::path`, which hashes a value that has none, named after the argument).
+fn path_segments(ids: &[Ident], derefs: &[(Ident, usize)], draft: &Ident) -> TokenStream {
+    let steps = ids.iter().map(|id| {
+        let name = id.to_string();
+        let n = derefs.iter().find(|(d, _)| d == id).map_or(0, |(_, n)| *n);
+        let stars = (0..n).map(|_| quote_spanned!(id.span()=> *));
+        quote_spanned!(id.span()=> #draft.path(#name, &#(#stars)*#id);)
     });
     quote!(#(#steps)*)
 }

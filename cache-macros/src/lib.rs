@@ -30,7 +30,7 @@
 //! | --- | --- | --- |
 //! | `resource` | `resource = "trig"` | resource segment of the key; default: the function's name |
 //! | `ttl` | `ttl = "24h"` | time to live, parsed at compile time (`"90s"`, `"5m"`, `"1h30m"`, `"3600"`); default: the cache's default TTL |
-//! | `key` | `key = "{trig_id}:{page}"` | the key's id segments, formatted from arguments (or their fields: `{claims.sub}`, `{pair.0}`) with `Display` |
+//! | `key` | `key = "{trig_id}:{page}"` | the key's id segments, formatted from arguments (or their fields: `{claims.sub}`, `{pair.0}`) with `Display`; default: path parameters as id segments, the other arguments as hashed parameters (see [the key](#the-key)) |
 //! | `key` | `key = [trig_id, page]` | only these arguments, as hashed parameters |
 //! | `tags` | `tags = ["trig:{trig_id}", "trigs:list"]` | tags of the entry, `{name}` formatted from arguments with `Display` |
 //! | `user` | `user = claims.sub` | per-user entries: `KeyBuilder::user(expr)` (any `Display`) |
@@ -45,14 +45,33 @@
 //!
 //! ## The key
 //!
-//! `namespace:v1:{resource}[#v{version}][:{key template}][:user=..][:q=hash]`. Without `key`,
-//! **every argument is a hashed parameter named after it**, except
+//! `namespace:v1:{resource}[#v{version}][:{id}]*[:user=..][:q=hash]`. With `key = "{a}:{b}"`
+//! the id segments are the template's; with `key = [a, b]` the key has no id segment and those
+//! arguments are its hashed parameters. Without `key`, the key is built from every argument
+//! except
 //! * **handle extractors**: an argument whose type, after removing references, is a path whose
 //!   last segment is `State`, `Data` or `Extension` with generic arguments (axum's `State<T>` and
 //!   `Extension<T>`, actix-web's `web::Data<T>`), with every name its pattern binds;
 //! * the argument named by the `cache = <argument>` option, when the expression is exactly a
 //!   bare argument name (`cache = cache`; not `cache = &app.cache`);
-//! * arguments listed in `skip`.
+//! * arguments listed in `skip`;
+//!
+//! and each of them becomes
+//! * **readable id segments when it comes from the URL path**: an argument whose type, after
+//!   removing references, has the last path segment `Path` with one generic argument (axum's
+//!   `Path<T>`, also destructured, and actix-web's `web::Path<T>`). Its value is rendered through
+//!   `Serialize`: a scalar (number, string, `bool`, `char`, unit enum variant, newtype of one) is
+//!   one segment, a tuple, fixed-size array or struct of scalars one segment per element, in
+//!   order (a struct's field values, without names). Path arguments come first, in argument
+//!   order: `Path(id): Path<u32>` gives `ns:v1:trig:123`; `Path((trig, page)): Path<(u32, u32)>`
+//!   and `path: web::Path<(u32, u32)>` give `ns:v1:trig:123:2`; a `Path<Params>` with fields
+//!   `trig` and `page` the same. Each segment is escaped by `KeyBuilder::id` (`%XX` for `:`,
+//!   `=`, `%`, whitespace, control and glob characters), so a value `1:2` gives the segment
+//!   `1%3A2`, never the two segments `1` and `2`; a key longer than the keyspace's limit is
+//!   shortened with a hash as any other. A path value with no readable form (`None`, a `Vec`, a
+//!   map, a nested tuple or struct, an enum variant with data) is a hashed parameter instead;
+//! * **a hashed parameter named after it** otherwise (a query struct, a body, a plain function
+//!   argument): `ns:v1:trig:123:q=<hash>` for `Path(id)` and `Query(filter)`.
 //!
 //! Nothing else is left out because of its type: a database pool, a client or an `Arc<..>` is
 //! part of the key, so two calls that differ in it never share an entry. An argument that is not
@@ -65,7 +84,7 @@
 //! `resource`, `key` or `cache` differ. Parameters are encoded with `serde_json`, so they must
 //! implement `Serialize` (numbers, strings, `Option`, `Vec`, derived structs); a value that fails
 //! to encode makes the call run uncached. Handler patterns bind names as usual:
-//! `Path(id): Path<i64>` is keyed as `id`; `State(app): State<App>` is a handle. An argument
+//! `Query(q): Query<Filter>` is keyed as `q`; `State(app): State<App>` is a handle. An argument
 //! bound to a single name whose type is an extractor wrapper (last segment `Path`, `Query`,
 //! `Json` or `Form` with one generic argument, e.g. actix-web's `path: web::Path<(u32, String)>`,
 //! which is not `Serialize`) or a shared pointer (`Arc<T>`, `Rc<T>`, not `Serialize` without
@@ -79,6 +98,10 @@
 //! * `Result<T, E>`: `Ok(T)` is cached; `Err(E)` is returned and not cached (with
 //!   `stale_if_error`, a stale `Ok` may be served instead of the error);
 //! * `Option<T>`: `Some(T)` is cached; **`None` is not cached**, so the body runs again next time;
+//! * a whole HTTP response (`Response`, `impl IntoResponse` or a response tuple such as
+//!   `(StatusCode, Json<T>)` on Axum; `HttpResponse`, `impl Responder` or `(R, StatusCode)` on
+//!   Actix): cached whole, stored only when it is a storable `200` (see
+//!   [below](#whole-http-responses));
 //! * anything else `T`: always cached.
 //!
 //! A `Json<T>` (the tuple struct `Json(pub T)` of axum and actix-web, which is not
@@ -98,20 +121,32 @@
 //! whole (status, headers, body), as the response layers of `cache-axum` and `cache-actix` cache
 //! it, and served on a hit from the stored bytes (the body is not copied):
 //!
-//! | return type | framework | how the value becomes a response | crate to depend on |
-//! | --- | --- | --- | --- |
-//! | `Response` (last path segment `Response`, e.g. `axum::response::Response`, `Response<Body>`) | Axum | it is one | `cache-axum` |
-//! | `impl IntoResponse` | Axum | `IntoResponse::into_response` | `cache-axum` |
-//! | `HttpResponse` (or `HttpResponse<B>`) | Actix | it is one | `cache-actix` |
-//! | `impl Responder` | Actix | `Responder::respond_to` with the request: the macro adds a hidden `HttpRequest` extractor argument | `cache-actix` |
+//! | return type | framework | how the value becomes a response | the function returns | crate to depend on |
+//! | --- | --- | --- | --- | --- |
+//! | `Response` (last path segment `Response`, e.g. `axum::response::Response`, `Response<Body>`) | Axum | it is one | `Response` | `cache-axum` |
+//! | `impl IntoResponse` | Axum | `IntoResponse::into_response` | `impl IntoResponse` | `cache-axum` |
+//! | a response tuple: `(StatusCode, Json<T>)`, `(StatusCode, HeaderMap, Json<T>)`, `(HeaderMap, Json<T>)`, `(StatusCode, [(HeaderName, &str); 1], String)`, ... | Axum | `IntoResponse::into_response` | `axum::response::Response` (the signature is rewritten) | `cache-axum` |
+//! | `HttpResponse` (or `HttpResponse<B>`) | Actix | it is one | `HttpResponse` | `cache-actix` |
+//! | `impl Responder` | Actix | `Responder::respond_to` with the request: the macro adds a hidden `HttpRequest` extractor argument | `impl Responder` | `cache-actix` |
+//! | `(R, StatusCode)`: `(web::Json<T>, StatusCode)`, `(impl Responder, StatusCode)` | Actix | as `impl Responder` | `HttpResponse` (the signature is rewritten) | `cache-actix` |
+//!
+//! A tuple is a response tuple when its last element's last path segment is `StatusCode`
+//! (Actix), or (Axum) when an element before the last is a response part (last path segment
+//! `StatusCode`, `HeaderMap`, `Parts`, `Extensions`, `AppendHeaders` or `TypedHeader`, or an
+//! array of pairs such as `[(HeaderName, &str); 1]`) or its last element is `impl Trait`,
+//! `Json<..>`, `Html<..>`, `Redirect` or `Response`. None of these is `Serialize`, so no tuple
+//! that could be cached as a value is taken for a response. A response tuple cannot be rebuilt
+//! from a stored response, so the function returns what the tuple turns into
+//! (`axum::response::Response`, `actix_web::HttpResponse`): still a handler's return type, but a
+//! direct caller gets the response, not the tuple.
 //!
 //! The handler's response is classified by the shared HTTP rules
-//! (`cache_core::http::HttpRules::default()`):
-//! * a `200` with storable headers and a body of at most 1 MiB is **stored** (as a
+//! (`cache_core::http::HttpRules::default()`), the same for every row of the table:
+//! * a **`200`** with storable headers and a body of at most 1 MiB is **stored** (as a
 //!   `cache_core::http::StoredResponse`, with a strong `ETag` added when it has none);
-//! * another status with storable headers (a `404`, a `500`) is **shared** with concurrent
-//!   identical requests waiting on the same key, **not stored**: the next request runs the
-//!   handler again (a `5xx` may be replaced by a stale entry with `stale_if_error`);
+//! * **any other status** (a `201`, a `404`, a `500`) with storable headers is **shared** with
+//!   concurrent identical requests waiting on the same key, **not stored**: the next request runs
+//!   the handler again (a `5xx` may be replaced by a stale entry with `stale_if_error`);
 //! * a response with `Set-Cookie`, `Cache-Control: private`, `no-store` or `no-cache`,
 //!   `Vary: *`, a `Content-Length` over 1 MiB, or a (streaming) body that turns out longer than
 //!   1 MiB is **returned as it is**, unstored and unshared (a long body is replayed in full).
@@ -125,7 +160,7 @@
 //! return type (the cached response is rebuilt as `Response<Body>`).
 //!
 //! ```ignore
-//! use axum::{extract::{Path, State}, http::StatusCode, response::IntoResponse};
+//! use axum::{extract::{Path, State}, http::StatusCode, response::IntoResponse, Json};
 //!
 //! #[cached(resource = "page", ttl = "10m", tags = ["trig:{id}"], cache = &app.cache)]
 //! async fn page(State(app): State<App>, Path(id): Path<u32>) -> impl IntoResponse {
@@ -134,6 +169,12 @@
 //!         None => (StatusCode::NOT_FOUND, [("x-served-by", "page")], String::new()), // not stored
 //!     }
 //! }
+//!
+//! // A tuple: returns `axum::response::Response`; a 200 is stored, a 201 is not.
+//! #[cached(resource = "trig", ttl = "10m", cache = &app.cache)]
+//! async fn trig(State(app): State<App>, Path(id): Path<u32>) -> (StatusCode, Json<Trig>) {
+//!     (StatusCode::OK, Json(app.db.trig(id).await))
+//! }
 //! ```
 //!
 //! ### What cannot be cached
@@ -141,13 +182,14 @@
 //! The cached value (`T`) must implement `Serialize + DeserializeOwned`; a missing bound is
 //! reported on the return type. A return type that cannot be stored is a compile error on it:
 //! any other `impl Trait` (`impl Display`), `dyn Trait`, `HttpResponseBuilder`, and a whole
-//! response as the `Ok` / `Some` type (`Result<Response, E>`, `Option<HttpResponse>`). Return
-//! `Json<T>`, a serializable type, or the whole response itself (`Response`,
-//! `impl IntoResponse`, `HttpResponse`, `impl Responder`).
+//! response as the `Ok` / `Some` type (`Result<Response, E>`, `Option<HttpResponse>`,
+//! `Result<(StatusCode, Json<T>), E>`, `Result<impl IntoResponse, E>`). Return `Json<T>`, a
+//! serializable type, or a `Result` / `Option` of those, or the whole response itself (a row of
+//! the table above, with the error turned into its own response).
 //!
 //! ## Failure and absence
 //! * No `cache = ...` and no default installed (`cache_core::install_default`): the body runs,
-//!   uncached.
+//!   uncached (the first such call in the process logs a warning, `cache_no_default_cache`).
 //! * Cache errors never surface: the engine falls through to the body.
 //! * Inside an HTTP adapter's request context the request's bypass flag is honoured and the
 //!   outcome (status, key, age, TTL) is recorded for `X-Cache-*` headers.

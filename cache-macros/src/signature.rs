@@ -10,11 +10,13 @@ use syn::{FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments, Ret
 use crate::options::Errors;
 
 /// One typed argument: the names its pattern binds, whether it is a handle extractor (see
-/// [`is_handle`]), and how many times its value is dereferenced before it is encoded as a key
-/// part (see [`key_derefs`]; only for an argument bound to one name).
+/// [`is_handle`]) or comes from the URL path (see [`is_path`]), and how many times its value is
+/// dereferenced before it is encoded as a key part (see [`key_derefs`]; only for an argument
+/// bound to one name).
 pub(crate) struct Arg {
     pub(crate) bindings: Vec<Ident>,
     pub(crate) handle: bool,
+    pub(crate) path: bool,
     pub(crate) derefs: usize,
 }
 
@@ -30,6 +32,7 @@ pub(crate) fn args(f: &ItemFn) -> Vec<Arg> {
                 Some(Arg {
                     bindings,
                     handle: is_handle(&t.ty),
+                    path: is_path(&t.ty),
                     derefs: match &*t.pat {
                         Pat::Ident(p) if p.subpat.is_none() => key_derefs(&t.ty),
                         _ => 0,
@@ -76,6 +79,17 @@ pub(crate) fn is_handle(ty: &Type) -> bool {
             ) && matches!(&seg.arguments, PathArguments::AngleBracketed(a) if !a.args.is_empty())
         }),
         _ => false,
+    }
+}
+
+/// The path rule: an argument comes from the URL path, and its default key part is readable id
+/// segments (`KeyDraft::path`), when its type, after removing references, is a path whose last
+/// segment is `Path` with one generic argument: axum's `Path<T>` (also destructured,
+/// `Path((trig, page)): Path<(u32, u32)>`) and actix-web's `web::Path<T>`.
+pub(crate) fn is_path(ty: &Type) -> bool {
+    match strip(ty) {
+        Type::Reference(r) => is_path(&r.elem),
+        t => one_arg_path(t, &["Path"]),
     }
 }
 
@@ -257,6 +271,11 @@ pub(crate) enum HttpReturn {
     AxumResponse,
     /// Axum: `-> impl IntoResponse`.
     AxumIntoResponse,
+    /// Axum: a tuple that is a response (see [`response_tuple`]), such as
+    /// `(StatusCode, Json<T>)`; the function then returns `axum::response::Response`.
+    AxumTuple,
+    /// Actix: `-> (R, StatusCode)` (`R: Responder`); the function then returns `HttpResponse`.
+    ActixTuple,
 }
 
 /// Whether the return type is a whole HTTP response (top level only), and whose: a path whose
@@ -285,14 +304,63 @@ pub(crate) fn http_return(ty: &Type) -> Option<HttpReturn> {
             Some("Response") => Some(HttpReturn::AxumResponse),
             _ => None,
         },
+        t @ Type::Tuple(_) => response_tuple(t),
         _ => None,
     }
+}
+
+/// The tuple rule: a tuple of two or more elements is a whole response
+/// * for Actix (`impl Responder for (R, StatusCode)`) when its last element's last path segment
+///   is `StatusCode`: `(web::Json<T>, StatusCode)`, `(impl Responder, StatusCode)`;
+/// * for Axum (`IntoResponse` for `(parts.., body)`) when an element before the last is a
+///   response part (last path segment `StatusCode`, `HeaderMap`, `Parts`, `Extensions`,
+///   `AppendHeaders` or `TypedHeader`, or an array of pairs such as `[(HeaderName, &str); 1]`),
+///   or when its last element is a response body (`impl Trait`, or last path segment `Json`,
+///   `Html`, `Redirect` or `Response`): `(StatusCode, Json<T>)`,
+///   `(StatusCode, HeaderMap, Json<T>)`, `(HeaderMap, Json<T>)`, `(StatusCode, String)`.
+///
+/// None of these is `Serialize` (a `StatusCode`, a `HeaderMap`, a `Json<T>` is not), so no
+/// cacheable value is taken for a response.
+pub(crate) fn response_tuple(ty: &Type) -> Option<HttpReturn> {
+    let Type::Tuple(t) = strip(ty) else {
+        return None;
+    };
+    let elems: Vec<&Type> = t.elems.iter().collect();
+    let (last, parts) = elems.split_last()?;
+    if parts.is_empty() {
+        return None;
+    }
+    if last_segment(last).as_deref() == Some("StatusCode") {
+        return Some(HttpReturn::ActixTuple);
+    }
+    let is_part = |ty: &Type| match strip(ty) {
+        Type::Array(a) => matches!(strip(&a.elem), Type::Tuple(p) if p.elems.len() == 2),
+        t => matches!(
+            last_segment(t).as_deref(),
+            Some(
+                "StatusCode"
+                    | "HeaderMap"
+                    | "Parts"
+                    | "Extensions"
+                    | "AppendHeaders"
+                    | "TypedHeader"
+            )
+        ),
+    };
+    let is_body = match strip(last) {
+        Type::ImplTrait(_) => true,
+        t => matches!(
+            last_segment(t).as_deref(),
+            Some("Json" | "Html" | "Redirect" | "Response")
+        ),
+    };
+    (is_body || parts.iter().any(|p| is_part(p))).then_some(HttpReturn::AxumTuple)
 }
 
 /// The part of a return type that `#[cached]` cannot store, if any (checked when the return
 /// type is not a whole response, see [`http_return`]): an opaque `impl Trait` or `dyn Trait`
 /// (also behind a reference, `Box`, `Arc` or `Rc`), an `HttpResponseBuilder`, or a finished HTTP
-/// response (`HttpResponse`, `Response`) as the `Ok`/`Some` type.
+/// response (`HttpResponse`, `Response`, a response tuple) as the `Ok`/`Some` type.
 pub(crate) fn uncacheable(ty: &Type) -> Option<&Type> {
     match strip(ty) {
         t @ Type::Path(_) => match last_segment(t).as_deref() {
@@ -300,6 +368,7 @@ pub(crate) fn uncacheable(ty: &Type) -> Option<&Type> {
             Some("Result" | "Option") => first_type_arg(t).and_then(uncacheable),
             _ => opaque(t),
         },
+        t @ Type::Tuple(_) if response_tuple(t).is_some() => Some(t),
         t => opaque(t),
     }
 }

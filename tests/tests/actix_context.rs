@@ -30,6 +30,20 @@ async fn get_trig(app: web::Data<State>, id: web::Path<u32>) -> web::Json<String
     web::Json(format!("trig {}", *id))
 }
 
+/// A path value in one segment (`1:2` stays one value).
+#[cached(resource = "name", ttl = "1h", cache = app.cache.clone())]
+async fn get_name(app: web::Data<State>, name: web::Path<String>) -> web::Json<String> {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    web::Json(format!("name {}", *name))
+}
+
+/// Two path values, in the same resource as [`get_name`].
+#[cached(resource = "name", ttl = "1h", cache = app.cache.clone())]
+async fn get_pair(app: web::Data<State>, path: web::Path<(String, String)>) -> web::Json<String> {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    web::Json(format!("pair {} {}", path.0, path.1))
+}
+
 async fn service(
     state: State,
     layer: CacheContextLayer,
@@ -38,6 +52,8 @@ async fn service(
         App::new()
             .app_data(web::Data::new(state))
             .route("/trigs/{id}", web::get().to(get_trig))
+            .route("/names/{name}", web::get().to(get_name))
+            .route("/pairs/{a}/{b}", web::get().to(get_pair))
             .route("/plain", web::get().to(|| async { "plain" }))
             .wrap(layer),
     )
@@ -73,7 +89,8 @@ async fn cached_handlers_get_cache_headers_and_honour_bypass(ctx: Ctx) {
     let (status, headers, body) = call(&r, req()).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "\"trig 1\""));
     assert_eq!(h(&headers, "x-cache-status"), "MISS");
-    assert!(h(&headers, "x-cache-key").contains(":trig:"), "{headers:?}");
+    let key = state.cache.key("trig").id(1).build();
+    assert_eq!(h(&headers, "x-cache-key"), key.as_str(), "{headers:?}");
     let (_, headers, body) = call(&r, req()).await;
     assert_eq!(
         (h(&headers, "x-cache-status"), body.as_str()),
@@ -110,6 +127,61 @@ async fn cached_handlers_get_cache_headers_and_honour_bypass(ctx: Ctx) {
     let (_, headers, _) = call(&restricted, bypass).await;
     assert_eq!(h(&headers, "x-cache-status"), "HIT");
     assert_eq!(h(&headers, "x-cache-key"), "");
+}
+
+/// Without `key`, a `web::Path` argument is readable id segments: `web::Path<u32>` is keyed
+/// `ns:v1:trig:123`, `web::Path<(String, String)>` one segment per element. Two ids are two
+/// entries, each with the handler's body; the value `1:2` in one segment and the values `1`, `2`
+/// in two are two entries too (`name:1%3A2`, `name:1:2`).
+async fn path_parameters_are_readable_id_segments_in_the_key(ctx: Ctx) {
+    let state = State {
+        cache: ctx.cache(),
+        loads: Arc::default(),
+    };
+    let r = service(state.clone(), CacheContextLayer::builder().build()).await;
+    let cache = &state.cache;
+    let cases = [
+        ("/trigs/123", cache.key("trig").id(123).build(), "trig 123"),
+        ("/trigs/124", cache.key("trig").id(124).build(), "trig 124"),
+        (
+            "/names/1:2",
+            cache.key("name").id("1:2").build(),
+            "name 1:2",
+        ),
+        (
+            "/pairs/1/2",
+            cache.key("name").id(1).id(2).build(),
+            "pair 1 2",
+        ),
+    ];
+    let prefix = cache
+        .key("x")
+        .build()
+        .as_str()
+        .strip_suffix(":x")
+        .unwrap()
+        .to_owned();
+    assert_eq!(cases[0].1.as_str(), format!("{prefix}:trig:123"));
+    assert_eq!(cases[2].1.as_str(), format!("{prefix}:name:1%3A2"));
+    assert_eq!(cases[3].1.as_str(), format!("{prefix}:name:1:2"));
+    for expected in ["MISS", "HIT"] {
+        for (uri, key, body) in &cases {
+            let (status, headers, got) = call(&r, TestRequest::get().uri(uri).to_request()).await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            assert_eq!(h(&headers, "x-cache-status"), expected, "{uri}");
+            assert_eq!(h(&headers, "x-cache-key"), key.as_str(), "{uri}");
+            assert_eq!(
+                got,
+                serde_json::to_string(body).unwrap(),
+                "{uri}: the handler's body"
+            );
+        }
+    }
+    assert_eq!(
+        state.loads.load(Ordering::SeqCst),
+        cases.len(),
+        "one entry per request"
+    );
 }
 
 /// Bypass is open to everyone by default; one line restricts it to the callers the admin guard
@@ -164,5 +236,6 @@ async fn bypass_restricted_to_the_admin_guard_in_one_line(ctx: Ctx) {
 
 on_both_backends_actix!(
     cached_handlers_get_cache_headers_and_honour_bypass,
+    path_parameters_are_readable_id_segments_in_the_key,
     bypass_restricted_to_the_admin_guard_in_one_line
 );

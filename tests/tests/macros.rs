@@ -433,6 +433,171 @@ async fn key_templates_lists_and_handler_patterns(ctx: Ctx) {
     assert_eq!(count(&app.loads), 1, "`request_id` is not in `key = [q]`");
 }
 
+// ------------------------------------------------------------------ path parameters
+
+/// A stand-in for actix-web's `web::Path<T>`: not `Serialize`, derefs to the value.
+mod web {
+    pub(crate) struct Path<T>(pub(crate) T);
+
+    impl<T> std::ops::Deref for Path<T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            &self.0
+        }
+    }
+}
+
+/// A stand-in for axum's `Query<T>`: not a path, so a hashed parameter.
+struct Query<T>(T);
+
+#[derive(Serialize)]
+struct PageParams {
+    trig: u32,
+    page: u32,
+}
+
+#[cached(resource = "trig", cache = &app.cache)]
+async fn by_id(State(app): State<&App>, Path(id): Path<u32>) -> String {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    format!("trig {id}")
+}
+
+#[cached(resource = "page", cache = &app.cache)]
+async fn by_pair(
+    State(app): State<&App>,
+    Path((trig, page)): Path<(u32, u32)>,
+    Query(sort): Query<String>,
+) -> String {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    format!("{trig}/{page} by {sort}")
+}
+
+#[cached(resource = "page", cache = &app.cache)]
+async fn by_struct(State(app): State<&App>, path: web::Path<PageParams>) -> String {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    format!("{}/{}", path.trig, path.page)
+}
+
+#[cached(resource = "name", cache = &app.cache)]
+async fn by_name(State(app): State<&App>, Path(name): Path<String>) -> String {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    format!("name {name}")
+}
+
+#[cached(resource = "name", cache = &app.cache)]
+async fn by_names(State(app): State<&App>, path: web::Path<(String, String)>) -> String {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    let (a, b) = &*path;
+    format!("names {a} {b}")
+}
+
+#[cached(resource = "list", cache = &app.cache)]
+async fn by_list(State(app): State<&App>, Path(ids): Path<Vec<u32>>) -> String {
+    app.loads.fetch_add(1, Ordering::SeqCst);
+    format!("{ids:?}")
+}
+
+/// Without `key`, what comes from the URL path is readable id segments, in argument order,
+/// before the hashed parameters of the other arguments; a path value with `:` is escaped and
+/// never collides with two segments; a value with no readable form is hashed.
+async fn path_parameters_are_readable_id_segments_in_the_key(ctx: Ctx) {
+    let app = App {
+        cache: ctx.cache(),
+        loads: AtomicUsize::new(0),
+    };
+    let prefix = app
+        .cache
+        .key("x")
+        .build()
+        .as_str()
+        .strip_suffix(":x")
+        .unwrap()
+        .to_owned();
+    let key_of = |outcome: Option<cache_core::__private::Outcome>| outcome.unwrap().key;
+
+    let (v, outcome) = observed(by_id(State(&app), Path(123))).await;
+    assert_eq!(v, "trig 123");
+    assert_eq!(key_of(outcome), format!("{prefix}:trig:123"));
+    let (v, outcome) = observed(by_id(State(&app), Path(124))).await;
+    assert_eq!(
+        (v.as_str(), key_of(outcome)),
+        ("trig 124", format!("{prefix}:trig:124"))
+    );
+    let (v, outcome) = observed(by_id(State(&app), Path(123))).await;
+    assert_eq!(v, "trig 123");
+    assert_eq!(outcome.unwrap().status, CacheStatus::Hit);
+    assert_eq!(count(&app.loads), 2, "two ids, two entries");
+
+    let (v, outcome) = observed(by_pair(State(&app), Path((123, 2)), Query("name".into()))).await;
+    assert_eq!(v, "123/2 by name");
+    let expected = app
+        .cache
+        .key("page")
+        .id(123)
+        .id(2)
+        .param("sort", "\"name\"")
+        .build();
+    assert_eq!(key_of(outcome), expected.as_str());
+    assert!(expected
+        .as_str()
+        .starts_with(&format!("{prefix}:page:123:2:q=")));
+    let (v, _) = observed(by_pair(State(&app), Path((123, 2)), Query("date".into()))).await;
+    assert_eq!(v, "123/2 by date", "the query is in the key");
+
+    let (v, outcome) = observed(by_struct(
+        State(&app),
+        web::Path(PageParams { trig: 5, page: 3 }),
+    ))
+    .await;
+    assert_eq!(v, "5/3");
+    assert_eq!(key_of(outcome), format!("{prefix}:page:5:3"));
+
+    // `1:2` in one segment, `1` and `2` in two: two keys, each with its own body.
+    let loads = count(&app.loads);
+    let (one, k1) = observed(by_name(State(&app), Path("1:2".into()))).await;
+    let (two, k2) = observed(by_names(State(&app), web::Path(("1".into(), "2".into())))).await;
+    let (k1, k2) = (key_of(k1), key_of(k2));
+    assert_eq!((one.as_str(), two.as_str()), ("name 1:2", "names 1 2"));
+    assert_eq!(k1, format!("{prefix}:name:1%3A2"));
+    assert_eq!(k2, format!("{prefix}:name:1:2"));
+    let (one_again, _) = observed(by_name(State(&app), Path("1:2".into()))).await;
+    let (two_again, _) = observed(by_names(State(&app), web::Path(("1".into(), "2".into())))).await;
+    assert_eq!((one_again, two_again), (one, two));
+    assert_eq!(count(&app.loads), loads + 2);
+    // Control characters are escaped; an over-long value gives a hashed key of bounded length.
+    let (_, k) = observed(by_name(State(&app), Path("a\nb".into()))).await;
+    assert_eq!(key_of(k), format!("{prefix}:name:a%0Ab"));
+    let long = "x".repeat(1000);
+    let (v, k) = observed(by_name(State(&app), Path(long.clone()))).await;
+    assert_eq!(v, format!("name {long}"));
+    let k = key_of(k);
+    assert!(k.len() <= 256 && k.contains(":name:h="), "{k}");
+
+    // A `Vec` has no fixed number of segments: hashed.
+    let (_, k) = observed(by_list(State(&app), Path(vec![1, 2]))).await;
+    assert_eq!(
+        key_of(k),
+        app.cache.key("list").param("ids", "[1,2]").build().as_str()
+    );
+}
+
+/// A tuple of serializable values is not a response tuple: it is cached as a value.
+#[cached(resource = "pair", cache = cache, skip = [loads])]
+async fn pair(cache: &Cache, loads: &AtomicUsize, id: u32) -> (u32, String) {
+    loads.fetch_add(1, Ordering::SeqCst);
+    (id, format!("trig {id}"))
+}
+
+async fn serializable_tuples_are_cached_as_values(ctx: Ctx) {
+    let cache = ctx.cache();
+    let loads = AtomicUsize::new(0);
+    assert_eq!(pair(&cache, &loads, 1).await, (1, "trig 1".to_owned()));
+    let (v, outcome) = observed(pair(&cache, &loads, 1)).await;
+    assert_eq!(v, (1, "trig 1".to_owned()));
+    assert_eq!(outcome.unwrap().status, CacheStatus::Hit);
+    assert_eq!(count(&loads), 1);
+}
+
 // ------------------------------------------------------------------ what is in the default key
 
 /// Serializable arguments whose types the old name-based handle rule left out of the key
@@ -658,6 +823,8 @@ on_both_backends!(
     invalidates_through_a_result_alias_only_on_ok,
     per_user_entries_are_not_shared,
     key_templates_lists_and_handler_patterns,
+    path_parameters_are_readable_id_segments_in_the_key,
+    serializable_tuples_are_cached_as_values,
     cache_expression_selects_the_instance,
     bypass_and_outcome_from_the_request_context,
     arc_and_state_named_arguments_are_in_the_key,

@@ -415,6 +415,27 @@ mod axum_app {
         )
     }
 
+    /// A `200` with one header that makes it unstorable, chosen by `kind`; the body counts the
+    /// loads, so a second run shows.
+    #[cached(resource = "unstorable", ttl = "1m", cache = &app.cache)]
+    async fn unstorable(State(app): State<App>, Path(kind): Path<String>) -> Response {
+        app.db.load(format!("unstorable:{kind}"));
+        let n = app.db.loads(&format!("unstorable:{kind}"));
+        let (name, value) = unstorable_header(&kind);
+        ([(name, value)], format!("{kind} {n}")).into_response()
+    }
+
+    /// The header each `kind` of [`unstorable`] sets.
+    fn unstorable_header(kind: &str) -> (&'static str, &'static str) {
+        match kind {
+            "cookie" => ("set-cookie", "visit=1"),
+            "private" => ("cache-control", "private, max-age=60"),
+            "no-store" => ("cache-control", "no-store"),
+            "no-cache" => ("cache-control", "no-cache"),
+            _ => ("vary", "*"),
+        }
+    }
+
     /// A streaming body of `kib` KiB, in 1 KiB chunks numbered `0..kib` (each chunk is its
     /// number's last digit, repeated), followed by the load count.
     #[cached(resource = "big", ttl = "1m", cache = &app.cache)]
@@ -431,12 +452,80 @@ mod axum_app {
             .collect()
     }
 
+    /// What the tuple handlers return for `id` at this moment: ids from 100 are created
+    /// (`201`, with the load count in the name, so a second run shows in the body).
+    fn made_value(app: &App, label: &str, id: u32) -> (StatusCode, Trig) {
+        if id >= 100 {
+            let n = app.db.loads(&format!("{label}:{id}"));
+            let name = format!("created (load {n})");
+            return (
+                StatusCode::CREATED,
+                Trig {
+                    id,
+                    name,
+                    tag: None,
+                },
+            );
+        }
+        let name = app.db.name(id);
+        (
+            StatusCode::OK,
+            Trig {
+                id,
+                name,
+                tag: None,
+            },
+        )
+    }
+
+    /// `(StatusCode, Json<T>)`: cached whole like `impl IntoResponse` (the function returns the
+    /// `Response` the tuple turns into); a `201` is not stored. `return` works as without the
+    /// attribute.
+    #[cached(resource = "made", ttl = "1m", tags = ["trig:{id}"], cache = &app.cache)]
+    async fn made(State(app): State<App>, Path(id): Path<u32>) -> (StatusCode, Json<Trig>) {
+        app.db.load(format!("made:{id}"));
+        let (status, trig) = made_value(&app, "made", id);
+        if status != StatusCode::OK {
+            return (status, Json(trig));
+        }
+        (status, Json(trig))
+    }
+
+    fn served_by(name: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-served-by", HeaderValue::from_static(name));
+        h
+    }
+
+    /// `(StatusCode, HeaderMap, Json<T>)`.
+    #[cached(resource = "headed", ttl = "1m", cache = &app.cache)]
+    async fn headed(
+        State(app): State<App>,
+        Path(id): Path<u32>,
+    ) -> (StatusCode, HeaderMap, Json<Trig>) {
+        app.db.load(format!("headed:{id}"));
+        let (status, trig) = made_value(&app, "headed", id);
+        (status, served_by("headed"), Json(trig))
+    }
+
+    /// `(HeaderMap, Json<T>)`: always `200`.
+    #[cached(resource = "bare", ttl = "1m", cache = &app.cache)]
+    async fn bare(State(app): State<App>, Path(id): Path<u32>) -> (HeaderMap, Json<Trig>) {
+        app.db.load(format!("bare:{id}"));
+        let (_, trig) = made_value(&app, "bare", id);
+        (served_by("bare"), Json(trig))
+    }
+
     /// The whole-response handlers, behind the context layer (`X-Cache-*`, `ETag`, 304).
     fn whole_router(app: App) -> Router {
         Router::new()
+            .route("/made/{id}", get(made))
+            .route("/headed/{id}", get(headed))
+            .route("/bare/{id}", get(bare))
             .route("/pages/{id}", get(page))
             .route("/cards/{id}", get(card))
             .route("/visits/{id}", get(visit))
+            .route("/unstorable/{kind}", get(unstorable))
             .route("/big/{kib}", get(big))
             .with_state(app)
             .layer(cache_axum::CacheContextLayer::builder().build())
@@ -590,6 +679,30 @@ mod axum_app {
         assert_eq!(app.db.loads("visit:5"), 3);
     }
 
+    /// A `200` with `Set-Cookie`, `Cache-Control: private`, `no-store` or `no-cache`, or
+    /// `Vary: *` is returned as the handler made it and never stored: each request runs it.
+    pub(super) async fn whole_responses_with_set_cookie_private_no_store_no_cache_or_vary_star_are_not_stored(
+        ctx: Ctx,
+    ) {
+        let app = App::new(&ctx);
+        for kind in ["cookie", "private", "no-store", "no-cache", "vary"] {
+            let (name, value) = unstorable_header(kind);
+            for n in 1..=2 {
+                let (status, headers, body) =
+                    call(&app, get_req(&format!("/unstorable/{kind}"))).await;
+                assert_eq!(status, StatusCode::OK, "{kind} {n}");
+                assert_eq!(
+                    body,
+                    format!("{kind} {n}"),
+                    "{kind}: request {n} runs the handler"
+                );
+                assert_eq!(headers[name], value, "{kind} {n}: the handler's header");
+                assert_ne!(cache_status(&headers), "HIT");
+            }
+            assert_eq!(app.db.loads(&format!("unstorable:{kind}")), 2, "{kind}");
+        }
+    }
+
     pub(super) async fn whole_response_over_1mib_is_not_stored(ctx: Ctx) {
         // The cache itself would store 8 MiB entries: the 1 MiB cap is the handler's.
         let app = App {
@@ -694,6 +807,67 @@ mod axum_app {
         assert_eq!(&body[..], b"<h1>Renamed again</h1>");
     }
 
+    /// Response tuples (`(StatusCode, Json<T>)`, `(StatusCode, HeaderMap, Json<T>)`,
+    /// `(HeaderMap, Json<T>)`) are cached whole: on the miss and on the hit, the status, the
+    /// handler's headers and the body are the handler's; a `201` tuple is not stored.
+    pub(super) async fn tuple_returns_are_cached_whole_and_a_201_is_not_stored(ctx: Ctx) {
+        let app = App::new(&ctx);
+        for (label, served) in [
+            ("made", None),
+            ("headed", Some("headed")),
+            ("bare", Some("bare")),
+        ] {
+            let uri = format!("/{label}/7");
+            let (want_status, want) = made_value(&app, label, 7);
+            let want_body = serde_json::to_vec(&want).unwrap();
+            for (n, expected) in [(1, "MISS"), (2, "HIT")] {
+                let (status, headers, body) = call(&app, get_req(&uri)).await;
+                assert_eq!(
+                    (status, cache_status(&headers)),
+                    (want_status, expected),
+                    "{uri} {n}"
+                );
+                assert_eq!(body, want_body, "{uri} {n}: the handler's body");
+                assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+                let by = headers.get("x-served-by").map(|v| v.to_str().unwrap());
+                assert_eq!(by, served, "{uri} {n}");
+            }
+            assert_eq!(app.db.loads(&format!("{label}:7")), 1, "{uri}");
+            // Another id, another entry, with that id's body.
+            let (status, _, body) = call(&app, get_req(&format!("/{label}/8"))).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                body,
+                serde_json::to_vec(&made_value(&app, label, 8).1).unwrap()
+            );
+        }
+        for label in ["made", "headed"] {
+            let uri = format!("/{label}/100");
+            for n in 1..=2 {
+                let (status, headers, body) = call(&app, get_req(&uri)).await;
+                assert_eq!(status, StatusCode::CREATED, "{uri} {n}");
+                assert_ne!(cache_status(&headers), "HIT", "{uri} {n}");
+                let want = made_value(&app, label, 100).1;
+                assert_eq!(want.name, format!("created (load {n})"));
+                assert_eq!(body, serde_json::to_vec(&want).unwrap(), "{uri} {n}");
+            }
+            assert_eq!(
+                app.db.loads(&format!("{label}:100")),
+                2,
+                "a 201 is not stored"
+            );
+        }
+        // A write invalidating the tag makes the next read run the handler again.
+        app.db.rename(7, "Renamed".into());
+        app.cache.invalidate_tags(&["trig:7"]).await.unwrap();
+        let (status, headers, body) = call(&app, get_req("/made/7")).await;
+        assert_eq!((status, cache_status(&headers)), (StatusCode::OK, "MISS"));
+        assert_eq!(
+            body,
+            serde_json::to_vec(&made_value(&app, "made", 7).1).unwrap()
+        );
+    }
+
     #[test]
     fn handlers_are_axum_handlers() {
         // `Router::route` already requires it; this names the property.
@@ -707,15 +881,29 @@ mod axum_app {
         is_handler(card);
         is_handler(visit);
         is_handler(big);
+        is_handler(made);
+        is_handler(unstorable);
+        is_handler(headed);
+        is_handler(bare);
+        // A tuple handler returns the response the tuple turns into.
+        fn returns_response<F: std::future::Future<Output = Response>>(_: F) {}
+        let app = App {
+            cache: Cache::memory(),
+            db: Arc::default(),
+        };
+        returns_response(made(State(app), Path(1)));
     }
 }
 
 use axum_app::{
     create_invalidates_from_the_json_result, errors_are_not_cached, json_handler_miss_then_hit,
-    users_never_share_entries, whole_response_404_is_not_stored, whole_response_etag_answers_304,
+    tuple_returns_are_cached_whole_and_a_201_is_not_stored, users_never_share_entries,
+    whole_response_404_is_not_stored, whole_response_etag_answers_304,
     whole_response_etag_answers_304_on_a_miss, whole_response_hits_carry_the_tier_header,
     whole_response_miss_then_hit, whole_response_over_1mib_is_not_stored,
-    whole_response_set_cookie_is_never_stored, write_invalidates_only_on_success,
+    whole_response_set_cookie_is_never_stored,
+    whole_responses_with_set_cookie_private_no_store_no_cache_or_vary_star_are_not_stored,
+    write_invalidates_only_on_success,
 };
 
 on_both_backends!(
@@ -732,6 +920,8 @@ on_both_backends!(
     whole_response_over_1mib_is_not_stored,
     whole_response_etag_answers_304,
     whole_response_etag_answers_304_on_a_miss,
+    tuple_returns_are_cached_whole_and_a_201_is_not_stored,
+    whole_responses_with_set_cookie_private_no_store_no_cache_or_vary_star_are_not_stored,
 );
 
 // ============================================================================= {result} tags
@@ -932,6 +1122,161 @@ mod actix {
         })
         .customize()
         .insert_header(("x-card", "yes"))
+    }
+
+    /// What the tuple handlers return for `id` at this moment (as on Axum): ids from 100 are
+    /// created (`201`, the load count in the name).
+    fn made_value(app: &App, label: &str, id: u32) -> (StatusCode, Trig) {
+        if id >= 100 {
+            let n = app.db.loads(&format!("{label}:{id}"));
+            let name = format!("created (load {n})");
+            return (
+                StatusCode::CREATED,
+                Trig {
+                    id,
+                    name,
+                    tag: None,
+                },
+            );
+        }
+        let name = app.db.name(id);
+        (
+            StatusCode::OK,
+            Trig {
+                id,
+                name,
+                tag: None,
+            },
+        )
+    }
+
+    /// `(web::Json<T>, StatusCode)`: cached whole like `impl Responder` (the function returns
+    /// the `HttpResponse`); a `201` is not stored.
+    #[cached(resource = "made", ttl = "1m", tags = ["trigs"], cache = &app.cache)]
+    async fn made(app: web::Data<App>, path: web::Path<u32>) -> (web::Json<Trig>, StatusCode) {
+        let id = *path;
+        app.db.load(format!("made:{id}"));
+        let (status, trig) = made_value(&app, "made", id);
+        (web::Json(trig), status)
+    }
+
+    /// `(impl Responder, StatusCode)`.
+    #[cached(resource = "made_r", ttl = "1m", cache = &app.cache)]
+    async fn made_responder(
+        app: web::Data<App>,
+        path: web::Path<u32>,
+    ) -> (impl Responder, StatusCode) {
+        let id = *path;
+        app.db.load(format!("made_r:{id}"));
+        let (status, trig) = made_value(&app, "made_r", id);
+        (
+            web::Json(trig).customize().insert_header(("x-card", "yes")),
+            status,
+        )
+    }
+
+    /// A `200` with one header that makes it unstorable, chosen by `kind` (as on Axum).
+    #[cached(resource = "unstorable", ttl = "1m", cache = &app.cache)]
+    async fn unstorable(app: web::Data<App>, kind: web::Path<String>) -> HttpResponse {
+        app.db.load(format!("unstorable:{kind}"));
+        let n = app.db.loads(&format!("unstorable:{kind}"));
+        HttpResponse::Ok()
+            .insert_header(unstorable_header(&kind))
+            .body(format!("{kind} {n}"))
+    }
+
+    fn unstorable_header(kind: &str) -> (&'static str, &'static str) {
+        match kind {
+            "cookie" => ("set-cookie", "visit=1"),
+            "private" => ("cache-control", "private, max-age=60"),
+            "no-store" => ("cache-control", "no-store"),
+            "no-cache" => ("cache-control", "no-cache"),
+            _ => ("vary", "*"),
+        }
+    }
+
+    /// A `200` with `Set-Cookie`, `Cache-Control: private`, `no-store` or `no-cache`, or
+    /// `Vary: *` is returned as the handler made it and never stored: each request runs it.
+    async fn whole_responses_with_set_cookie_private_no_store_no_cache_or_vary_star_are_not_stored(
+        ctx: Ctx,
+    ) {
+        let app = App::new(&ctx);
+        let svc = test::init_service(
+            actix_web::App::new()
+                .wrap(cache_actix::CacheContextLayer::builder().build())
+                .app_data(web::Data::new(app.clone()))
+                .route("/unstorable/{kind}", web::get().to(unstorable)),
+        )
+        .await;
+        for kind in ["cookie", "private", "no-store", "no-cache", "vary"] {
+            let (name, value) = unstorable_header(kind);
+            for n in 1..=2 {
+                let req = test::TestRequest::get()
+                    .uri(&format!("/unstorable/{kind}"))
+                    .to_request();
+                let resp = test::call_service(&svc, req).await;
+                assert_eq!(resp.status(), StatusCode::OK, "{kind} {n}");
+                assert_eq!(resp.headers().get(name).unwrap(), value, "{kind} {n}");
+                assert_ne!(
+                    resp.headers()
+                        .get("x-cache-status")
+                        .map(|v| v.to_str().unwrap()),
+                    Some("HIT")
+                );
+                let body = test::read_body(resp).await;
+                assert_eq!(&body[..], format!("{kind} {n}").as_bytes(), "{kind} {n}");
+            }
+            assert_eq!(app.db.loads(&format!("unstorable:{kind}")), 2, "{kind}");
+        }
+    }
+
+    /// `(R, StatusCode)` tuples are cached whole: the status, the handler's headers and body on
+    /// the miss and on the hit; a `201` tuple is not stored.
+    async fn tuple_returns_are_cached_whole_and_a_201_is_not_stored(ctx: Ctx) {
+        let app = App::new(&ctx);
+        let svc = test::init_service(
+            actix_web::App::new()
+                .wrap(cache_actix::CacheContextLayer::builder().build())
+                .app_data(web::Data::new(app.clone()))
+                .route("/made/{id}", web::get().to(made))
+                .route("/made_r/{id}", web::get().to(made_responder)),
+        )
+        .await;
+        let get = |uri: &str| test::TestRequest::get().uri(uri).to_request();
+        for (label, card) in [("made", None), ("made_r", Some("yes"))] {
+            let uri = format!("/{label}/7");
+            let (want_status, want) = made_value(&app, label, 7);
+            for (n, expected) in [(1, "MISS"), (2, "HIT")] {
+                let resp = test::call_service(&svc, get(&uri)).await;
+                assert_eq!(resp.status(), want_status, "{uri} {n}");
+                let h = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_owned())
+                };
+                assert_eq!(h("x-cache-status").as_deref(), Some(expected), "{uri} {n}");
+                assert_eq!(h("x-card").as_deref(), card, "{uri} {n}");
+                assert_eq!(h("content-type").as_deref(), Some("application/json"));
+                let body = test::read_body(resp).await;
+                assert_eq!(&body[..], serde_json::to_vec(&want).unwrap(), "{uri} {n}");
+            }
+            assert_eq!(app.db.loads(&format!("{label}:7")), 1, "{uri}");
+            let uri = format!("/{label}/100");
+            for n in 1..=2 {
+                let resp = test::call_service(&svc, get(&uri)).await;
+                assert_eq!(resp.status(), StatusCode::CREATED, "{uri} {n}");
+                assert_ne!(resp.headers().get("x-cache-status").unwrap(), "HIT");
+                let want = made_value(&app, label, 100).1;
+                assert_eq!(want.name, format!("created (load {n})"));
+                let body = test::read_body(resp).await;
+                assert_eq!(&body[..], serde_json::to_vec(&want).unwrap(), "{uri} {n}");
+            }
+            assert_eq!(
+                app.db.loads(&format!("{label}:100")),
+                2,
+                "a 201 is not stored"
+            );
+        }
     }
 
     macro_rules! service {
@@ -1271,5 +1616,7 @@ mod actix {
         whole_response_etag_answers_304,
         whole_response_etag_answers_304_on_a_miss,
         responders_are_cached_without_the_context_middleware,
+        tuple_returns_are_cached_whole_and_a_201_is_not_stored,
+        whole_responses_with_set_cookie_private_no_store_no_cache_or_vary_star_are_not_stored,
     );
 }

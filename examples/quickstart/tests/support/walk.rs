@@ -69,6 +69,11 @@ pub(crate) async fn readme_walk(base: &str) {
         );
     }
     assert_eq!(hit.headers()["x-cache-status"], "HIT");
+    assert_eq!(
+        hit.headers()["x-cache-key"],
+        "cache:v1:trig:1",
+        "the README's key"
+    );
     assert_eq!(hit.json::<Value>().await.expect("json"), trig(0));
 
     // Bypass: only the admin token may; the public's request is an ordinary hit.
